@@ -1,0 +1,25 @@
+"""The ``[retailers.<id>.returnlogic]`` table."""
+
+from __future__ import annotations
+
+from pydantic import AnyHttpUrl, Field, SecretStr
+
+from bridge.configbase import ConfigModel
+
+
+class ReturnLogicConfig(ConfigModel):
+    """ReturnLogic: order source, catalog, exchange-order sink and RMA source."""
+
+    base_url: AnyHttpUrl = Field(description="ReturnLogic API base, e.g. https://api.returnlogic.com")
+    team_id: str = Field(description="the ReturnLogic team (one token set per team)")
+    client_id: str | None = Field(default=None, description="OAuth app client id")
+    client_secret: SecretStr | None = Field(default=None, description="OAuth app client secret")
+    static_token: SecretStr | None = Field(
+        default=None, description="bearer token of a private app; no OAuth dance"
+    )
+    token_key_env: str = Field(
+        default="RETURNS_BRIDGE_TOKEN_KEY",
+        description="name of the env var holding the key that encrypts tokens at rest",
+    )
+    requests_per_second: int = Field(default=2, ge=1, description="per-key second window")
+    requests_per_minute: int = Field(default=120, ge=1, description="per-key minute window")

@@ -1,0 +1,87 @@
+"""The error taxonomy, grouped by what happens next.
+
+``BridgeError``
+  ``ConfigError``        the operator must fix the configuration; the daemon does not start.
+  ``MappingError``       the input cannot be turned into the canonical domain (or back);
+                         the payload is quarantined / the effect dead-lettered, never retried.
+  ``DeliveryError``      an outbound call failed.
+    ``RetriableDeliveryError``  transient (timeout, connect error, 5xx, 429): retry later,
+                                honouring ``retry_after`` when the partner gave one.
+    ``PermanentDeliveryError``  the partner refused the request (other 4xx): dead letter.
+    ``ReauthRequired``          the credentials were refused (401): refresh once, then retry.
+  ``StoreError``         the durable store failed; the caller must not acknowledge.
+
+Messages carry status codes, paths and header *names*, never header values or secrets.
+"""
+
+from __future__ import annotations
+
+
+class BridgeError(Exception):
+    """Something in returns-bridge failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or type(self).__name__).strip())
+
+
+class ConfigError(BridgeError):
+    """The configuration is invalid: run `returns-bridge check --config PATH` for every problem."""
+
+    def __init__(self, message: str | None = None, problems: list[str] | None = None) -> None:
+        self.problems = list(problems or [])
+        if message is None and self.problems:
+            message = "invalid configuration:\n" + "\n".join(self.problems)
+        super().__init__(message)
+
+
+class MappingError(BridgeError):
+    """The payload cannot be mapped: fix the mapping or the data, then replay the dead letter."""
+
+    def __init__(self, message: str | None = None, *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(message)
+
+
+class DeliveryError(BridgeError):
+    """An outbound call failed."""
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        status: int | None = None,
+        destination: str | None = None,
+        body: str | None = None,
+    ) -> None:
+        self.status = status
+        self.destination = destination
+        self.body = body
+        super().__init__(message)
+
+
+class RetriableDeliveryError(DeliveryError):
+    """A transient failure (timeout, connection error, 5xx, 429): the call will be retried."""
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        status: int | None = None,
+        destination: str | None = None,
+        body: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, status=status, destination=destination, body=body)
+
+
+class PermanentDeliveryError(DeliveryError):
+    """The partner refused the request: it is kept as a dead letter for inspection and replay."""
+
+
+class ReauthRequired(RetriableDeliveryError):
+    """The partner refused our credentials (401): refresh the token once and retry."""
+
+
+class StoreError(BridgeError):
+    """The durable store failed: nothing was acknowledged."""
