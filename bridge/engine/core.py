@@ -1,0 +1,369 @@
+"""Inbox -> map -> state -> outbox -> dispatch, platform-agnostic.
+
+Adapters supply two things:
+
+* an :data:`InboxHandler` per inbox *kind* (``"optoro.rmas"``): it parses and maps the raw
+  body, reads and writes entity state through the :class:`~bridge.store.Transaction`, and
+  returns the effects the new state causes. The engine writes those effects and the inbox
+  outcome in the same transaction. A :class:`~bridge.errors.MappingError` quarantines the
+  item with its reason (nothing else is written).
+* a :class:`Destination` per effect destination: it turns an effect into an
+  :class:`~bridge.http.OutboundRequest` and delivers it. The dispatcher retries
+  ``RetriableDeliveryError`` with capped exponential backoff and full jitter until the
+  destination's deadline, and dead-letters ``PermanentDeliveryError``, ``MappingError``
+  and anything past its deadline, keeping the request and the response.
+
+Exactly-once: every effect has an idempotency key (unique in the outbox); an effect whose
+earlier attempt may have reached the partner (``Effect.outcome_unknown``) is sent again
+with the same key, and each destination documents how the partner deduplicates it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from bridge.errors import BridgeError, DeliveryError, MappingError, RetriableDeliveryError
+from bridge.http import Backoff, OutboundRequest, Response
+from bridge.store import (
+    Effect,
+    EffectState,
+    InboxItem,
+    InboxStatus,
+    LeaseLost,
+    NewEffect,
+    Store,
+    Transaction,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DEADLINE = 72 * 3600.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What handling one inbox item did."""
+
+    status: InboxStatus = InboxStatus.DONE
+    effects: Sequence[NewEffect] = ()
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class HandlerContext:
+    """``replay`` is true when an operator re-runs stored input with the current mapping:
+    the handler re-applies state of the same version instead of calling it a duplicate."""
+
+    replay: bool = False
+
+
+InboxHandler = Callable[[InboxItem, Transaction, HandlerContext], Awaitable[Outcome]]
+
+
+class Destination(Protocol):
+    """Where effects of one ``destination`` name go."""
+
+    name: str
+    deadline_seconds: float
+    backoff: Backoff
+
+    async def build_request(self, effect: Effect) -> OutboundRequest:
+        """The exact request ``deliver`` would send (for dry-run and dead letters)."""
+
+    async def deliver(self, effect: Effect) -> Response | None:
+        """Send once; raise ``DeliveryError`` subclasses or ``MappingError`` on failure."""
+
+
+def inbox_kind(source: str) -> str:
+    """``"acme:optoro.rmas"`` -> ``"optoro.rmas"``."""
+    return source.split(":", 1)[1] if ":" in source else source
+
+
+def inbox_source(retailer: str | None, kind: str) -> str:
+    return f"{retailer}:{kind}" if retailer else kind
+
+
+def version_is_newer(new: Sequence[Any], stored: Sequence[Any] | None) -> bool:
+    """True when ``new`` sorts after ``stored`` (``None``: nothing stored yet)."""
+    return stored is None or tuple(new) > tuple(stored)
+
+
+async def apply_versioned(
+    tx: Transaction,
+    kind: str,
+    key: str,
+    version: Sequence[Any],
+    data: Any,
+    ctx: HandlerContext = HandlerContext(),
+) -> bool:
+    """Write entity state only when ``version`` is newer than what is stored (or equal,
+    on replay). False: stale or duplicate, nothing written."""
+    current = await tx.get_entity(kind, key)
+    stored = current.version if current else None
+    if version_is_newer(version, stored) or (ctx.replay and tuple(version) == stored):
+        await tx.put_entity(kind, key, tuple(version), data)
+        return True
+    return False
+
+
+@dataclass
+class EngineSettings:
+    inbox_batch: int = 32
+    inbox_lease: float = 60.0
+    effect_batch: int = 32
+    effect_lease: float = 120.0
+    idle_poll: float = 0.5
+    max_concurrent_deliveries: int = 16
+
+
+@dataclass
+class EngineStats:
+    processed: int = 0
+    quarantined: int = 0
+    superseded: int = 0
+    delivered: int = 0
+    retried: int = 0
+    dead: int = 0
+    by_destination: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def count(self, destination: str, what: str) -> None:
+        bucket = self.by_destination.setdefault(destination, {})
+        bucket[what] = bucket.get(what, 0) + 1
+
+
+class _Rollback(Exception):
+    """Raised inside a transaction to discard it (dry-run)."""
+
+
+class Engine:
+    """Runs the inbox worker and the outbox dispatcher over one :class:`Store`."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: EngineSettings | None = None,
+        owner: str | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings or EngineSettings()
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.handlers: dict[str, InboxHandler] = {}
+        self.destinations: dict[str, Destination] = {}
+        self.stats = EngineStats()
+        self._inbox_wakeup = asyncio.Event()
+        self._outbox_wakeup = asyncio.Event()
+
+    def add_handler(self, kind: str, handler: InboxHandler) -> None:
+        if kind in self.handlers:
+            raise BridgeError(f"inbox kind {kind!r} has a handler already")
+        self.handlers[kind] = handler
+
+    def add_destination(self, destination: Destination) -> None:
+        if destination.name in self.destinations:
+            raise BridgeError(f"destination {destination.name!r} is registered twice")
+        self.destinations[destination.name] = destination
+
+    # inbox -------------------------------------------------------------------------------
+
+    async def accept(
+        self, retailer: str | None, kind: str, key: str | None, body: bytes, headers: dict[str, str]
+    ) -> int:
+        """Durably store raw input (returns after commit) and wake the worker."""
+        accepted = await self.store.accept(inbox_source(retailer, kind), key, body, headers, retailer)
+        if not accepted.duplicate:
+            self._inbox_wakeup.set()
+        return accepted.inbox_id
+
+    async def process_available(self) -> int:
+        """Lease and process one batch of inbox items; returns how many were leased."""
+        items = await self.store.lease_inbox(
+            self.owner, self.settings.inbox_batch, self.settings.inbox_lease
+        )
+        for item in items:
+            await self.process(item)
+        return len(items)
+
+    async def process(self, item: InboxItem, ctx: HandlerContext = HandlerContext()) -> Outcome:
+        """Handle one leased item; its state, effects and outcome commit together."""
+        owner = None if ctx.replay else self.owner
+        handler = self.handlers.get(inbox_kind(item.source))
+        try:
+            if handler is None:
+                raise MappingError(f"no handler for inbox kind {inbox_kind(item.source)!r}")
+            async with self.store.transaction() as tx:
+                outcome = await handler(item, tx, ctx)
+                for effect in outcome.effects:
+                    await tx.add_effect(replace(effect, source_inbox_id=item.id))
+                await tx.finish_inbox(item.id, owner, outcome.status, outcome.note)
+        except MappingError as exc:
+            note = f"{exc.field}: {exc}" if exc.field else str(exc)
+            async with self.store.transaction() as tx:
+                await tx.finish_inbox(item.id, owner, InboxStatus.QUARANTINED, note)
+            self.stats.quarantined += 1
+            log.warning(
+                "inbox item quarantined",
+                extra={"inbox_id": item.id, "source": item.source, "reason": note},
+            )
+            return Outcome(InboxStatus.QUARANTINED, (), note)
+        except LeaseLost:
+            log.warning("inbox lease lost", extra={"inbox_id": item.id})
+            return Outcome(InboxStatus.PENDING)
+        self.stats.processed += 1
+        if outcome.status is InboxStatus.SUPERSEDED:
+            self.stats.superseded += 1
+        if outcome.effects:
+            self._outbox_wakeup.set()
+        return outcome
+
+    async def run_inbox_worker(self) -> None:
+        """Process inbox items until cancelled."""
+        while True:
+            if await self.process_available():
+                continue
+            self._inbox_wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._inbox_wakeup.wait(), self.settings.idle_poll)
+
+    # outbox ------------------------------------------------------------------------------
+
+    async def dispatch_available(self) -> int:
+        """Lease due effects and deliver them concurrently; returns how many were leased."""
+        effects = await self.store.lease_effects(
+            self.owner,
+            self.settings.effect_batch,
+            self.settings.effect_lease,
+            frozenset(self.destinations),
+        )
+        if not effects:
+            return 0
+        gate = asyncio.Semaphore(self.settings.max_concurrent_deliveries)
+
+        async def one(effect: Effect) -> None:
+            async with gate:
+                await self.deliver(effect)
+
+        await asyncio.gather(*(one(e) for e in effects))
+        return len(effects)
+
+    async def deliver(self, effect: Effect) -> None:
+        """One delivery attempt of a leased effect and its recorded outcome."""
+        destination = self.destinations[effect.destination]
+        fields = {"effect_id": effect.id, "destination": effect.destination, "attempt": effect.attempts}
+        try:
+            response = await destination.deliver(effect)
+        except RetriableDeliveryError as exc:
+            now = self.store.clock()
+            deadline = effect.deadline_at or (effect.created_at + destination.deadline_seconds)
+            delay = destination.backoff.delay(effect.attempts, exc.retry_after)
+            if now + delay > deadline:
+                await self._dead(effect, f"deadline passed: {exc}", exc)
+                return
+            with contextlib.suppress(LeaseLost):
+                await self.store.schedule_retry(effect.id, self.owner, now + delay, str(exc))
+            self.stats.retried += 1
+            self.stats.count(effect.destination, "retried")
+            log.info("delivery will be retried", extra={**fields, "delay": round(delay, 3), "reason": str(exc)})
+            return
+        except (DeliveryError, MappingError) as exc:
+            await self._dead(effect, str(exc), exc)
+            return
+        try:
+            await self.store.mark_delivered(
+                effect.id, self.owner, response.describe(500) if response is not None else None
+            )
+        except LeaseLost:
+            log.warning("delivered after lease expiry", extra=fields)
+            return
+        self.stats.delivered += 1
+        self.stats.count(effect.destination, "delivered")
+        log.info("effect delivered", extra=fields)
+
+    async def _dead(self, effect: Effect, reason: str, exc: BaseException) -> None:
+        destination = self.destinations[effect.destination]
+        try:
+            request: Any = (await destination.build_request(effect)).describe()
+        except (BridgeError, ValueError, KeyError) as build_error:
+            request = {"unavailable": str(build_error)}
+        response = None
+        if isinstance(exc, DeliveryError) and exc.status is not None:
+            response = {"status": exc.status, "body": exc.body}
+        with contextlib.suppress(LeaseLost):
+            await self.store.dead_letter(effect.id, self.owner, reason, request, response)
+        self.stats.dead += 1
+        self.stats.count(effect.destination, "dead")
+        log.warning(
+            "effect dead-lettered",
+            extra={"effect_id": effect.id, "destination": effect.destination, "reason": reason},
+        )
+
+    async def run_dispatcher(self) -> None:
+        """Deliver effects until cancelled, sleeping until the next one is due."""
+        while True:
+            if await self.dispatch_available():
+                continue
+            due = await self.store.next_effect_due()
+            wait = self.settings.idle_poll
+            if due is not None:
+                wait = min(wait, max(0.01, due - self.store.clock()))
+            self._outbox_wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._outbox_wakeup.wait(), wait)
+
+    # operator actions --------------------------------------------------------------------
+
+    async def rebuild_effect(self, effect: Effect, dry_run: bool) -> Effect:
+        """The effect as the current mapping builds it from its stored raw input.
+
+        Re-runs the source inbox item's handler in replay mode; with ``dry_run`` the
+        transaction is rolled back so nothing changes."""
+        if effect.source_inbox_id is None:
+            return effect
+        item = await self.store.get_inbox(effect.source_inbox_id)
+        handler = self.handlers.get(inbox_kind(item.source)) if item else None
+        if item is None or handler is None:
+            return effect
+        rebuilt: NewEffect | None = None
+        try:
+            async with self.store.transaction() as tx:
+                outcome = await handler(item, tx, HandlerContext(replay=True))
+                rebuilt = next(
+                    (e for e in outcome.effects if e.idempotency_key == effect.idempotency_key), None
+                )
+                if dry_run:
+                    raise _Rollback
+        except _Rollback:
+            pass
+        if rebuilt is None:
+            return effect
+        return replace(effect, payload=rebuilt.payload)
+
+    async def replay(self, effect_id: int, dry_run: bool = False) -> OutboundRequest:
+        """Re-map a dead letter from its stored input and queue it again (or only show the
+        request it would send). Raises ``MappingError`` if the input still does not map."""
+        effect = await self.store.get_effect(effect_id)
+        if effect is None:
+            raise BridgeError(f"no effect {effect_id}")
+        if effect.state is not EffectState.DEAD:
+            raise BridgeError(f"effect {effect_id} is {effect.state.value}, not a dead letter")
+        if effect.destination not in self.destinations:
+            raise BridgeError(f"destination {effect.destination!r} is not configured")
+        rebuilt = await self.rebuild_effect(effect, dry_run)
+        request = await self.destinations[effect.destination].build_request(rebuilt)
+        if not dry_run:
+            await self.store.requeue_effect(effect_id, rebuilt.payload)
+            self._outbox_wakeup.set()
+        return request
+
+    async def replay_inbox(self, inbox_id: int) -> bool:
+        """Put a quarantined item back in the queue, to be mapped with the current code."""
+        requeued = await self.store.requeue_inbox(inbox_id)
+        if requeued:
+            self._inbox_wakeup.set()
+        return requeued

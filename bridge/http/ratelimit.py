@@ -1,0 +1,127 @@
+"""Per-destination rate limiting over one or more sliding windows, with priorities.
+
+A limiter admits a call when every window (e.g. 2 per second *and* 120 per minute) has room,
+measured over the last ``period`` seconds of admitted calls (a true sliding log, so no burst
+at window edges can exceed the partner's count). Waiters are served by priority, then
+arrival. ``pause(seconds)`` stops admissions (a 429 without headers, maintenance), and
+``calibrate(remaining, period)`` lowers the known room when the partner's headers say
+others are spending the same key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import IntEnum
+
+
+class Priority(IntEnum):
+    """Lower value is served first."""
+
+    LIVE = 0
+    RECONCILE = 1
+    BACKFILL = 2
+
+
+@dataclass(frozen=True)
+class Window:
+    limit: int
+    period: float
+
+
+class RateLimiter:
+    """Sliding-log limiter over several windows; fair by priority then arrival."""
+
+    def __init__(
+        self,
+        windows: list[Window] | tuple[Window, ...] = (),
+        clock: Callable[[], float] = time.monotonic,
+        safety: float = 0.0,
+    ) -> None:
+        self.windows = tuple(windows)
+        self._clock = clock
+        self._safety = safety
+        self._log: deque[float] = deque()
+        self._paused_until = 0.0
+        self._external_use: dict[float, tuple[int, float]] = {}
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+        self._wake: asyncio.TimerHandle | None = None
+        self.admitted = 0
+
+    @property
+    def unlimited(self) -> bool:
+        return not self.windows
+
+    def pause(self, seconds: float) -> None:
+        self._paused_until = max(self._paused_until, self._clock() + max(0.0, seconds))
+
+    def calibrate(self, period: float, remaining: int) -> None:
+        """The partner says ``remaining`` calls are left in its ``period`` window now."""
+        for window in self.windows:
+            if window.period == period:
+                used_here = self._count_since(self._clock() - period)
+                external = max(0, window.limit - remaining - used_here)
+                self._external_use[period] = (external, self._clock() + period)
+
+    def _count_since(self, since: float) -> int:
+        return sum(1 for t in self._log if t > since)
+
+    def _delay(self) -> float:
+        now = self._clock()
+        delay = max(0.0, self._paused_until - now)
+        horizon = max((w.period for w in self.windows), default=0.0)
+        while self._log and self._log[0] <= now - horizon:
+            self._log.popleft()
+        for window in self.windows:
+            external, until = self._external_use.get(window.period, (0, 0.0))
+            if until <= now:
+                external = 0
+            in_window = [t for t in self._log if t > now - window.period]
+            room = window.limit - external
+            if len(in_window) >= room:
+                index = len(in_window) - room
+                oldest_blocking = in_window[index] if index < len(in_window) else now
+                delay = max(delay, oldest_blocking + window.period - now + self._safety)
+        return delay
+
+    async def acquire(self, priority: Priority = Priority.LIVE) -> None:
+        """Wait until a call may be made, then record it."""
+        if self.unlimited and self._paused_until <= self._clock():
+            self.admitted += 1
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (int(priority), next(self._seq), future))
+        self._schedule()
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self._log.pop()  # admitted but the caller went away: give the slot back
+                self.admitted -= 1
+            self._waiters = [w for w in self._waiters if w[2] is not future]
+            heapq.heapify(self._waiters)
+            self._schedule()
+            raise
+
+    def _schedule(self) -> None:
+        if self._wake is not None:
+            self._wake.cancel()
+            self._wake = None
+        while self._waiters:
+            if self._waiters[0][2].done():
+                heapq.heappop(self._waiters)
+                continue
+            delay = self._delay()
+            if delay > 0:
+                self._wake = asyncio.get_running_loop().call_later(delay, self._schedule)
+                return
+            _, _, future = heapq.heappop(self._waiters)
+            self._log.append(self._clock())
+            self.admitted += 1
+            future.set_result(None)

@@ -1,0 +1,644 @@
+"""SQLite backend on aiosqlite.
+
+Durability: WAL journal with ``synchronous=FULL``, so every COMMIT is fsynced before it
+returns; an ``accept`` answers only after the COMMIT holding its row. Concurrent accepts
+are *group-committed*: they queue, and one writer commits the whole queue in one
+transaction (one fsync for many acknowledgements). All writes go through one connection
+guarded by one lock, which is also what serialises concurrent transactions on an entity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from bridge.errors import StoreError
+from bridge.store.base import (
+    JSON,
+    Accepted,
+    Claim,
+    ClaimState,
+    Clock,
+    Effect,
+    EffectState,
+    Entity,
+    Flag,
+    InboxItem,
+    InboxStats,
+    InboxStatus,
+    LeaseLost,
+    NewEffect,
+    Store,
+    Transaction,
+    body_hash,
+    canonical_json,
+)
+
+GROUP_COMMIT_MAX = 512
+
+
+def _migrations() -> list[tuple[int, str]]:
+    folder = resources.files("bridge.store") / "migrations"
+    found = []
+    for entry in folder.iterdir():
+        name = entry.name
+        if name.endswith(".sql") and name[:4].isdigit():
+            found.append((int(name[:4]), entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+def _loads(text: str | None) -> JSON:
+    return None if text is None else json.loads(text)
+
+
+def _dumps(value: JSON) -> str | None:
+    return None if value is None else canonical_json(value)
+
+
+def _inbox(row: aiosqlite.Row) -> InboxItem:
+    return InboxItem(
+        id=row["id"],
+        source=row["source"],
+        retailer=row["retailer"],
+        dedup_key=row["dedup_key"],
+        body=bytes(row["body"]),
+        headers=json.loads(row["headers"]),
+        received_at=row["received_at"],
+        status=InboxStatus(row["status"]),
+        note=row["note"],
+        attempts=row["attempts"],
+        duplicates=row["duplicates"],
+    )
+
+
+def _effect(row: aiosqlite.Row) -> Effect:
+    return Effect(
+        id=row["id"],
+        idempotency_key=row["idempotency_key"],
+        destination=row["destination"],
+        kind=row["kind"],
+        order_key=row["order_key"],
+        payload=json.loads(row["payload"]),
+        retailer=row["retailer"],
+        source_inbox_id=row["source_inbox_id"],
+        state=EffectState(row["state"]),
+        attempts=row["attempts"],
+        next_attempt_at=row["next_attempt_at"],
+        created_at=row["created_at"],
+        deadline_at=row["deadline_at"],
+        last_error=row["last_error"],
+        result=_loads(row["result"]),
+        dead_reason=row["dead_reason"],
+        dead_request=_loads(row["dead_request"]),
+        dead_response=_loads(row["dead_response"]),
+        flagged=bool(row["flagged"]),
+    )
+
+
+def sqlite_path_from_url(url: str) -> Path:
+    """``sqlite:///relative.db`` or ``sqlite:////abs/path.db`` -> a path."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        raise StoreError(f"not a sqlite URL (expected {prefix}PATH)")
+    return Path(url[len(prefix) :])
+
+
+class _PendingAccept:
+    __slots__ = ("body", "digest", "future", "headers", "key", "retailer", "source")
+
+    def __init__(
+        self,
+        source: str,
+        key: str,
+        digest: str,
+        body: bytes,
+        headers: str,
+        retailer: str | None,
+        future: asyncio.Future[Accepted],
+    ) -> None:
+        self.source = source
+        self.key = key
+        self.digest = digest
+        self.body = body
+        self.headers = headers
+        self.retailer = retailer
+        self.future = future
+
+
+class SqliteStore(Store):
+    """The embedded default store: one SQLite file."""
+
+    def __init__(self, path: Path | str, clock: Clock = time.time) -> None:
+        self.path = Path(path)
+        self.clock = clock
+        self._conn: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+        self._queue: list[_PendingAccept] = []
+        self._queue_ready = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+        self.commits = 0
+        """Number of write transactions committed (group-commit evidence)."""
+
+    @property
+    def conn(self) -> aiosqlite.Connection:
+        if self._conn is None:
+            raise StoreError("store is not open")
+        return self._conn
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = await aiosqlite.connect(self.path, isolation_level=None)
+        self._conn.row_factory = aiosqlite.Row
+        for pragma in (
+            "PRAGMA journal_mode=WAL",
+            "PRAGMA synchronous=FULL",
+            "PRAGMA busy_timeout=10000",
+            "PRAGMA foreign_keys=ON",
+        ):
+            await self._conn.execute(pragma)
+        await self._migrate()
+        self._flusher = asyncio.create_task(self._flush_accepts(), name="sqlite-group-commit")
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+            self._flusher = None
+        for pending in self._queue:
+            if not pending.future.done():
+                pending.future.set_exception(StoreError("store closed before commit"))
+        self._queue.clear()
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    async def ping(self) -> bool:
+        try:
+            async with self.conn.execute("SELECT 1") as cur:
+                return (await cur.fetchone()) is not None
+        except (StoreError, aiosqlite.Error):
+            return False
+
+    async def schema_version(self) -> int:
+        async with self.conn.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def _migrate(self) -> None:
+        current = await self.schema_version()
+        for version, sql in _migrations():
+            if version <= current:
+                continue
+            async with self._lock:
+                await self.conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in _split_sql(sql):
+                        await self.conn.execute(statement)
+                    await self.conn.execute(f"PRAGMA user_version = {version:d}")
+                    await self.conn.execute("COMMIT")
+                except BaseException:
+                    await self.conn.execute("ROLLBACK")
+                    raise
+
+    @contextlib.asynccontextmanager
+    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            conn = self.conn
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                await conn.execute("ROLLBACK")
+                raise
+            await conn.execute("COMMIT")
+            self.commits += 1
+
+    async def _fetchall(self, sql: str, params: tuple[Any, ...] = ()) -> list[aiosqlite.Row]:
+        async with self.conn.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+    # inbox -------------------------------------------------------------------------------
+
+    async def accept(
+        self,
+        source: str,
+        key: str | None,
+        body: bytes,
+        headers: Mapping[str, str],
+        retailer: str | None = None,
+    ) -> Accepted:
+        digest = body_hash(body)
+        future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
+        self._queue.append(
+            _PendingAccept(
+                source, key or f"sha256:{digest}", digest, body,
+                canonical_json(dict(headers)), retailer, future,
+            )
+        )
+        self._queue_ready.set()
+        return await future
+
+    async def _flush_accepts(self) -> None:
+        while True:
+            await self._queue_ready.wait()
+            self._queue_ready.clear()
+            while self._queue:
+                batch = self._queue[:GROUP_COMMIT_MAX]
+                del self._queue[:GROUP_COMMIT_MAX]
+                try:
+                    results = await self._commit_accepts(batch)
+                except Exception as exc:  # the callers must not acknowledge
+                    for pending in batch:
+                        if not pending.future.done():
+                            pending.future.set_exception(
+                                StoreError(f"inbox commit failed: {type(exc).__name__}")
+                            )
+                    continue
+                for pending, result in zip(batch, results, strict=True):
+                    if not pending.future.done():
+                        pending.future.set_result(result)
+
+    async def _commit_accepts(self, batch: list[_PendingAccept]) -> list[Accepted]:
+        now = self.clock()
+        results: list[Accepted] = []
+        async with self._write() as conn:
+            for p in batch:
+                cur = await conn.execute(
+                    "INSERT OR IGNORE INTO inbox (source, retailer, dedup_key, body_hash, body,"
+                    " headers, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (p.source, p.retailer, p.key, p.digest, p.body, p.headers, now),
+                )
+                if cur.rowcount == 1 and cur.lastrowid is not None:
+                    results.append(Accepted(cur.lastrowid, duplicate=False))
+                    continue
+                cur = await conn.execute(
+                    "UPDATE inbox SET duplicates = duplicates + 1, last_duplicate_at = ?"
+                    " WHERE source = ? AND (dedup_key = ? OR body_hash = ?) RETURNING id",
+                    (now, p.source, p.key, p.digest),
+                )
+                row = await cur.fetchone()
+                await cur.close()
+                if row is None:
+                    raise StoreError("duplicate inbox row vanished")
+                results.append(Accepted(int(row[0]), duplicate=True))
+        return results
+
+    async def lease_inbox(
+        self, owner: str, limit: int, lease_seconds: float, source_prefix: str = ""
+    ) -> list[InboxItem]:
+        now = self.clock()
+        async with self._write() as conn:
+            cur = await conn.execute(
+                "UPDATE inbox SET lease_owner = ?, lease_until = ?, attempts = attempts + 1"
+                " WHERE id IN (SELECT id FROM inbox WHERE status = 'pending'"
+                " AND (lease_until IS NULL OR lease_until < ?) AND source LIKE ? || '%'"
+                " ORDER BY id LIMIT ?) RETURNING *",
+                (owner, now + lease_seconds, now, source_prefix, limit),
+            )
+            rows = list(await cur.fetchall())
+            await cur.close()
+        return sorted((_inbox(r) for r in rows), key=lambda item: item.id)
+
+    async def get_inbox(self, inbox_id: int) -> InboxItem | None:
+        rows = await self._fetchall("SELECT * FROM inbox WHERE id = ?", (inbox_id,))
+        return _inbox(rows[0]) if rows else None
+
+    async def list_inbox(self, status: InboxStatus, limit: int = 100) -> list[InboxItem]:
+        rows = await self._fetchall(
+            "SELECT * FROM inbox WHERE status = ? ORDER BY id LIMIT ?", (status.value, limit)
+        )
+        return [_inbox(r) for r in rows]
+
+    async def inbox_stats(self) -> InboxStats:
+        rows = await self._fetchall(
+            "SELECT source, status, COUNT(*) AS n, SUM(duplicates) AS d FROM inbox"
+            " GROUP BY source, status"
+        )
+        totals = {s.value: 0 for s in InboxStatus}
+        by_source: dict[str, dict[str, int]] = {}
+        duplicates = 0
+        for row in rows:
+            totals[row["status"]] += row["n"]
+            duplicates += row["d"] or 0
+            by_source.setdefault(row["source"], {})[row["status"]] = row["n"]
+        return InboxStats(
+            pending=totals["pending"],
+            done=totals["done"],
+            superseded=totals["superseded"],
+            quarantined=totals["quarantined"],
+            duplicates=duplicates,
+            by_source=by_source,
+        )
+
+    async def requeue_inbox(self, inbox_id: int) -> bool:
+        async with self._write() as conn:
+            cur = await conn.execute(
+                "UPDATE inbox SET status = 'pending', lease_owner = NULL, lease_until = NULL,"
+                " note = NULL WHERE id = ?",
+                (inbox_id,),
+            )
+            return cur.rowcount == 1
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        async with self._write() as conn:
+            yield _SqliteTransaction(conn, self.clock())
+
+    # outbox ------------------------------------------------------------------------------
+
+    async def lease_effects(
+        self, owner: str, limit: int, lease_seconds: float, destinations: frozenset[str] | None = None
+    ) -> list[Effect]:
+        now = self.clock()
+        where_dest = ""
+        params: list[Any] = [owner, now + lease_seconds, now, now]
+        if destinations is not None:
+            where_dest = f" AND o.destination IN ({','.join('?' * len(destinations))})"
+            params.extend(sorted(destinations))
+        params.append(limit)
+        async with self._write() as conn:
+            cur = await conn.execute(
+                "UPDATE outbox SET lease_owner = ?, lease_until = ?, attempts = attempts + 1"
+                " WHERE id IN (SELECT o.id FROM outbox o WHERE o.state = 'pending'"
+                " AND o.next_attempt_at <= ? AND (o.lease_until IS NULL OR o.lease_until < ?)"
+                + where_dest
+                + " AND (o.order_key = '' OR NOT EXISTS (SELECT 1 FROM outbox p"
+                " WHERE p.order_key = o.order_key AND p.state = 'pending' AND p.id < o.id))"
+                " ORDER BY o.next_attempt_at, o.id LIMIT ?) RETURNING *",
+                tuple(params),
+            )
+            rows = list(await cur.fetchall())
+            await cur.close()
+        return sorted((_effect(r) for r in rows), key=lambda e: e.id)
+
+    async def _finish_effect(self, effect_id: int, owner: str | None, sql: str, params: tuple[Any, ...]) -> None:
+        owner_clause = " AND lease_owner = ?" if owner is not None else ""
+        async with self._write() as conn:
+            cur = await conn.execute(
+                sql + " WHERE id = ? AND state = 'pending'" + owner_clause,
+                params + (effect_id,) + ((owner,) if owner is not None else ()),
+            )
+            if cur.rowcount != 1:
+                raise LeaseLost(f"effect {effect_id} is no longer leased by this worker")
+
+    async def mark_delivered(self, effect_id: int, owner: str, result: JSON = None) -> None:
+        await self._finish_effect(
+            effect_id, owner,
+            "UPDATE outbox SET state = 'delivered', finished_at = ?, result = ?,"
+            " lease_owner = NULL, lease_until = NULL",
+            (self.clock(), _dumps(result)),
+        )
+
+    async def schedule_retry(
+        self, effect_id: int, owner: str, next_attempt_at: float, error: str
+    ) -> None:
+        await self._finish_effect(
+            effect_id, owner,
+            "UPDATE outbox SET next_attempt_at = ?, last_error = ?,"
+            " lease_owner = NULL, lease_until = NULL",
+            (next_attempt_at, error),
+        )
+
+    async def dead_letter(
+        self,
+        effect_id: int,
+        owner: str | None,
+        reason: str,
+        request: JSON = None,
+        response: JSON = None,
+    ) -> None:
+        await self._finish_effect(
+            effect_id, owner,
+            "UPDATE outbox SET state = 'dead', finished_at = ?, dead_reason = ?, last_error = ?,"
+            " dead_request = ?, dead_response = ?, lease_owner = NULL, lease_until = NULL",
+            (self.clock(), reason, reason, _dumps(request), _dumps(response)),
+        )
+
+    async def get_effect(self, effect_id: int) -> Effect | None:
+        rows = await self._fetchall("SELECT * FROM outbox WHERE id = ?", (effect_id,))
+        return _effect(rows[0]) if rows else None
+
+    async def list_effects(
+        self,
+        state: EffectState | None = None,
+        destination: str | None = None,
+        order_key: str | None = None,
+        limit: int = 1000,
+    ) -> list[Effect]:
+        clauses, params = [], []
+        for column, value in (("state", state), ("destination", destination), ("order_key", order_key)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(str(value))
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        rows = await self._fetchall(
+            f"SELECT * FROM outbox{where} ORDER BY id LIMIT ?",  # noqa: S608 - fixed columns
+            (*params, limit),
+        )
+        return [_effect(r) for r in rows]
+
+    async def requeue_effect(self, effect_id: int, payload: JSON = None) -> bool:
+        now = self.clock()
+        async with self._write() as conn:
+            cur = await conn.execute(
+                "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?,"
+                " payload = COALESCE(?, payload), dead_reason = NULL, dead_request = NULL,"
+                " dead_response = NULL, finished_at = NULL, lease_owner = NULL,"
+                " lease_until = NULL, deadline_at = CASE WHEN deadline_at IS NULL THEN NULL"
+                " ELSE ? + (deadline_at - created_at) END WHERE id = ? AND state = 'dead'",
+                (now, _dumps(payload), now, effect_id),
+            )
+            return cur.rowcount == 1
+
+    async def next_effect_due(self) -> float | None:
+        rows = await self._fetchall(
+            "SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0))) FROM outbox"
+            " WHERE state = 'pending'"
+        )
+        value = rows[0][0] if rows else None
+        return float(value) if value is not None else None
+
+    # cursors -----------------------------------------------------------------------------
+
+    async def get_cursor(self, name: str) -> str | None:
+        rows = await self._fetchall("SELECT value FROM cursors WHERE name = ?", (name,))
+        return str(rows[0][0]) if rows else None
+
+    async def set_cursor(self, name: str, value: str) -> None:
+        async with self._write() as conn:
+            await conn.execute(
+                "INSERT INTO cursors (name, value, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET value = excluded.value,"
+                " updated_at = excluded.updated_at",
+                (name, value, self.clock()),
+            )
+
+    # idempotency -------------------------------------------------------------------------
+
+    async def claim(self, scope: str, key: str, request_hash: str, lease_seconds: float) -> Claim:
+        now = self.clock()
+        async with self._write() as conn:
+            cur = await conn.execute(
+                "SELECT request_hash, state, response, lease_until FROM idempotency"
+                " WHERE scope = ? AND key = ?",
+                (scope, key),
+            )
+            row = await cur.fetchone()
+            await cur.close()
+            if row is None:
+                await conn.execute(
+                    "INSERT INTO idempotency (scope, key, request_hash, state, lease_until,"
+                    " created_at, updated_at) VALUES (?, ?, ?, 'in_progress', ?, ?, ?)",
+                    (scope, key, request_hash, now + lease_seconds, now, now),
+                )
+                return Claim(ClaimState.NEW)
+            if row["request_hash"] != request_hash:
+                return Claim(ClaimState.CONFLICT, _loads(row["response"]))
+            if row["state"] == "done":
+                return Claim(ClaimState.DONE, _loads(row["response"]))
+            if row["lease_until"] is not None and row["lease_until"] < now:
+                await conn.execute(
+                    "UPDATE idempotency SET lease_until = ?, updated_at = ?"
+                    " WHERE scope = ? AND key = ?",
+                    (now + lease_seconds, now, scope, key),
+                )
+                return Claim(ClaimState.NEW)
+            return Claim(ClaimState.IN_PROGRESS)
+
+    async def complete_claim(self, scope: str, key: str, response: JSON) -> None:
+        async with self._write() as conn:
+            await conn.execute(
+                "UPDATE idempotency SET state = 'done', response = ?, lease_until = NULL,"
+                " updated_at = ? WHERE scope = ? AND key = ?",
+                (_dumps(response), self.clock(), scope, key),
+            )
+
+    async def release_claim(self, scope: str, key: str) -> None:
+        async with self._write() as conn:
+            await conn.execute(
+                "DELETE FROM idempotency WHERE scope = ? AND key = ? AND state = 'in_progress'",
+                (scope, key),
+            )
+
+    # tokens ------------------------------------------------------------------------------
+
+    async def get_token(self, name: str) -> tuple[bytes, int] | None:
+        rows = await self._fetchall("SELECT secret, version FROM tokens WHERE name = ?", (name,))
+        return (bytes(rows[0][0]), int(rows[0][1])) if rows else None
+
+    async def put_token(self, name: str, secret: bytes, expected_version: int | None) -> bool:
+        now = self.clock()
+        async with self._write() as conn:
+            if expected_version is None:
+                cur = await conn.execute(
+                    "INSERT OR IGNORE INTO tokens (name, secret, version, updated_at)"
+                    " VALUES (?, ?, 1, ?)",
+                    (name, secret, now),
+                )
+            else:
+                cur = await conn.execute(
+                    "UPDATE tokens SET secret = ?, version = version + 1, updated_at = ?"
+                    " WHERE name = ? AND version = ?",
+                    (secret, now, name, expected_version),
+                )
+            return cur.rowcount == 1
+
+    # flags -------------------------------------------------------------------------------
+
+    async def list_flags(self, include_resolved: bool = False) -> list[Flag]:
+        where = "" if include_resolved else " WHERE resolved_at IS NULL"
+        rows = await self._fetchall(f"SELECT * FROM flags{where} ORDER BY id")  # noqa: S608
+        return [
+            Flag(r["id"], r["retailer"], r["entity_kind"], r["entity_key"], r["reason"], r["created_at"])
+            for r in rows
+        ]
+
+
+class _SqliteTransaction(Transaction):
+    def __init__(self, conn: aiosqlite.Connection, now: float) -> None:
+        self._conn = conn
+        self._now = now
+
+    async def get_entity(self, kind: str, key: str) -> Entity | None:
+        async with self._conn.execute(
+            "SELECT * FROM entities WHERE kind = ? AND key = ?", (kind, key)
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        return Entity(kind, key, tuple(json.loads(row["version"])), json.loads(row["data"]), row["updated_at"])
+
+    async def put_entity(self, kind: str, key: str, version: tuple[Any, ...], data: JSON) -> None:
+        await self._conn.execute(
+            "INSERT INTO entities (kind, key, version, data, updated_at) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (kind, key) DO UPDATE SET version = excluded.version,"
+            " data = excluded.data, updated_at = excluded.updated_at",
+            (kind, key, canonical_json(list(version)), canonical_json(data), self._now),
+        )
+
+    async def add_effect(self, effect: NewEffect) -> bool:
+        cur = await self._conn.execute(
+            "INSERT OR IGNORE INTO outbox (idempotency_key, destination, kind, order_key, payload,"
+            " source_inbox_id, retailer, next_attempt_at, created_at, deadline_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                effect.idempotency_key, effect.destination, effect.kind, effect.order_key,
+                canonical_json(effect.payload), effect.source_inbox_id, effect.retailer,
+                effect.not_before if effect.not_before is not None else self._now,
+                self._now, effect.deadline_at,
+            ),
+        )
+        return cur.rowcount == 1
+
+    async def cancel_effects(self, order_key: str, kinds: frozenset[str] | None = None) -> int:
+        sql = "UPDATE outbox SET state = 'canceled', finished_at = ? WHERE order_key = ? AND state = 'pending'"
+        params: list[Any] = [self._now, order_key]
+        if kinds is not None:
+            sql += f" AND kind IN ({','.join('?' * len(kinds))})"
+            params.extend(sorted(kinds))
+        cur = await self._conn.execute(sql, tuple(params))
+        return cur.rowcount
+
+    async def effect_states(self, order_key: str) -> dict[str, EffectState]:
+        async with self._conn.execute(
+            "SELECT idempotency_key, state FROM outbox WHERE order_key = ?", (order_key,)
+        ) as cur:
+            return {row[0]: EffectState(row[1]) for row in await cur.fetchall()}
+
+    async def finish_inbox(
+        self, inbox_id: int, owner: str | None, status: InboxStatus, note: str | None = None
+    ) -> None:
+        sql = (
+            "UPDATE inbox SET status = ?, note = ?, processed_at = ?, lease_owner = NULL,"
+            " lease_until = NULL WHERE id = ?"
+        )
+        params: tuple[Any, ...] = (status.value, note, self._now, inbox_id)
+        if owner is not None:
+            sql += " AND lease_owner = ? AND status = 'pending'"
+            params += (owner,)
+        cur = await self._conn.execute(sql, params)
+        if cur.rowcount != 1:
+            raise LeaseLost(f"inbox item {inbox_id} is no longer leased by this worker")
+
+    async def add_flag(
+        self, retailer: str | None, entity_kind: str, entity_key: str, reason: str
+    ) -> None:
+        await self._conn.execute(
+            "INSERT OR IGNORE INTO flags (retailer, entity_kind, entity_key, reason, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (retailer, entity_kind, entity_key, reason, self._now),
+        )
+
+
+def _split_sql(script: str) -> list[str]:
+    lines = [line.split("--", 1)[0] for line in script.splitlines()]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]

@@ -1,0 +1,125 @@
+"""The real CLI as a subprocess: health, readiness, graceful SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE_ENV = {
+    "ACME_OPTORO_CLIENT_SECRET": "s3cret-optoro",
+    "ACME_OPTORO_WEBHOOK_PASSWORD": "s3cret-hook",
+    "ACME_RETURNLOGIC_CLIENT_SECRET": "s3cret-rl",
+    "ACME_KIBO_TOKEN": "s3cret-kibo",
+}
+
+
+def _config(tmp_path: Path) -> Path:
+    text = (REPO / "config.example.toml").read_text()
+    text = text.replace("port = 8080", "port = 0")
+    text = text.replace('url = "sqlite:///returns-bridge.db"', f'url = "sqlite:///{tmp_path}/bridge.db"')
+    path = tmp_path / "bridge.toml"
+    path.write_text(text)
+    return path
+
+
+def _get(url: str) -> tuple[int, dict[str, object]]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:  # loopback only
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.fixture
+def daemon(tmp_path: Path):  # type: ignore[no-untyped-def]
+    env = {**os.environ, **EXAMPLE_ENV}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bridge", "run", "--config", str(_config(tmp_path))],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if "listening on" not in line:
+        proc.kill()
+        raise AssertionError(f"daemon did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}")
+    base = line.strip().rsplit(" ", 1)[1]
+    yield proc, base
+    if proc.poll() is None:
+        proc.kill()
+    proc.communicate(timeout=10)
+
+
+def test_health_ready_and_sigterm(daemon) -> None:  # type: ignore[no-untyped-def]
+    proc, base = daemon
+    assert _get(f"{base}/healthz") == (200, {"status": "ok"})
+    status, body = _get(f"{base}/readyz")
+    assert status == 200
+    assert body["status"] == "ready"
+    assert body["retailers"] == ["acme"]
+
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    rc = proc.wait(timeout=10)
+    elapsed = time.monotonic() - started
+    assert rc == 0
+    assert elapsed < 10
+    _, err = proc.communicate()
+    logs = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert any(entry["message"] == "stopping" for entry in logs)
+    for secret in EXAMPLE_ENV.values():
+        assert secret not in err
+
+
+def test_sigint_also_stops(daemon) -> None:  # type: ignore[no-untyped-def]
+    proc, base = daemon
+    assert _get(f"{base}/healthz")[0] == 200
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=10) == 0
+
+
+def test_unopenable_store_fails_start(tmp_path: Path) -> None:
+    """A store that cannot be opened keeps the daemon from starting, loudly (exit != 0)."""
+    config = _config(tmp_path).read_text().replace(
+        f"sqlite:///{tmp_path}/bridge.db", "sqlite:////proc/no-such-dir/bridge.db"
+    )
+    path = tmp_path / "bad.toml"
+    path.write_text(config)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bridge", "run", "--config", str(path)],
+        capture_output=True, text=True, env={**os.environ, **EXAMPLE_ENV}, timeout=30, check=False,
+    )
+    assert proc.returncode != 0
+
+
+def test_check_cli_exit_codes(tmp_path: Path) -> None:
+    env = {**os.environ, **EXAMPLE_ENV}
+    ok = subprocess.run(
+        [sys.executable, "-m", "bridge", "check", "--config", str(REPO / "config.example.toml")],
+        capture_output=True, text=True, env=env, timeout=30, check=False,
+    )
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert ok.stdout.startswith("acme")
+    broken = tmp_path / "broken.toml"
+    broken.write_text((REPO / "config.example.toml").read_text().replace(
+        'base_url = "https://api.optoro.com"', 'base_url = "not a url"'))
+    bad = subprocess.run(
+        [sys.executable, "-m", "bridge", "check", "--config", str(broken)],
+        capture_output=True, text=True, env=env, timeout=30, check=False,
+    )
+    assert bad.returncode == 2
+    line_no = next(i for i, line in enumerate(broken.read_text().splitlines(), 1) if '"not a url"' in line)
+    assert f"{broken}:{line_no}: retailers.acme.optoro.base_url:" in bad.stdout
+    for secret in EXAMPLE_ENV.values():
+        assert secret not in bad.stdout + bad.stderr
