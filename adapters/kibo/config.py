@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import AnyHttpUrl, Field, SecretStr
+from pydantic import AnyHttpUrl, Field, SecretStr, model_validator
 
 from bridge.configbase import ConfigModel
 
@@ -17,3 +17,11 @@ class KiboConfig(ConfigModel):
     token: SecretStr | None = Field(default=None, description="bearer token (auth = bearer)")
     username: str | None = Field(default=None, description="user (auth = basic)")
     password: SecretStr | None = Field(default=None, description="password (auth = basic)")
+
+    @model_validator(mode="after")
+    def _credentials_match_auth(self) -> Self:
+        if self.auth == "bearer" and self.token is None:
+            raise ValueError('auth = "bearer" needs token')
+        if self.auth == "basic" and (self.username is None or self.password is None):
+            raise ValueError('auth = "basic" needs username and password')
+        return self

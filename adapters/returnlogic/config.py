@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import AnyHttpUrl, Field, SecretStr
+from typing import Self
+
+from pydantic import AnyHttpUrl, Field, SecretStr, model_validator
 
 from bridge.configbase import ConfigModel
 
@@ -23,3 +25,12 @@ class ReturnLogicConfig(ConfigModel):
     )
     requests_per_second: int = Field(default=2, ge=1, description="per-key second window")
     requests_per_minute: int = Field(default=120, ge=1, description="per-key minute window")
+
+    @model_validator(mode="after")
+    def _one_way_to_authenticate(self) -> Self:
+        oauth = (self.client_id, self.client_secret)
+        if self.static_token is not None and any(v is not None for v in oauth):
+            raise ValueError("set static_token or client_id and client_secret, not both")
+        if self.static_token is None and any(v is None for v in oauth):
+            raise ValueError("set static_token, or client_id and client_secret for OAuth")
+        return self

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import replace
 
 from bridge.engine.core import DEFAULT_DEADLINE
 from bridge.http import Backoff, DestinationLimits, HttpClient, OutboundRequest, Priority, Response
@@ -10,9 +11,10 @@ from bridge.store import Effect
 
 
 class HttpDestination(ABC):
-    """Subclasses say how an effect becomes a request; sending, rate limiting and error
-    classification are shared. The effect's idempotency key is the partner's dedup key
-    where the partner supports one (``idempotency_header``)."""
+    """Subclasses say how an effect becomes a request (:meth:`render`); sending, rate
+    limiting and error classification are shared. The effect's idempotency key goes out in
+    ``idempotency_header`` (``None`` for partners without one: such a destination must
+    look up before it creates when ``effect.outcome_unknown``)."""
 
     idempotency_header: str | None = "Idempotency-Key"
 
@@ -34,7 +36,16 @@ class HttpDestination(ABC):
         self.priority = priority
 
     @abstractmethod
-    async def build_request(self, effect: Effect) -> OutboundRequest: ...
+    async def render(self, effect: Effect) -> OutboundRequest:
+        """The partner request for ``effect`` (without the idempotency header)."""
+
+    async def build_request(self, effect: Effect) -> OutboundRequest:
+        """:meth:`render` plus the idempotency header, exactly as it will be sent."""
+        request = await self.render(effect)
+        if self.idempotency_header and self.idempotency_header not in request.headers:
+            headers = {**request.headers, self.idempotency_header: effect.idempotency_key}
+            request = replace(request, headers=headers)
+        return request
 
     async def deliver(self, effect: Effect) -> Response | None:
         return await self.http.send(await self.build_request(effect), self.limits, self.priority)
