@@ -66,7 +66,9 @@ class Runtime:
             raise BridgeError("the HTTP session is not open yet")
         return HttpClient(self.session)
 
-    def add_route(self, retailer: str, platform: str, method: str, subpath: str, handler: Handler) -> str:
+    def add_route(
+        self, retailer: str, platform: str, method: str, subpath: str, handler: Handler
+    ) -> str:
         """Mount ``handler`` at ``/retailers/<retailer>/<platform>/<subpath>``."""
         path = f"/retailers/{retailer}/{platform}/{subpath.lstrip('/')}"
         self.routes.append(Route(method, path, handler))

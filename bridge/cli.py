@@ -45,7 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
     dlq_list = dlq_sub.add_parser("list", help="list dead letters")
     dlq_list.add_argument("--destination")
-    dlq_list.add_argument("--flagged", action="store_true", help="list entities flagged for an operator")
+    dlq_list.add_argument(
+        "--flagged", action="store_true", help="list entities flagged for an operator"
+    )
     dlq_list.set_defaults(func=cmd_dlq_list)
     dlq_show = dlq_sub.add_parser("show", help="show one dead letter in full")
     dlq_show.add_argument("id", type=int)
@@ -54,13 +56,21 @@ def _parser() -> argparse.ArgumentParser:
     dlq_replay.add_argument("ids", type=int, nargs="*")
     dlq_replay.add_argument("--all", action="store_true")
     dlq_replay.add_argument("--destination")
-    dlq_replay.add_argument("--dry-run", action="store_true", help="print the request, send nothing")
+    dlq_replay.add_argument(
+        "--dry-run", action="store_true", help="print the request, send nothing"
+    )
     dlq_replay.set_defaults(func=cmd_dlq_replay)
 
     inbox = sub.add_parser("inbox", help="backlog and quarantine")
     inbox.add_argument("--config", required=True)
-    inbox.add_argument("--replay", type=int, nargs="*", default=[], metavar="ID",
-                       help="re-queue quarantined items to be mapped again")
+    inbox.add_argument(
+        "--replay",
+        type=int,
+        nargs="*",
+        default=[],
+        metavar="ID",
+        help="re-queue quarantined items to be mapped again",
+    )
     inbox.set_defaults(func=cmd_inbox)
 
     for name, (help_text, configure, command) in sorted(_EXTRA_COMMANDS.items()):
@@ -127,8 +137,10 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
     async def body(runtime: Any) -> int:
         if args.flagged:
             for flag in await runtime.store.list_flags():
-                print(f"{flag.id}\t{_when(flag.created_at)}\t{flag.retailer}\t"
-                      f"{flag.entity_kind}:{flag.entity_key}\t{flag.reason}")
+                print(
+                    f"{flag.id}\t{_when(flag.created_at)}\t{flag.retailer}\t"
+                    f"{flag.entity_kind}:{flag.entity_key}\t{flag.reason}"
+                )
             return 0
         dead = await runtime.store.list_effects(EffectState.DEAD, args.destination)
         for e in dead:
@@ -145,14 +157,26 @@ def cmd_dlq_show(args: argparse.Namespace) -> int:
         if effect is None:
             print(f"no effect {args.id}", file=sys.stderr)
             return 1
-        print(json.dumps({
-            "id": effect.id, "state": effect.state.value, "destination": effect.destination,
-            "kind": effect.kind, "idempotency_key": effect.idempotency_key,
-            "attempts": effect.attempts, "created_at": _when(effect.created_at),
-            "reason": effect.dead_reason, "request": effect.dead_request,
-            "response": effect.dead_response, "payload": effect.payload,
-            "source_inbox_id": effect.source_inbox_id,
-        }, indent=2, default=str))
+        print(
+            json.dumps(
+                {
+                    "id": effect.id,
+                    "state": effect.state.value,
+                    "destination": effect.destination,
+                    "kind": effect.kind,
+                    "idempotency_key": effect.idempotency_key,
+                    "attempts": effect.attempts,
+                    "created_at": _when(effect.created_at),
+                    "reason": effect.dead_reason,
+                    "request": effect.dead_request,
+                    "response": effect.dead_response,
+                    "payload": effect.payload,
+                    "source_inbox_id": effect.source_inbox_id,
+                },
+                indent=2,
+                default=str,
+            )
+        )
         return 0
 
     return _with_runtime(args, body)
@@ -168,7 +192,9 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
     async def body(runtime: Any) -> int:
         ids = list(args.ids)
         if args.all:
-            ids += [e.id for e in await runtime.store.list_effects(EffectState.DEAD, args.destination)]
+            ids += [
+                e.id for e in await runtime.store.list_effects(EffectState.DEAD, args.destination)
+            ]
         failures = 0
         for effect_id in ids:
             try:
@@ -178,7 +204,11 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
                 print(f"{effect_id}\tnot replayed: {exc}", file=sys.stderr)
                 continue
             if args.dry_run:
-                print(json.dumps({"id": effect_id, "request": request.describe()}, indent=2, default=str))
+                print(
+                    json.dumps(
+                        {"id": effect_id, "request": request.describe()}, indent=2, default=str
+                    )
+                )
             else:
                 print(f"{effect_id}\tqueued again")
         return 1 if failures else 0
@@ -194,8 +224,10 @@ def cmd_inbox(args: argparse.Namespace) -> int:
             ok = await runtime.engine.replay_inbox(inbox_id)
             print(f"{inbox_id}\t{'queued again' if ok else 'not found'}")
         stats = await runtime.store.inbox_stats()
-        print(f"pending {stats.pending}  done {stats.done}  superseded {stats.superseded}  "
-              f"quarantined {stats.quarantined}  duplicates {stats.duplicates}")
+        print(
+            f"pending {stats.pending}  done {stats.done}  superseded {stats.superseded}  "
+            f"quarantined {stats.quarantined}  duplicates {stats.duplicates}"
+        )
         for source, counts in sorted(stats.by_source.items()):
             print(f"  {source}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
         for item in await runtime.store.list_inbox(InboxStatus.QUARANTINED):

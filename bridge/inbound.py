@@ -28,9 +28,7 @@ log = logging.getLogger(__name__)
 _CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 
 
-def json_error(
-    status: int, message: str, field: str | None = None, **extra: Any
-) -> web.Response:
+def json_error(status: int, message: str, field: str | None = None, **extra: Any) -> web.Response:
     """``{"error": {"message": ..., "field": ...}}`` with ``status``."""
     error: dict[str, Any] = {"message": message}
     if field is not None:
@@ -39,7 +37,9 @@ def json_error(
     return web.json_response({"error": error}, status=status)
 
 
-def kept_headers(headers: Mapping[str, str], secret_headers: frozenset[str] = frozenset()) -> dict[str, str]:
+def kept_headers(
+    headers: Mapping[str, str], secret_headers: frozenset[str] = frozenset()
+) -> dict[str, str]:
     """Request headers worth storing with the body: credentials removed."""
     drop = _CREDENTIAL_HEADERS | {h.lower() for h in secret_headers}
     return {k: v for k, v in headers.items() if k.lower() not in drop}
@@ -70,7 +70,9 @@ def header_secret_matches(request: web.Request, header: str, secret: str) -> boo
 def bearer_matches(request: web.Request, token: str) -> bool:
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode(), token.encode()
+    )
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
@@ -121,7 +123,12 @@ async def receive(
                 await tx.finish_inbox(inbox_id, None, InboxStatus.QUARANTINED, _reason(exc))
             log.warning(
                 "webhook quarantined",
-                extra={"retailer": retailer, "kind": kind, "inbox_id": inbox_id, "reason": _reason(exc)},
+                extra={
+                    "retailer": retailer,
+                    "kind": kind,
+                    "inbox_id": inbox_id,
+                    "reason": _reason(exc),
+                },
             )
             return json_error(
                 invalid_status, str(exc), field=exc.field, inbox_id=inbox_id, quarantined=True

@@ -25,7 +25,9 @@ EXAMPLE_ENV = {
 def _config(tmp_path: Path) -> Path:
     text = (REPO / "config.example.toml").read_text()
     text = text.replace("port = 8080", "port = 0")
-    text = text.replace('url = "sqlite:///returns-bridge.db"', f'url = "sqlite:///{tmp_path}/bridge.db"')
+    text = text.replace(
+        'url = "sqlite:///returns-bridge.db"', f'url = "sqlite:///{tmp_path}/bridge.db"'
+    )
     path = tmp_path / "bridge.toml"
     path.write_text(text)
     return path
@@ -53,7 +55,9 @@ def daemon(tmp_path: Path):  # type: ignore[no-untyped-def]
     line = proc.stdout.readline()
     if "listening on" not in line:
         proc.kill()
-        raise AssertionError(f"daemon did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}")
+        raise AssertionError(
+            f"daemon did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}"
+        )
     base = line.strip().rsplit(" ", 1)[1]
     yield proc, base
     if proc.poll() is None:
@@ -91,14 +95,20 @@ def test_sigint_also_stops(daemon) -> None:  # type: ignore[no-untyped-def]
 
 def test_unopenable_store_fails_start(tmp_path: Path) -> None:
     """A store that cannot be opened keeps the daemon from starting, loudly (exit != 0)."""
-    config = _config(tmp_path).read_text().replace(
-        f"sqlite:///{tmp_path}/bridge.db", "sqlite:////proc/no-such-dir/bridge.db"
+    config = (
+        _config(tmp_path)
+        .read_text()
+        .replace(f"sqlite:///{tmp_path}/bridge.db", "sqlite:////proc/no-such-dir/bridge.db")
     )
     path = tmp_path / "bad.toml"
     path.write_text(config)
     proc = subprocess.run(
         [sys.executable, "-m", "bridge", "run", "--config", str(path)],
-        capture_output=True, text=True, env={**os.environ, **EXAMPLE_ENV}, timeout=30, check=False,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **EXAMPLE_ENV},
+        timeout=30,
+        check=False,
     )
     assert proc.returncode != 0
 
@@ -107,19 +117,32 @@ def test_check_cli_exit_codes(tmp_path: Path) -> None:
     env = {**os.environ, **EXAMPLE_ENV}
     ok = subprocess.run(
         [sys.executable, "-m", "bridge", "check", "--config", str(REPO / "config.example.toml")],
-        capture_output=True, text=True, env=env, timeout=30, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        check=False,
     )
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert ok.stdout.startswith("acme")
     broken = tmp_path / "broken.toml"
-    broken.write_text((REPO / "config.example.toml").read_text().replace(
-        'base_url = "https://api.optoro.com"', 'base_url = "not a url"'))
+    broken.write_text(
+        (REPO / "config.example.toml")
+        .read_text()
+        .replace('base_url = "https://api.optoro.com"', 'base_url = "not a url"')
+    )
     bad = subprocess.run(
         [sys.executable, "-m", "bridge", "check", "--config", str(broken)],
-        capture_output=True, text=True, env=env, timeout=30, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        check=False,
     )
     assert bad.returncode == 2
-    line_no = next(i for i, line in enumerate(broken.read_text().splitlines(), 1) if '"not a url"' in line)
+    line_no = next(
+        i for i, line in enumerate(broken.read_text().splitlines(), 1) if '"not a url"' in line
+    )
     assert f"{broken}:{line_no}: retailers.acme.optoro.base_url:" in bad.stdout
     for secret in EXAMPLE_ENV.values():
         assert secret not in bad.stdout + bad.stderr

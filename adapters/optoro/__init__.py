@@ -5,4 +5,6 @@ from __future__ import annotations
 from adapters.optoro.config import OptoroConfig
 from bridge.registry import AdapterSpec
 
-ADAPTER = AdapterSpec(name="optoro", config_model=OptoroConfig, description="Optoro Returns Experience")
+ADAPTER = AdapterSpec(
+    name="optoro", config_model=OptoroConfig, description="Optoro Returns Experience"
+)

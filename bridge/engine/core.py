@@ -176,7 +176,9 @@ class Engine:
         self, retailer: str | None, kind: str, key: str | None, body: bytes, headers: dict[str, str]
     ) -> int:
         """Durably store raw input (returns after commit) and wake the worker."""
-        accepted = await self.store.accept(inbox_source(retailer, kind), key, body, headers, retailer)
+        accepted = await self.store.accept(
+            inbox_source(retailer, kind), key, body, headers, retailer
+        )
         if not accepted.duplicate:
             self._inbox_wakeup.set()
         return accepted.inbox_id
@@ -255,7 +257,11 @@ class Engine:
     async def deliver(self, effect: Effect) -> None:
         """One delivery attempt of a leased effect and its recorded outcome."""
         destination = self.destinations[effect.destination]
-        fields = {"effect_id": effect.id, "destination": effect.destination, "attempt": effect.attempts}
+        fields = {
+            "effect_id": effect.id,
+            "destination": effect.destination,
+            "attempt": effect.attempts,
+        }
         try:
             response = await destination.deliver(effect)
         except RetriableDeliveryError as exc:
@@ -269,7 +275,10 @@ class Engine:
                 await self.store.schedule_retry(effect.id, self.owner, now + delay, str(exc))
             self.stats.retried += 1
             self.stats.count(effect.destination, "retried")
-            log.info("delivery will be retried", extra={**fields, "delay": round(delay, 3), "reason": str(exc)})
+            log.info(
+                "delivery will be retried",
+                extra={**fields, "delay": round(delay, 3), "reason": str(exc)},
+            )
             return
         except (DeliveryError, MappingError) as exc:
             await self._dead(effect, str(exc), exc)
@@ -334,7 +343,8 @@ class Engine:
             async with self.store.transaction() as tx:
                 outcome = await handler(item, tx, HandlerContext(replay=True))
                 rebuilt = next(
-                    (e for e in outcome.effects if e.idempotency_key == effect.idempotency_key), None
+                    (e for e in outcome.effects if e.idempotency_key == effect.idempotency_key),
+                    None,
                 )
                 if dry_run:
                     raise _Rollback

@@ -14,7 +14,7 @@ __all__ = [
     "OutboundRequest",
     "Priority",
     "RateLimiter",
-    "ResponsePolicy",
     "Response",
+    "ResponsePolicy",
     "Window",
 ]

@@ -130,7 +130,9 @@ class HttpClient:
         if action is Action.RETRY:
             retry_after = dest.policy.retry_after(response.headers)
             if response.status == 429:
-                dest.limiter.pause(retry_after if retry_after is not None else dest.default_pause_on_429)
+                dest.limiter.pause(
+                    retry_after if retry_after is not None else dest.default_pause_on_429
+                )
             raise RetriableDeliveryError(
                 f"{dest.name}: {where} answered {response.status}",
                 status=response.status,
