@@ -49,4 +49,5 @@ def store_from_url(url: str) -> Store:
         from bridge.store.memory import MemoryStore
 
         return MemoryStore()
-    raise ConfigError(f"unsupported store url scheme (use sqlite:///PATH or memory://): {url.split(':', 1)[0]}")
+    scheme = url.split(":", 1)[0]
+    raise ConfigError(f"unsupported store url scheme (use sqlite:///PATH or memory://): {scheme}")

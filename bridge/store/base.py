@@ -258,7 +258,11 @@ class Store(ABC):
     # outbox
     @abstractmethod
     async def lease_effects(
-        self, owner: str, limit: int, lease_seconds: float, destinations: frozenset[str] | None = None
+        self,
+        owner: str,
+        limit: int,
+        lease_seconds: float,
+        destinations: frozenset[str] | None = None,
     ) -> list[Effect]:
         """Due pending effects, at most one per ``order_key``; increments ``attempts``."""
 

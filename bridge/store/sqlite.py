@@ -213,13 +213,16 @@ class SqliteStore(Store):
     async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._lock:
             conn = self.conn
-            await conn.execute("BEGIN IMMEDIATE")
             try:
+                await conn.execute("BEGIN IMMEDIATE")
                 yield conn
+                await conn.execute("COMMIT")
             except BaseException:
-                await conn.execute("ROLLBACK")
+                # also after a cancelled BEGIN or a failed COMMIT: never leave the shared
+                # connection inside a transaction ("no transaction is active" is fine)
+                with contextlib.suppress(aiosqlite.OperationalError):
+                    await conn.execute("ROLLBACK")
                 raise
-            await conn.execute("COMMIT")
             self.commits += 1
 
     async def _fetchall(self, sql: str, params: tuple[Any, ...] = ()) -> list[aiosqlite.Row]:
@@ -236,6 +239,8 @@ class SqliteStore(Store):
         headers: Mapping[str, str],
         retailer: str | None = None,
     ) -> Accepted:
+        if self._flusher is None:
+            raise StoreError("store is not open")
         digest = body_hash(body)
         future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
         self._queue.append(
@@ -256,6 +261,11 @@ class SqliteStore(Store):
                 del self._queue[:GROUP_COMMIT_MAX]
                 try:
                     results = await self._commit_accepts(batch)
+                except asyncio.CancelledError:  # close() during the commit
+                    for pending in batch:
+                        if not pending.future.done():
+                            pending.future.set_exception(StoreError("store closed before commit"))
+                    raise
                 except Exception as exc:  # the callers must not acknowledge
                     for pending in batch:
                         if not pending.future.done():
@@ -300,9 +310,9 @@ class SqliteStore(Store):
             cur = await conn.execute(
                 "UPDATE inbox SET lease_owner = ?, lease_until = ?, attempts = attempts + 1"
                 " WHERE id IN (SELECT id FROM inbox WHERE status = 'pending'"
-                " AND (lease_until IS NULL OR lease_until < ?) AND source LIKE ? || '%'"
+                " AND (lease_until IS NULL OR lease_until < ?) AND substr(source, 1, length(?)) = ?"
                 " ORDER BY id LIMIT ?) RETURNING *",
-                (owner, now + lease_seconds, now, source_prefix, limit),
+                (owner, now + lease_seconds, now, source_prefix, source_prefix, limit),
             )
             rows = list(await cur.fetchall())
             await cur.close()
@@ -356,7 +366,11 @@ class SqliteStore(Store):
     # outbox ------------------------------------------------------------------------------
 
     async def lease_effects(
-        self, owner: str, limit: int, lease_seconds: float, destinations: frozenset[str] | None = None
+        self,
+        owner: str,
+        limit: int,
+        lease_seconds: float,
+        destinations: frozenset[str] | None = None,
     ) -> list[Effect]:
         now = self.clock()
         where_dest = ""
@@ -367,7 +381,7 @@ class SqliteStore(Store):
         params.append(limit)
         async with self._write() as conn:
             cur = await conn.execute(
-                "UPDATE outbox SET lease_owner = ?, lease_until = ?, attempts = attempts + 1"
+                "UPDATE outbox SET lease_owner = ?, lease_until = ?, attempts = attempts + 1"  # noqa: S608 - placeholders only
                 " WHERE id IN (SELECT o.id FROM outbox o WHERE o.state = 'pending'"
                 " AND o.next_attempt_at <= ? AND (o.lease_until IS NULL OR o.lease_until < ?)"
                 + where_dest
@@ -380,7 +394,9 @@ class SqliteStore(Store):
             await cur.close()
         return sorted((_effect(r) for r in rows), key=lambda e: e.id)
 
-    async def _finish_effect(self, effect_id: int, owner: str | None, sql: str, params: tuple[Any, ...]) -> None:
+    async def _finish_effect(
+        self, effect_id: int, owner: str | None, sql: str, params: tuple[Any, ...]
+    ) -> None:
         owner_clause = " AND lease_owner = ?" if owner is not None else ""
         async with self._write() as conn:
             cur = await conn.execute(
@@ -435,7 +451,8 @@ class SqliteStore(Store):
         limit: int = 1000,
     ) -> list[Effect]:
         clauses, params = [], []
-        for column, value in (("state", state), ("destination", destination), ("order_key", order_key)):
+        filters = (("state", state), ("destination", destination), ("order_key", order_key))
+        for column, value in filters:
             if value is not None:
                 clauses.append(f"{column} = ?")
                 params.append(str(value))
@@ -461,8 +478,9 @@ class SqliteStore(Store):
 
     async def next_effect_due(self) -> float | None:
         rows = await self._fetchall(
-            "SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0))) FROM outbox"
-            " WHERE state = 'pending'"
+            "SELECT MIN(MAX(o.next_attempt_at, COALESCE(o.lease_until, 0))) FROM outbox o"
+            " WHERE o.state = 'pending' AND (o.order_key = '' OR NOT EXISTS (SELECT 1 FROM outbox p"
+            " WHERE p.order_key = o.order_key AND p.state = 'pending' AND p.id < o.id))"
         )
         value = rows[0][0] if rows else None
         return float(value) if value is not None else None
@@ -558,7 +576,10 @@ class SqliteStore(Store):
         where = "" if include_resolved else " WHERE resolved_at IS NULL"
         rows = await self._fetchall(f"SELECT * FROM flags{where} ORDER BY id")  # noqa: S608
         return [
-            Flag(r["id"], r["retailer"], r["entity_kind"], r["entity_key"], r["reason"], r["created_at"])
+            Flag(
+                r["id"], r["retailer"], r["entity_kind"], r["entity_key"], r["reason"],
+                r["created_at"],
+            )
             for r in rows
         ]
 
@@ -575,7 +596,8 @@ class _SqliteTransaction(Transaction):
             row = await cur.fetchone()
         if row is None:
             return None
-        return Entity(kind, key, tuple(json.loads(row["version"])), json.loads(row["data"]), row["updated_at"])
+        version = tuple(json.loads(row["version"]))
+        return Entity(kind, key, version, json.loads(row["data"]), row["updated_at"])
 
     async def put_entity(self, kind: str, key: str, version: tuple[Any, ...], data: JSON) -> None:
         await self._conn.execute(
@@ -600,7 +622,10 @@ class _SqliteTransaction(Transaction):
         return cur.rowcount == 1
 
     async def cancel_effects(self, order_key: str, kinds: frozenset[str] | None = None) -> int:
-        sql = "UPDATE outbox SET state = 'canceled', finished_at = ? WHERE order_key = ? AND state = 'pending'"
+        sql = (
+            "UPDATE outbox SET state = 'canceled', finished_at = ?"
+            " WHERE order_key = ? AND state = 'pending'"
+        )
         params: list[Any] = [self._now, order_key]
         if kinds is not None:
             sql += f" AND kind IN ({','.join('?' * len(kinds))})"
