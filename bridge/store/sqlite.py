@@ -226,7 +226,9 @@ class SqliteStore(Store):
             self.commits += 1
 
     async def _fetchall(self, sql: str, params: tuple[Any, ...] = ()) -> list[aiosqlite.Row]:
-        async with self.conn.execute(sql, params) as cur:
+        """Reads wait for the writer: the one connection must not show a transaction's
+        uncommitted rows to a concurrent reader."""
+        async with self._lock, self.conn.execute(sql, params) as cur:
             return list(await cur.fetchall())
 
     # inbox -------------------------------------------------------------------------------
