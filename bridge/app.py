@@ -22,7 +22,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bridge.config import AppConfig, RetailerConfig
 from bridge.engine import Engine, EngineSettings
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, ConfigError
 from bridge.http import HttpClient
 from bridge.registry import AdapterRegistry, load_registry
 from bridge.store import Store, store_from_url
@@ -58,6 +58,7 @@ class Runtime:
     session: aiohttp.ClientSession | None = None
     fatal: asyncio.Event = field(default_factory=asyncio.Event)
     fatal_reason: str | None = None
+    services: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -73,6 +74,32 @@ class Runtime:
         path = f"/retailers/{retailer}/{platform}/{subpath.lstrip('/')}"
         self.routes.append(Route(method, path, handler))
         return path
+
+    def provide(self, retailer: str, capability: str, adapter: str, service: Any) -> None:
+        """``adapter`` offers ``capability`` (see :mod:`bridge.services`) for ``retailer``."""
+        self.services.setdefault((retailer, capability), {})[adapter] = service
+
+    def service(self, retailer: str, capability: str) -> Any:
+        """The provider of ``capability`` for ``retailer``, as its routes choose."""
+        providers = self.services.get((retailer, capability), {})
+        chosen = self.config.retailers[retailer].routes.get(capability)
+        if chosen is not None:
+            if chosen not in providers:
+                raise ConfigError(
+                    f"retailers.{retailer}.routes.{capability}: adapter {chosen!r} does not"
+                    f" provide it; providers: {', '.join(sorted(providers)) or 'none'}"
+                )
+            return providers[chosen]
+        if len(providers) == 1:
+            return next(iter(providers.values()))
+        if not providers:
+            raise ConfigError(f"retailer {retailer!r}: no configured adapter provides {capability}")
+        raise ConfigError(
+            f"retailers.{retailer}.routes.{capability}: choose one of {', '.join(sorted(providers))}"
+        )
+
+    def has_service(self, retailer: str, capability: str) -> bool:
+        return bool(self.services.get((retailer, capability)))
 
     def add_readiness(self, name: str, check: Readiness) -> None:
         self.readiness[name] = check

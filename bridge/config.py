@@ -117,6 +117,11 @@ class RetailerConfig(ConfigModel):
     id: str = Field(description="the <id> of [retailers.<id>]; not written inside the table")
     name: str | None = Field(default=None, description="display name")
     enabled: bool = Field(default=True, description="false keeps the retailer configured but idle")
+    routes: dict[str, str] = Field(
+        default_factory=dict,
+        description="capability -> adapter serving it (catalog, exchange_order_sink, ...);"
+        " needed only when two configured adapters offer the same capability",
+    )
     platforms: dict[str, SerializeAsAny[BaseModel]] = Field(
         default_factory=dict,
         description="adapter name -> that adapter's validated config, in file order",

@@ -1,0 +1,94 @@
+"""Ports between adapters, with in-memory fakes for tests.
+
+Adapters never import each other: an adapter *provides* a capability for a retailer on
+the runtime (``runtime.provide``) and another adapter *uses* it (``runtime.service``).
+Which adapter serves a capability is the retailer's ``[retailers.<id>.routes]`` choice;
+without one, the only provider is used (two providers and no route is a config error).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from bridge.domain import ExchangeOrder, ExchangeOrderResult, Order, Variant
+from bridge.errors import MappingError, RetriableDeliveryError
+from bridge.store import NewEffect, Transaction
+
+CATALOG = "catalog"
+EXCHANGE_ORDER_SINK = "exchange_order_sink"
+ORDER_PUBLISHER = "order_publisher"
+RETURNS_SINK = "returns_sink"
+REFUND_PUBLISHER = "refund_publisher"
+
+
+@runtime_checkable
+class CatalogSource(Protocol):
+    """Exchange candidates for a variant: the variants of the same product."""
+
+    async def variants_for(self, variant_identifier: str) -> list[Variant]: ...
+
+
+@runtime_checkable
+class ExchangeOrderSink(Protocol):
+    """Creates the exchange order in the retailer's order system, at most once per
+    ``original_order_id`` even when called again after an unknown outcome."""
+
+    async def create_exchange_order(self, order: ExchangeOrder) -> ExchangeOrderResult: ...
+
+
+@runtime_checkable
+class OrderPublisher(Protocol):
+    """Turns changed canonical orders into outbox effects, inside the caller's transaction."""
+
+    async def publish(self, tx: Transaction, orders: Sequence[Order]) -> list[NewEffect]: ...
+
+
+class InMemoryCatalog:
+    """A catalog from a list of variants grouped by product (for tests and the demo)."""
+
+    def __init__(self, variants: Sequence[Variant] = ()) -> None:
+        self.variants = list(variants)
+        self.calls = 0
+        self.fail = False
+
+    async def variants_for(self, variant_identifier: str) -> list[Variant]:
+        self.calls += 1
+        if self.fail:
+            raise RetriableDeliveryError("catalog unavailable")
+        product = next(
+            (
+                v.product_id
+                for v in self.variants
+                if variant_identifier in (v.variant_id, v.sku)
+            ),
+            None,
+        )
+        if product is None:
+            return []
+        return [v for v in self.variants if v.product_id == product]
+
+
+class InMemoryOrderSink:
+    """Records exchange orders; one per ``original_order_id``, like a careful real sink."""
+
+    def __init__(self, prefix: str = "EXCH") -> None:
+        self.prefix = prefix
+        self.orders: dict[str, ExchangeOrder] = {}
+        self.calls = 0
+        self.fail = False
+
+    async def create_exchange_order(self, order: ExchangeOrder) -> ExchangeOrderResult:
+        self.calls += 1
+        if self.fail:
+            raise RetriableDeliveryError("order sink unavailable")
+        if not order.items:
+            raise MappingError("an exchange order needs items", field="items")
+        self.orders.setdefault(order.original_order_id, order)
+        number = list(self.orders).index(order.original_order_id) + 1
+        return ExchangeOrderResult(
+            order_id=f"{self.prefix}{number:05d}",
+            total_cents=order.total_cents,
+            product_cents=order.product_cents,
+            tax_cents=order.tax_cents,
+        )
