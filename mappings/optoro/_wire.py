@@ -1,0 +1,216 @@
+"""Shared wire plumbing: base models, strict field types, JSON in, timestamps out, errors.
+
+Inbound models (:class:`WireIn`) ignore unknown keys and accept every optional or ``null`` field
+the guide shows, but never coerce types: ``"4"`` is not a quantity, ``4.0`` is not cents, ``1`` is
+not ``true``. Outbound models (:class:`WireOut`) are closed and list as required exactly what
+Optoro's OpenAPI descriptions require, so a domain object missing one of those fails here, as a
+:class:`MappingError` naming the wire field, instead of at Optoro.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any, TypeVar
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+    ValidationError,
+)
+
+from bridge.domain import WeightUnit
+from bridge.errors import MappingError
+
+Body = bytes | bytearray | str | Mapping[str, Any]
+"""A request or response body: raw JSON text, or an already parsed JSON object."""
+
+M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
+WireOutT = TypeVar("WireOutT", bound="WireOut")
+
+
+def _timestamp_text(value: object) -> object:
+    if isinstance(value, str | datetime):
+        return value
+    raise ValueError(f"expected an ISO 8601 timestamp string, got {type(value).__name__}")
+
+
+def _json_number(value: object) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        raise ValueError(f"expected a number, got {type(value).__name__}")
+    number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    if not number.is_finite():
+        raise ValueError("expected a finite number")
+    return number
+
+
+Str = StrictStr
+Id = Annotated[StrictStr, StringConstraints(min_length=1)]
+Currency = Annotated[StrictStr, StringConstraints(pattern=r"^[A-Z]{3}$")]
+"""ISO 4217, e.g. ``USD``."""
+Bool = StrictBool
+Int = StrictInt
+Cents = Annotated[StrictInt, Field(ge=0)]
+SignedCents = StrictInt
+Count = Annotated[StrictInt, Field(ge=0)]
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_timestamp_text)]
+"""An ISO 8601 timestamp with an offset (``Z`` or ``+00:00``); epoch numbers are refused."""
+Number = Annotated[Decimal, BeforeValidator(_json_number)]
+"""A JSON number (int, float or Decimal, never a string or a bool), kept exact as Decimal."""
+
+
+class WireIn(BaseModel):
+    """What a partner sends: unknown keys ignored, types strict, frozen."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class WireOut(BaseModel):
+    """What we send: closed, frozen; dumped with ``None`` fields left out."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def wire(self) -> dict[str, Any]:
+        dumped: dict[str, Any] = self.model_dump(mode="json", exclude_none=True)
+        return dumped
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+
+def dotted(loc: Sequence[int | str], prefix: str = "") -> str:
+    """``("items", 0, "sku")`` -> ``items[0].sku`` (after ``prefix``, itself dotted)."""
+    path = prefix
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path = f"{path}.{part}" if path else str(part)
+    return path
+
+
+def mapping_error(exc: ValidationError, prefix: str = "", what: str = "") -> MappingError:
+    """The first error of ``exc`` as a :class:`MappingError` naming its dotted wire path.
+
+    The message says how many other errors there were; ``field`` is ``None`` when the problem
+    is the whole body (e.g. a JSON array where an object belongs).
+    """
+    errors = exc.errors(include_url=False, include_context=False)
+    first = errors[0]
+    field = dotted(first["loc"], prefix)
+    message = first["msg"].removeprefix("Value error, ")
+    head = f"{what}: " if what else ""
+    text = f"{head}{field or 'body'}: {message}"
+    if first["type"] not in ("missing", "extra_forbidden", "model_type"):
+        text += f" (got {_kind(first.get('input'))})"
+    if len(errors) > 1:
+        others = len(errors) - 1
+        text += f"; and {others} more error{'s' if others > 1 else ''}"
+    return MappingError(text, field=field or None)
+
+
+def _kind(value: object) -> str:
+    """The JSON type of a bad value; the value itself may be personal data, so it stays out."""
+    if value is None:
+        return "null"
+    return {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        Decimal: "number",
+        str: "string",
+        list: "array",
+        dict: "object",
+    }.get(type(value), type(value).__name__)
+
+
+def parse(model: type[M], body: Body, *, what: str, prefix: str = "") -> M:
+    """Validate ``body`` (JSON text or parsed) as ``model``; MappingError naming the field."""
+    data = load_json(body, what=what)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise mapping_error(exc, prefix, what) from exc
+
+
+def dump_out(model: type[WireOutT], data: Mapping[str, Any], *, what: str) -> dict[str, Any]:
+    """``data`` checked against an outbound model and dumped; MappingError naming the field."""
+    try:
+        return model.model_validate(data).wire()
+    except ValidationError as exc:
+        raise mapping_error(exc, "", what) from exc
+
+
+def build(factory: Callable[[], T], where: str, what: str = "") -> T:
+    """Run ``factory`` (which builds a domain model); a ValidationError names ``where``."""
+    try:
+        return factory()
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_context=False)
+        first = errors[0]
+        message = first["msg"].removeprefix("Value error, ")
+        inner = dotted(first["loc"])
+        detail = f"{inner}: {message}" if inner else message
+        head = f"{what}: " if what else ""
+        more = f"; and {len(errors) - 1} more" if len(errors) > 1 else ""
+        raise MappingError(f"{head}{where or 'body'}: {detail}{more}", field=where or None) from exc
+
+
+def load_json(body: Body, *, what: str) -> Any:
+    """``body`` parsed as JSON (floats as ``Decimal``), or as given when already parsed."""
+    if isinstance(body, Mapping):
+        return body
+    if not isinstance(body, bytes | bytearray | str):
+        raise MappingError(f"{what}: expected a JSON body, got {type(body).__name__}")
+    try:
+        return json.loads(body, parse_float=Decimal)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise MappingError(f"{what}: body is not valid JSON: {exc}") from exc
+
+
+# --- values out ------------------------------------------------------------------------------
+
+
+def timestamp(value: datetime) -> str:
+    """ISO 8601 in UTC with a ``Z``: ``2018-08-30T15:39:42.025Z`` (fraction only when non-zero)."""
+    utc = value.astimezone(UTC)
+    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    if utc.microsecond:
+        text += "." + f"{utc.microsecond:06d}".rstrip("0")
+    return text + "Z"
+
+
+def maybe_timestamp(value: datetime | None) -> str | None:
+    return None if value is None else timestamp(value)
+
+
+_POUNDS_PER_UNIT = {
+    WeightUnit.LB: Decimal(1),
+    WeightUnit.OZ: Decimal(1) / Decimal(16),
+    WeightUnit.G: Decimal(1) / Decimal("453.59237"),
+    WeightUnit.KG: Decimal(1) / Decimal("0.45359237"),
+}
+_LB_PLACES = Decimal("0.0001")
+
+
+def pounds(weight: Decimal | None, unit: WeightUnit | None) -> float | None:
+    """Optoro weights are pounds (a JSON number); other units are converted, to 0.0001 lb."""
+    if weight is None:
+        return None
+    if unit in (None, WeightUnit.LB):
+        return float(weight)
+    return float((weight * _POUNDS_PER_UNIT[unit]).quantize(_LB_PLACES))
+
+
+def first_not_none(*values: T | None) -> T | None:
+    return next((value for value in values if value is not None), None)

@@ -1,0 +1,1 @@
+"""Contract tests: the mappings against every partner sample and description."""
