@@ -180,9 +180,34 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if not problems else 503)
 
 
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error answer is JSON; an unexpected exception is a 500, never a crash."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = {
+            404: "no such endpoint (unknown retailer or path)",
+            405: f"method {request.method} is not allowed here",
+            413: "body is larger than the configured limit",
+        }.get(exc.status, exc.reason)
+        field_name = "body" if exc.status == 413 else None
+        error: dict[str, Any] = {"message": message}
+        if field_name:
+            error["field"] = field_name
+        return web.json_response({"error": error}, status=exc.status)
+    except Exception:
+        log.exception("request failed", extra={"path": request.path, "method": request.method})
+        return web.json_response({"error": {"message": "internal error"}}, status=500)
+
+
 def build_app(runtime: Runtime) -> web.Application:
     """The aiohttp application serving the runtime's routes and owning its resources."""
-    app = web.Application(client_max_size=runtime.config.server.max_body_bytes)
+    app = web.Application(
+        client_max_size=runtime.config.server.max_body_bytes, middlewares=[json_errors]
+    )
     app[RUNTIME] = runtime
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

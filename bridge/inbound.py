@@ -107,7 +107,7 @@ async def receive(
     except web.HTTPRequestEntityTooLarge:
         return json_error(413, "body is larger than the configured limit", field="body")
     try:
-        inbox_id = await engine.accept(
+        accepted = await engine.accept_detailed(
             retailer, kind, key, body, kept_headers(request.headers, secret_headers)
         )
     except StoreError:
@@ -115,6 +115,7 @@ async def receive(
         response = json_error(503, "not stored, retry later")
         response.headers["Retry-After"] = "5"
         return response
+    inbox_id = accepted.inbox_id
     if validate is not None:
         try:
             validate(body)
@@ -133,8 +134,45 @@ async def receive(
             return json_error(
                 invalid_status, str(exc), field=exc.field, inbox_id=inbox_id, quarantined=True
             )
+    if accepted.duplicate:
+        await _requeue_if_quarantined(engine, inbox_id)
     return web.json_response({"status": "accepted", "inbox_id": inbox_id})
+
+
+async def _requeue_if_quarantined(engine: Engine, inbox_id: int) -> None:
+    """A sender's retry of a body we quarantined that now validates (the configuration or
+    mapping was fixed meanwhile) is processed, not answered as a mere duplicate."""
+    item = await engine.store.get_inbox(inbox_id)
+    if item is not None and item.status is InboxStatus.QUARANTINED:
+        await engine.replay_inbox(inbox_id)
 
 
 def _reason(exc: MappingError) -> str:
     return f"{exc.field}: {exc}" if exc.field else str(exc)
+
+
+async def quarantine(
+    request: web.Request,
+    engine: Engine,
+    body: bytes,
+    *,
+    retailer: str,
+    kind: str,
+    error: MappingError,
+    status: int,
+    secret_headers: frozenset[str] = frozenset(),
+) -> web.Response:
+    """Keep an authenticated request the bridge refuses, and answer a JSON error naming
+    the field (``status`` as the sender's contract wants)."""
+    accepted = await engine.accept_detailed(
+        retailer, kind, None, body, kept_headers(request.headers, secret_headers)
+    )
+    async with engine.store.transaction() as tx:
+        await tx.finish_inbox(accepted.inbox_id, None, InboxStatus.QUARANTINED, _reason(error))
+    log.warning(
+        "request quarantined",
+        extra={"retailer": retailer, "kind": kind, "inbox_id": accepted.inbox_id,
+               "reason": _reason(error)},
+    )
+    return json_error(status, str(error), field=error.field, inbox_id=accepted.inbox_id,
+                      quarantined=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from bridge.domain import ExchangeOrder, ExchangeOrderResult, Order, Variant
+from bridge.domain import ExchangeOrder, ExchangeOrderResult, Order, Rma, Variant
 from bridge.errors import MappingError, RetriableDeliveryError
 from bridge.store import NewEffect, Transaction
 
@@ -20,6 +20,7 @@ EXCHANGE_ORDER_SINK = "exchange_order_sink"
 ORDER_PUBLISHER = "order_publisher"
 RETURNS_SINK = "returns_sink"
 REFUND_PUBLISHER = "refund_publisher"
+RMA_LIFECYCLE = "rma_lifecycle"
 
 
 @runtime_checkable
@@ -42,6 +43,15 @@ class OrderPublisher(Protocol):
     """Turns changed canonical orders into outbox effects, inside the caller's transaction."""
 
     async def publish(self, tx: Transaction, orders: Sequence[Order]) -> list[NewEffect]: ...
+
+
+@runtime_checkable
+class RmaLifecycle(Protocol):
+    """Decides what a new RMA state causes (returns, refund confirmations, flags)."""
+
+    async def on_rma(
+        self, tx: Transaction, retailer: str, source: str, previous: Rma | None, current: Rma
+    ) -> list[NewEffect]: ...
 
 
 class InMemoryCatalog:

@@ -2,9 +2,33 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from adapters.optoro.config import OptoroConfig
 from bridge.registry import AdapterSpec
 
+
+def setup(runtime: Any, retailer: Any, config: OptoroConfig) -> None:
+    """Wire one retailer: RPO destination and publisher, inbound routes, RMA handler."""
+    from adapters.optoro.client import OptoroAuth, RpoDestination, RpoPublisher
+    from adapters.optoro.inbound import OptoroInbound
+    from bridge.services import ORDER_PUBLISHER
+
+    def http() -> Any:
+        return runtime.http
+
+    destination = f"optoro.rpo:{retailer.id}"
+    auth = OptoroAuth(config, http)
+    runtime.engine.add_destination(RpoDestination(destination, config, auth, http))
+    runtime.provide(retailer.id, ORDER_PUBLISHER, "optoro", RpoPublisher(retailer.id, destination, config))
+    inbound = OptoroInbound(runtime, retailer.id, config)
+    inbound.routes()
+    runtime.extras[("optoro", retailer.id)] = inbound
+
+
 ADAPTER = AdapterSpec(
-    name="optoro", config_model=OptoroConfig, description="Optoro Returns Experience"
+    name="optoro",
+    config_model=OptoroConfig,
+    description="Optoro Returns Experience",
+    hooks={"setup": setup},
 )

@@ -37,3 +37,25 @@ class OptoroConfig(ConfigModel):
         discriminator="kind", description="how Optoro authenticates its calls to us"
     )
     batch_size: int = Field(default=25, ge=1, le=500, description="orders per RPO request")
+    timeout: float = Field(default=30.0, gt=0, description="seconds per outbound request")
+    size_dimensions: list[str] = Field(
+        default_factory=lambda: ["Size", "Variant", "Length"],
+        description="variant option names that are size dimensions (joined into all_size)",
+    )
+    gift_card_skus: list[str] = Field(
+        default_factory=list, description="SKUs agreed with Optoro for gift-card exchange items"
+    )
+    invalid_message_status: int = Field(
+        default=200,
+        ge=200,
+        le=499,
+        description="status answered to an authenticated RMA Optoro should not retry (Optoro"
+        " asks for 200; the payload is quarantined either way)",
+    )
+    variants_cache_ttl: float = Field(default=300.0, ge=0, description="seconds a variants answer is fresh")
+    variants_stale_ttl: float = Field(
+        default=86400.0, ge=0, description="seconds a cached answer may be served while the catalog fails"
+    )
+    exchange_wait: float = Field(
+        default=20.0, gt=0, description="seconds a repeated exchange order waits for the first one"
+    )

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 from bridge.errors import BridgeError, DeliveryError, MappingError, RetriableDeliveryError
 from bridge.http import Backoff, OutboundRequest, Response
 from bridge.store import (
+    Accepted,
     Effect,
     EffectState,
     InboxItem,
@@ -160,10 +161,15 @@ class Engine:
         self._inbox_wakeup = asyncio.Event()
         self._outbox_wakeup = asyncio.Event()
 
-    def add_handler(self, kind: str, handler: InboxHandler) -> None:
-        if kind in self.handlers:
-            raise BridgeError(f"inbox kind {kind!r} has a handler already")
-        self.handlers[kind] = handler
+    def add_handler(self, kind: str, handler: InboxHandler, retailer: str | None = None) -> None:
+        """Handle inbox items of ``kind`` (only ``retailer``'s, when given)."""
+        source = inbox_source(retailer, kind)
+        if source in self.handlers:
+            raise BridgeError(f"inbox source {source!r} has a handler already")
+        self.handlers[source] = handler
+
+    def handler_for(self, source: str) -> InboxHandler | None:
+        return self.handlers.get(source) or self.handlers.get(inbox_kind(source))
 
     def add_destination(self, destination: Destination) -> None:
         if destination.name in self.destinations:
@@ -176,12 +182,18 @@ class Engine:
         self, retailer: str | None, kind: str, key: str | None, body: bytes, headers: dict[str, str]
     ) -> int:
         """Durably store raw input (returns after commit) and wake the worker."""
+        return (await self.accept_detailed(retailer, kind, key, body, headers)).inbox_id
+
+    async def accept_detailed(
+        self, retailer: str | None, kind: str, key: str | None, body: bytes, headers: dict[str, str]
+    ) -> Accepted:
+        """:meth:`accept`, also saying whether this was a duplicate delivery."""
         accepted = await self.store.accept(
             inbox_source(retailer, kind), key, body, headers, retailer
         )
         if not accepted.duplicate:
             self._inbox_wakeup.set()
-        return accepted.inbox_id
+        return accepted
 
     async def process_available(self) -> int:
         """Lease and process one batch of inbox items; returns how many were leased."""
@@ -195,7 +207,7 @@ class Engine:
     async def process(self, item: InboxItem, ctx: HandlerContext = HandlerContext()) -> Outcome:
         """Handle one leased item; its state, effects and outcome commit together."""
         owner = None if ctx.replay else self.owner
-        handler = self.handlers.get(inbox_kind(item.source))
+        handler = self.handler_for(item.source)
         try:
             if handler is None:
                 raise MappingError(f"no handler for inbox kind {inbox_kind(item.source)!r}")
@@ -335,7 +347,7 @@ class Engine:
         if effect.source_inbox_id is None:
             return effect
         item = await self.store.get_inbox(effect.source_inbox_id)
-        handler = self.handlers.get(inbox_kind(item.source)) if item else None
+        handler = self.handler_for(item.source) if item else None
         if item is None or handler is None:
             return effect
         rebuilt: NewEffect | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import replace
 
 from bridge.engine.core import DEFAULT_DEADLINE
@@ -21,7 +22,7 @@ class HttpDestination(ABC):
     def __init__(
         self,
         name: str,
-        http: HttpClient,
+        http: HttpClient | Callable[[], HttpClient],
         limits: DestinationLimits | None = None,
         *,
         deadline_seconds: float = DEFAULT_DEADLINE,
@@ -29,11 +30,16 @@ class HttpDestination(ABC):
         priority: Priority = Priority.LIVE,
     ) -> None:
         self.name = name
-        self.http = http
+        self._http = http if callable(http) else (lambda: http)
         self.limits = limits or DestinationLimits(name)
         self.deadline_seconds = deadline_seconds
         self.backoff = backoff or Backoff(initial=1.0, cap=3600.0)
         self.priority = priority
+
+    @property
+    def http(self) -> HttpClient:
+        """The daemon's client, looked up at call time (the session opens after wiring)."""
+        return self._http()
 
     @abstractmethod
     async def render(self, effect: Effect) -> OutboundRequest:

@@ -18,6 +18,7 @@ from bridge.store.base import (
     NewEffect,
     Store,
     Transaction,
+    canonical_json,
 )
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "NewEffect",
     "Store",
     "Transaction",
+    "canonical_json",
     "store_from_url",
 ]
 

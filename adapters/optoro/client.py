@@ -1,0 +1,177 @@
+"""Calls to Optoro: OAuth client credentials and Returns Portal Orders.
+
+Duplicates: ``POST /returns_portal_orders`` is an upsert keyed by the order
+``identifier`` (Optoro keeps the latest snapshot), so a batch re-sent after an unknown
+outcome changes nothing; refunds inside it are deduplicated by Optoro on their unique
+``identifier``. Optoro has no idempotency header, and none is sent.
+Rate limiting: Optoro answers a bare 429 without headers; the destination's limiter then
+pauses for ``default_pause_on_429`` seconds and the effect is retried with backoff.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import zlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pydantic import SecretStr
+
+from adapters.optoro.config import OptoroConfig
+from bridge.domain import Order
+from bridge.engine import HttpDestination
+from bridge.errors import MappingError, PermanentDeliveryError, ReauthRequired
+from bridge.http import DestinationLimits, HttpClient, OutboundRequest, Response
+from bridge.store import Effect, NewEffect, Transaction, canonical_json
+from bridge.tokens import Token, TokenCache
+from mappings.optoro import order_to_rpo
+
+log = logging.getLogger(__name__)
+
+RPO_KIND = "optoro.rpo.upsert"
+RPO_LANES = 8
+
+
+def _base(config: OptoroConfig) -> str:
+    return str(config.base_url).rstrip("/")
+
+
+class OptoroAuth:
+    """Client-credentials tokens for one Optoro account, cached until near expiry."""
+
+    def __init__(self, config: OptoroConfig, http: Callable[[], HttpClient]) -> None:
+        self.config = config
+        self._http = http
+        self.limits = DestinationLimits("optoro.oauth", timeout=config.timeout)
+        self.cache = TokenCache(self._fetch)
+
+    async def _fetch(self) -> Token:
+        request = OutboundRequest(
+            "POST",
+            f"{_base(self.config)}/oauth/token",
+            {"Content-Type": "application/json", "Accept": "application/json"},
+            json={
+                "grant_type": "client_credentials",
+                "client_id": self.config.client_id,
+                "client_secret": self.config.client_secret.get_secret_value(),
+            },
+        )
+        try:
+            response = await self._http().call(request, self.limits, attempts=3)
+        except ReauthRequired as exc:
+            raise PermanentDeliveryError(
+                "optoro: POST /oauth/token refused the client credentials (401)", status=401
+            ) from exc
+        body = response.json()
+        if not isinstance(body, dict) or not isinstance(body.get("access_token"), str):
+            raise PermanentDeliveryError("optoro: POST /oauth/token answered without access_token")
+        expires_in = body.get("expires_in")
+        return Token(
+            SecretStr(body["access_token"]),
+            float(expires_in) if isinstance(expires_in, int | float) else None,
+        )
+
+    async def headers(self) -> tuple[dict[str, str], SecretStr]:
+        token = await self.cache.get()
+        return {"Authorization": f"Bearer {token.get_secret_value()}"}, token
+
+
+class RpoDestination(HttpDestination):
+    """Delivers ``optoro.rpo.upsert`` effects: one Returns Portal Orders batch each."""
+
+    idempotency_header = None
+
+    def __init__(
+        self, name: str, config: OptoroConfig, auth: OptoroAuth, http: Callable[[], HttpClient]
+    ) -> None:
+        self.config = config
+        self.auth = auth
+        super().__init__(name, http, DestinationLimits(name, timeout=config.timeout))
+
+    async def render(self, effect: Effect) -> OutboundRequest:
+        auth_headers, _ = await self.auth.headers()
+        return self._request(effect, auth_headers)
+
+    def _request(self, effect: Effect, auth_headers: dict[str, str]) -> OutboundRequest:
+        return OutboundRequest(
+            "POST",
+            f"{_base(self.config)}/returns_portal_orders",
+            {
+                **auth_headers,
+                "Api-Version": str(self.config.api_version),
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+            },
+            json={"returns_portal_order": {"orders": effect.payload["orders"]}},
+        )
+
+    async def deliver(self, effect: Effect) -> Response | None:
+        """One send; a 401 refreshes the token once (shared by concurrent senders) and
+        sends again."""
+        for attempt in (1, 2):
+            auth_headers, token = await self.auth.headers()
+            try:
+                return await self.http.send(
+                    self._request(effect, auth_headers), self.limits, self.priority
+                )
+            except ReauthRequired:
+                self.auth.cache.invalidate(token)
+                if attempt == 2:
+                    raise
+        return None  # pragma: no cover
+
+
+class RpoPublisher:
+    """The ``order_publisher`` capability: changed orders become RPO upsert effects.
+
+    An order is queued only when its wire snapshot differs from the last one queued (the
+    hash is kept in entity ``optoro.rpo.snapshot``, written in the caller's transaction,
+    so "queued" and "will be delivered" are the same fact). Orders are spread over
+    ``RPO_LANES`` ordering lanes by identifier: one order's snapshots go out in order,
+    different orders in parallel; each effect carries at most ``batch_size`` orders.
+    An order that cannot be mapped is flagged for an operator and left out.
+    """
+
+    def __init__(self, retailer: str, destination: str, config: OptoroConfig) -> None:
+        self.retailer = retailer
+        self.destination = destination
+        self.config = config
+
+    async def publish(self, tx: Transaction, orders: Sequence[Order]) -> list[NewEffect]:
+        lanes: dict[int, list[dict[str, Any]]] = {}
+        for order in orders:
+            try:
+                wire = order_to_rpo(order, size_dimensions=self.config.size_dimensions)
+            except MappingError as exc:
+                reason = f"not sent to Optoro: {exc.field or 'order'}: {exc}"
+                await tx.add_flag(self.retailer, "order", order.id, reason[:500])
+                log.warning(
+                    "order not publishable",
+                    extra={"retailer": self.retailer, "order_id": order.id, "reason": reason},
+                )
+                continue
+            digest = hashlib.sha256(canonical_json(wire).encode()).hexdigest()
+            key = f"{self.retailer}:{order.id}"
+            previous = await tx.get_entity("optoro.rpo.snapshot", key)
+            if previous is not None and previous.data.get("hash") == digest:
+                continue
+            await tx.put_entity("optoro.rpo.snapshot", key, (digest,), {"hash": digest})
+            lanes.setdefault(zlib.crc32(order.id.encode()) % RPO_LANES, []).append(wire)
+        effects = []
+        size = self.config.batch_size
+        for lane, wires in sorted(lanes.items()):
+            for start in range(0, len(wires), size):
+                batch = wires[start : start + size]
+                digest = hashlib.sha256(canonical_json(batch).encode()).hexdigest()[:32]
+                effects.append(
+                    NewEffect(
+                        idempotency_key=f"optoro.rpo:{self.retailer}:{digest}",
+                        destination=self.destination,
+                        kind=RPO_KIND,
+                        payload={"orders": batch},
+                        order_key=f"{self.destination}:lane{lane}",
+                        retailer=self.retailer,
+                    )
+                )
+        return effects

@@ -1,0 +1,275 @@
+"""Optoro's calls to the bridge, per retailer, under ``/retailers/<id>/optoro/``.
+
+* ``POST rmas`` — the RMA webhook. Authenticated (HTTP Basic or an API-key header, as the
+  retailer agreed with Optoro; 401 and nothing stored otherwise), stored durably, then
+  answered 200. A message the bridge can never accept is quarantined with the reason and
+  answered ``invalid_message_status`` (200 by default: Optoro retries anything else for
+  32 h and asks receivers not to answer 400/422). A wrong ``X-Optiturn-Id`` is quarantined
+  and answered 403, so Optoro keeps retrying until the configuration is fixed.
+* ``GET sku/{variant_identifier}/variants`` (also ``.../exchange_variants``) — exchange
+  options from the retailer's catalog, cached (single flight; stale answers served while
+  the catalog fails).
+* ``POST exchange_orders`` (alias ``orders``) — one exchange order per
+  ``original_order_id``, ever: repeats and concurrent duplicates get the stored answer;
+  another body for a used ``original_order_id`` is a 409; an unavailable order system is
+  a 503 with ``Retry-After`` and nothing recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from adapters.optoro.config import ApiKeyAuth, BasicAuth, OptoroConfig
+from bridge.app import Runtime
+from bridge.cache import SingleFlightCache
+from bridge.domain import Rma, Variant
+from bridge.engine import HandlerContext, Outcome, apply_versioned
+from bridge.errors import DeliveryError, MappingError, RetriableDeliveryError
+from bridge.inbound import (
+    basic_auth_matches,
+    header_secret_matches,
+    json_error,
+    quarantine,
+    receive,
+)
+from bridge.services import CATALOG, EXCHANGE_ORDER_SINK, RMA_LIFECYCLE
+from bridge.store import ClaimState, InboxItem, InboxStatus, Transaction, canonical_json
+from mappings.optoro import (
+    exchange_result_to_wire,
+    parse_exchange_order,
+    parse_rma,
+    rma_version,
+    variants_response,
+)
+
+log = logging.getLogger(__name__)
+
+RMA_KIND = "optoro.rmas"
+EXCHANGE_KIND = "optoro.exchange_orders"
+OPTITURN_ID = "X-Optiturn-Id"
+OPTITURN_VERSION = "X-Optiturn-Api-Version"
+EXCHANGE_VERSIONS = (1, 2)
+
+
+class OptoroInbound:
+    """The inbound endpoints and the RMA inbox handler of one retailer."""
+
+    def __init__(self, runtime: Runtime, retailer: str, config: OptoroConfig) -> None:
+        self.runtime = runtime
+        self.retailer = retailer
+        self.config = config
+        self.variants_cache: SingleFlightCache[list[Variant]] = SingleFlightCache(
+            ttl=config.variants_cache_ttl, stale_ttl=config.variants_stale_ttl
+        )
+        auth = config.inbound_auth
+        self.secret_headers = (
+            frozenset({auth.header}) if isinstance(auth, ApiKeyAuth) else frozenset()
+        )
+
+    def routes(self) -> None:
+        add = self.runtime.add_route
+        add(self.retailer, "optoro", "POST", "rmas", self.rmas)
+        add(self.retailer, "optoro", "GET", "sku/{variant_identifier}/variants", self.variants)
+        add(self.retailer, "optoro", "GET", "sku/{variant_identifier}/exchange_variants", self.variants)
+        add(self.retailer, "optoro", "POST", "exchange_orders", self.exchange_orders)
+        add(self.retailer, "optoro", "POST", "orders", self.exchange_orders)
+        self.runtime.engine.add_handler(RMA_KIND, self.handle_rma, retailer=self.retailer)
+
+    # authentication ----------------------------------------------------------------------
+
+    def authenticated(self, request: web.Request) -> bool:
+        auth = self.config.inbound_auth
+        if isinstance(auth, BasicAuth):
+            return basic_auth_matches(request, auth.username, auth.password.get_secret_value())
+        return header_secret_matches(request, auth.header, auth.key.get_secret_value())
+
+    def optiturn_problem(self, request: web.Request) -> MappingError | None:
+        given = request.headers.get(OPTITURN_ID)
+        if given is None:
+            return MappingError(f"header {OPTITURN_ID} is required", field=OPTITURN_ID)
+        if given != self.config.optiturn_id:
+            return MappingError(
+                f"header {OPTITURN_ID} does not match this retailer's configuration",
+                field=OPTITURN_ID,
+            )
+        return None
+
+    @staticmethod
+    def unauthorized() -> web.Response:
+        response = json_error(401, "missing or wrong credentials", field="Authorization")
+        response.headers["WWW-Authenticate"] = 'Basic realm="returns-bridge"'
+        return response
+
+    # RMA webhook -------------------------------------------------------------------------
+
+    async def rmas(self, request: web.Request) -> web.Response:
+        if not self.authenticated(request):
+            return self.unauthorized()
+        problem = self.optiturn_problem(request)
+        if problem is not None:
+            return await quarantine(
+                request, self.runtime.engine, await request.read(), retailer=self.retailer,
+                kind=RMA_KIND, error=problem, status=403, secret_headers=self.secret_headers,
+            )
+        return await receive(
+            request,
+            self.runtime.engine,
+            retailer=self.retailer,
+            kind=RMA_KIND,
+            validate=parse_rma,
+            invalid_status=self.config.invalid_message_status,
+            secret_headers=self.secret_headers,
+        )
+
+    async def handle_rma(self, item: InboxItem, tx: Transaction, ctx: HandlerContext) -> Outcome:
+        """Apply an RMA message in ``updated_at`` then lifecycle order; effects come from the
+        retailer's RMA lifecycle (returns sink, refund confirmation) when one is wired."""
+        rma = parse_rma(item.body)
+        key = f"{self.retailer}:{rma.id}"
+        stored = await tx.get_entity("rma", key)
+        previous = Rma.model_validate(stored.data) if stored is not None else None
+        applied = await apply_versioned(
+            tx, "rma", key, rma_version(rma), rma.model_dump(mode="json"), ctx
+        )
+        if not applied:
+            return Outcome(InboxStatus.SUPERSEDED, note="nothing newer than the stored RMA")
+        if not self.runtime.has_service(self.retailer, RMA_LIFECYCLE):
+            return Outcome()
+        lifecycle = self.runtime.service(self.retailer, RMA_LIFECYCLE)
+        effects = await lifecycle.on_rma(tx, self.retailer, "optoro", previous, rma)
+        return Outcome(effects=effects)
+
+    # exchange variants -------------------------------------------------------------------
+
+    async def variants(self, request: web.Request) -> web.Response:
+        if not self.authenticated(request):
+            return self.unauthorized()
+        problem = self.optiturn_problem(request)
+        if problem is not None:
+            return json_error(403, str(problem), field=problem.field)
+        variant_identifier = request.match_info["variant_identifier"]
+        catalog = self.runtime.service(self.retailer, CATALOG)
+        try:
+            cached = await self.variants_cache.get(
+                variant_identifier, lambda: catalog.variants_for(variant_identifier)
+            )
+        except (DeliveryError, TimeoutError) as exc:
+            log.warning(
+                "exchange variants unavailable",
+                extra={"retailer": self.retailer, "variant": variant_identifier, "reason": str(exc)},
+            )
+            response = json_error(503, "the catalog is unavailable, retry later")
+            response.headers["Retry-After"] = "5"
+            return response
+        if cached.stale:
+            log.warning(
+                "exchange variants served stale",
+                extra={"retailer": self.retailer, "variant": variant_identifier,
+                       "age_seconds": round(cached.age, 1)},
+            )
+        try:
+            body = variants_response(cached.value, self.config.size_dimensions)
+        except MappingError as exc:
+            return json_error(500, f"catalog data cannot be sent to Optoro: {exc}", field=exc.field)
+        return web.json_response(body)
+
+    # exchange orders ---------------------------------------------------------------------
+
+    async def exchange_orders(self, request: web.Request) -> web.Response:
+        if not self.authenticated(request):
+            return self.unauthorized()
+        body = await request.read()
+        problem = self.optiturn_problem(request) or self._version_problem(request)
+        if problem is not None:
+            return await self._refuse(request, body, problem, 403 if problem.field == OPTITURN_ID else 400)
+        version = int(request.headers.get(OPTITURN_VERSION, "2"))
+        try:
+            order = parse_exchange_order(body, version, gift_card_skus=self.config.gift_card_skus)
+        except MappingError as exc:
+            return await self._refuse(request, body, exc, 422)
+        request_hash = hashlib.sha256(
+            canonical_json(order.model_dump(mode="json")).encode()
+        ).hexdigest()
+        return await self._create_once(request, body, order, request_hash)
+
+    def _version_problem(self, request: web.Request) -> MappingError | None:
+        given = request.headers.get(OPTITURN_VERSION, "2")
+        if not given.isdigit() or int(given) not in EXCHANGE_VERSIONS:
+            return MappingError(
+                f"header {OPTITURN_VERSION} must be one of {', '.join(map(str, EXCHANGE_VERSIONS))}",
+                field=OPTITURN_VERSION,
+            )
+        return None
+
+    async def _refuse(
+        self, request: web.Request, body: bytes, error: MappingError, status: int
+    ) -> web.Response:
+        return await quarantine(
+            request, self.runtime.engine, body, retailer=self.retailer, kind=EXCHANGE_KIND,
+            error=error, status=status, secret_headers=self.secret_headers,
+        )
+
+    async def _create_once(
+        self, request: web.Request, body: bytes, order: Any, request_hash: str
+    ) -> web.Response:
+        store = self.runtime.store
+        scope = f"{self.retailer}:{EXCHANGE_KIND}"
+        key = order.original_order_id
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self.config.exchange_wait
+        while True:
+            claim = await store.claim(scope, key, request_hash, lease_seconds=120.0)
+            if claim.state is ClaimState.DONE:
+                return web.json_response(claim.response)
+            if claim.state is ClaimState.CONFLICT:
+                return json_error(
+                    409,
+                    "an exchange order was already placed for this original_order_id with a"
+                    " different body; only one exchange order per original order is allowed",
+                    field="original_order_id",
+                    original_order_id=key,
+                    order=claim.response,
+                )
+            if claim.state is ClaimState.NEW:
+                return await self._create(request, body, order, scope, key)
+            if loop.time() >= give_up_at:
+                response = json_error(503, "the same exchange order is still being placed")
+                response.headers["Retry-After"] = "5"
+                return response
+            await asyncio.sleep(0.05)
+
+    async def _create(
+        self, request: web.Request, body: bytes, order: Any, scope: str, key: str
+    ) -> web.Response:
+        store = self.runtime.store
+        sink = self.runtime.service(self.retailer, EXCHANGE_ORDER_SINK)
+        try:
+            result = await sink.create_exchange_order(order)
+        except RetriableDeliveryError as exc:
+            await store.release_claim(scope, key)
+            log.warning(
+                "exchange order sink unavailable",
+                extra={"retailer": self.retailer, "original_order_id": key, "reason": str(exc)},
+            )
+            response = json_error(503, "the order system is unavailable; nothing was created")
+            response.headers["Retry-After"] = str(int(exc.retry_after or 5))
+            return response
+        except (DeliveryError, MappingError) as exc:
+            await store.release_claim(scope, key)
+            error = exc if isinstance(exc, MappingError) else MappingError(str(exc))
+            return await self._refuse(request, body, error, 422)
+        except BaseException:
+            await store.release_claim(scope, key)
+            raise
+        answer = exchange_result_to_wire(result)
+        await store.complete_claim(scope, key, answer)
+        log.info(
+            "exchange order placed",
+            extra={"retailer": self.retailer, "original_order_id": key, "order": result.order_id},
+        )
+        return web.json_response(answer)
