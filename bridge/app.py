@@ -95,7 +95,8 @@ class Runtime:
         if not providers:
             raise ConfigError(f"retailer {retailer!r}: no configured adapter provides {capability}")
         raise ConfigError(
-            f"retailers.{retailer}.routes.{capability}: choose one of {', '.join(sorted(providers))}"
+            f"retailers.{retailer}.routes.{capability}:"
+            f" choose one of {', '.join(sorted(providers))}"
         )
 
     def has_service(self, retailer: str, capability: str) -> bool:

@@ -132,7 +132,11 @@ async def receive(
                 },
             )
             return json_error(
-                invalid_status, str(exc), field=exc.field, inbox_id=inbox_id, quarantined=True
+                invalid_status,
+                str(exc),
+                field=exc.field or "body",
+                inbox_id=inbox_id,
+                quarantined=True,
             )
     if accepted.duplicate:
         await _requeue_if_quarantined(engine, inbox_id)
@@ -171,8 +175,17 @@ async def quarantine(
         await tx.finish_inbox(accepted.inbox_id, None, InboxStatus.QUARANTINED, _reason(error))
     log.warning(
         "request quarantined",
-        extra={"retailer": retailer, "kind": kind, "inbox_id": accepted.inbox_id,
-               "reason": _reason(error)},
+        extra={
+            "retailer": retailer,
+            "kind": kind,
+            "inbox_id": accepted.inbox_id,
+            "reason": _reason(error),
+        },
     )
-    return json_error(status, str(error), field=error.field, inbox_id=accepted.inbox_id,
-                      quarantined=True)
+    return json_error(
+        status,
+        str(error),
+        field=error.field or "body",
+        inbox_id=accepted.inbox_id,
+        quarantined=True,
+    )

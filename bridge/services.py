@@ -67,11 +67,7 @@ class InMemoryCatalog:
         if self.fail:
             raise RetriableDeliveryError("catalog unavailable")
         product = next(
-            (
-                v.product_id
-                for v in self.variants
-                if variant_identifier in (v.variant_id, v.sku)
-            ),
+            (v.product_id for v in self.variants if variant_identifier in (v.variant_id, v.sku)),
             None,
         )
         if product is None:

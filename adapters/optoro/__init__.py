@@ -20,7 +20,9 @@ def setup(runtime: Any, retailer: Any, config: OptoroConfig) -> None:
     destination = f"optoro.rpo:{retailer.id}"
     auth = OptoroAuth(config, http)
     runtime.engine.add_destination(RpoDestination(destination, config, auth, http))
-    runtime.provide(retailer.id, ORDER_PUBLISHER, "optoro", RpoPublisher(retailer.id, destination, config))
+    runtime.provide(
+        retailer.id, ORDER_PUBLISHER, "optoro", RpoPublisher(retailer.id, destination, config)
+    )
     inbound = OptoroInbound(runtime, retailer.id, config)
     inbound.routes()
     runtime.extras[("optoro", retailer.id)] = inbound

@@ -75,7 +75,13 @@ class OptoroInbound:
         add = self.runtime.add_route
         add(self.retailer, "optoro", "POST", "rmas", self.rmas)
         add(self.retailer, "optoro", "GET", "sku/{variant_identifier}/variants", self.variants)
-        add(self.retailer, "optoro", "GET", "sku/{variant_identifier}/exchange_variants", self.variants)
+        add(
+            self.retailer,
+            "optoro",
+            "GET",
+            "sku/{variant_identifier}/exchange_variants",
+            self.variants,
+        )
         add(self.retailer, "optoro", "POST", "exchange_orders", self.exchange_orders)
         add(self.retailer, "optoro", "POST", "orders", self.exchange_orders)
         self.runtime.engine.add_handler(RMA_KIND, self.handle_rma, retailer=self.retailer)
@@ -113,8 +119,14 @@ class OptoroInbound:
         problem = self.optiturn_problem(request)
         if problem is not None:
             return await quarantine(
-                request, self.runtime.engine, await request.read(), retailer=self.retailer,
-                kind=RMA_KIND, error=problem, status=403, secret_headers=self.secret_headers,
+                request,
+                self.runtime.engine,
+                await request.read(),
+                retailer=self.retailer,
+                kind=RMA_KIND,
+                error=problem,
+                status=403,
+                secret_headers=self.secret_headers,
             )
         return await receive(
             request,
@@ -161,7 +173,11 @@ class OptoroInbound:
         except (DeliveryError, TimeoutError) as exc:
             log.warning(
                 "exchange variants unavailable",
-                extra={"retailer": self.retailer, "variant": variant_identifier, "reason": str(exc)},
+                extra={
+                    "retailer": self.retailer,
+                    "variant": variant_identifier,
+                    "reason": str(exc),
+                },
             )
             response = json_error(503, "the catalog is unavailable, retry later")
             response.headers["Retry-After"] = "5"
@@ -169,8 +185,11 @@ class OptoroInbound:
         if cached.stale:
             log.warning(
                 "exchange variants served stale",
-                extra={"retailer": self.retailer, "variant": variant_identifier,
-                       "age_seconds": round(cached.age, 1)},
+                extra={
+                    "retailer": self.retailer,
+                    "variant": variant_identifier,
+                    "age_seconds": round(cached.age, 1),
+                },
             )
         try:
             body = variants_response(cached.value, self.config.size_dimensions)
@@ -186,7 +205,9 @@ class OptoroInbound:
         body = await request.read()
         problem = self.optiturn_problem(request) or self._version_problem(request)
         if problem is not None:
-            return await self._refuse(request, body, problem, 403 if problem.field == OPTITURN_ID else 400)
+            return await self._refuse(
+                request, body, problem, 403 if problem.field == OPTITURN_ID else 400
+            )
         version = int(request.headers.get(OPTITURN_VERSION, "2"))
         try:
             order = parse_exchange_order(body, version, gift_card_skus=self.config.gift_card_skus)
@@ -201,7 +222,8 @@ class OptoroInbound:
         given = request.headers.get(OPTITURN_VERSION, "2")
         if not given.isdigit() or int(given) not in EXCHANGE_VERSIONS:
             return MappingError(
-                f"header {OPTITURN_VERSION} must be one of {', '.join(map(str, EXCHANGE_VERSIONS))}",
+                f"header {OPTITURN_VERSION} must be one of"
+                f" {', '.join(map(str, EXCHANGE_VERSIONS))}",
                 field=OPTITURN_VERSION,
             )
         return None
@@ -210,8 +232,14 @@ class OptoroInbound:
         self, request: web.Request, body: bytes, error: MappingError, status: int
     ) -> web.Response:
         return await quarantine(
-            request, self.runtime.engine, body, retailer=self.retailer, kind=EXCHANGE_KIND,
-            error=error, status=status, secret_headers=self.secret_headers,
+            request,
+            self.runtime.engine,
+            body,
+            retailer=self.retailer,
+            kind=EXCHANGE_KIND,
+            error=error,
+            status=status,
+            secret_headers=self.secret_headers,
         )
 
     async def _create_once(

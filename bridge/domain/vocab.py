@@ -10,6 +10,18 @@ from __future__ import annotations
 from enum import StrEnum
 
 
+class Tag(StrEnum):
+    """Return-eligibility tags on orders and lines; platforms spell them their own way
+    (the mappings translate), any other tag string passes through unchanged."""
+
+    FINAL_SALE = "final_sale"
+    THIRD_PARTY = "third_party"
+    PICKUP_IN_STORE = "pickup_in_store"
+    GIFT_CARD = "gift_card"
+    CANCELED = "canceled"
+    CS_REQUIRED = "cs_required"
+
+
 class OrderStatus(StrEnum):
     CREATED = "CREATED"
     SHIPPED = "SHIPPED"

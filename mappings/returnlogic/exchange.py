@@ -1,0 +1,334 @@
+"""Exchange orders -> ReturnLogic ``POST /v1/orders``, and its response -> the placed order.
+
+Idempotency: one exchange order per original order, ever. :func:`exchange_order_number`
+derives the ReturnLogic ``orderNumber`` (also ``orderName`` and ``externalOrderId``) from
+``original_order_id`` alone, so a retried creation looks the number up
+(``GET /v1/orders?orderNumber=...``) and finds the order placed by the first attempt.
+
+Request built by :func:`exchange_to_order_create` (the closed model
+:class:`~mappings.returnlogic.wire.RlOrderCreateRequest` checks the shape):
+
+=========================== ===================================================================
+field                       value
+=========================== ===================================================================
+externalOrderId, orderNumber, orderName   the order number
+externalCustomerId          ``customer.id`` when it is a whole number (the API wants a number),
+                            else omitted
+customerEmail/customerPhone ``customer.email``; ``customer.phone``, else the shipping phone
+shippingAddress/billing...  street1->address1, street2->address2, state->regionCode,
+                            zip_code->postcode, country_code->countryCode. ReturnLogic
+                            addresses have no name field: the name is not sent. No billing
+                            address -> omitted (never copied from shipping).
+tags                        ``exchange``, ``original_order:<id>``, ``rma:<id>`` (when known),
+                            ``gift`` (gift orders)
+taxesIncluded               false (canonical tax is on top of prices)
+shopCurrencyCode            ``currency``
+totalPrice                  products - discounts + tax (a gift card bonus is not billed)
+taxPrice / fees / shipping  tax; 0; 0; refundAmount 0
+orderItems[]                one per item: ``externalOrderItemId`` ``<number>-<n>`` (1-based),
+                            ``rlProductVariantId`` from ``variant_ids_by_sku[sku]``,
+                            ``priceOverride`` unit price, ``taxPerItem`` tax / qty,
+                            ``isTaxable`` tax > 0, ``isGiftCard`` for gift card items,
+                            ``fulfillableQuantity`` qty (nothing shipped yet),
+                            ``orderItemDiscounts`` one ``EXCHANGE`` discount of the item's
+                            discount, ``properties`` ``original_sku: ..``,
+                            ``original_line_id: ..``, ``bonus_credit: ..`` when known
+=========================== ===================================================================
+
+ReturnLogic takes tax per unit. When an item's tax does not divide by its quantity the item is
+sent as two lines (``<number>-<n>`` and ``<number>-<n>-2``) whose per-unit taxes differ by one
+cent, so every cent arrives; the discount is shared between them in proportion (remainder on
+the first).
+
+Money goes out as ``Decimal`` dollars: serialise the dict with :func:`encode_json`, which writes
+them as exact JSON numbers (``json.dumps`` cannot, and a float would not be exact).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from pydantic import ValidationError
+
+from bridge.domain import (
+    Address,
+    ExchangeKind,
+    ExchangeOrder,
+    ExchangeOrderItem,
+    ExchangeOrderResult,
+    cents_to_dollars,
+    dollars_to_cents,
+)
+from bridge.errors import MappingError
+from mappings.returnlogic._fields import mapping_error
+from mappings.returnlogic.wire import (
+    RlAddressOut,
+    RlOrder,
+    RlOrderCreateRequest,
+    RlOrderDiscountOut,
+    RlOrderItemCreate,
+)
+
+__all__ = [
+    "EXCHANGE_DISCOUNT_CODE",
+    "ORDER_NUMBER_MAX_LENGTH",
+    "encode_json",
+    "exchange_order_number",
+    "exchange_to_order_create",
+    "order_create_response_to_result",
+]
+
+ORDER_NUMBER_MAX_LENGTH = 40
+"""The spec gives ``orderNumber`` no length limit; 40 is our own conservative bound."""
+EXCHANGE_DISCOUNT_CODE = "EXCHANGE"
+
+_SAFE = re.compile(r"[A-Za-z0-9_-]+")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+_DIGEST_CHARS = 16
+_MAX_EXACT_DOUBLE = 2**53
+
+
+def exchange_order_number(original_order_id: str, prefix: str = "EXCH-") -> str:
+    """The ReturnLogic order number of the exchange order for ``original_order_id``.
+
+    ``prefix + original_order_id`` when that is at most :data:`ORDER_NUMBER_MAX_LENGTH`
+    characters of ``A-Z a-z 0-9 _ -``; otherwise ``prefix + <those characters of the id,
+    truncated> + "." + <16 hex of sha256(id)>``. The ``.`` never appears in the first form, so
+    the two forms cannot collide. Deterministic: same input, same number, on every replica.
+    """
+    if not original_order_id:
+        raise MappingError("original_order_id is empty", field="original_order_id")
+    room = ORDER_NUMBER_MAX_LENGTH - 1 - _DIGEST_CHARS
+    if not prefix or not _SAFE.fullmatch(prefix) or len(prefix) >= room:
+        raise MappingError(
+            f"order number prefix must be 1..{room - 1} characters of A-Z a-z 0-9 _ -",
+            field="prefix",
+        )
+    if (
+        _SAFE.fullmatch(original_order_id)
+        and len(prefix) + len(original_order_id) <= ORDER_NUMBER_MAX_LENGTH
+    ):
+        return prefix + original_order_id
+    digest = hashlib.sha256(original_order_id.encode("utf-8", "surrogatepass")).hexdigest()
+    readable = _UNSAFE.sub("", original_order_id)[: room - len(prefix)]
+    return f"{prefix}{readable}.{digest[:_DIGEST_CHARS]}"
+
+
+def exchange_to_order_create(
+    ex: ExchangeOrder,
+    variant_ids_by_sku: Mapping[str, str],
+    order_number: str,
+    *,
+    external_source: str | None = None,
+) -> dict[str, Any]:
+    """The ``POST /v1/orders`` body (money as ``Decimal``; send it with :func:`encode_json`).
+
+    ``variant_ids_by_sku`` is the catalog lookup (SKU -> ``rlProductVariantId``); an item whose
+    SKU is missing, or maps to something that is not a whole number, is a ``MappingError``
+    naming the SKU, field ``items[<i>].sku``.
+    """
+    variant_ids = [
+        _variant_id(item.sku, variant_ids_by_sku, index) for index, item in enumerate(ex.items)
+    ]
+
+    tags = ["exchange", f"original_order:{ex.original_order_id}"]
+    if ex.rma_id:
+        tags.append(f"rma:{ex.rma_id}")
+    if ex.is_gift:
+        tags.append("gift")
+    customer = ex.customer
+    billed = ex.product_cents - ex.discount_cents + ex.tax_cents
+    try:
+        items = [
+            line
+            for index, (item, variant_id) in enumerate(zip(ex.items, variant_ids, strict=True))
+            for line in _order_items(item, index, variant_id, order_number)
+        ]
+        request = RlOrderCreateRequest(
+            externalOrderId=order_number,
+            externalCustomerId=_numeric_id(customer.id),
+            customerEmail=customer.email,
+            customerPhone=customer.phone or ex.shipping_address.phone,
+            orderNumber=order_number,
+            orderName=order_number,
+            shippingAddress=_address_out(ex.shipping_address),
+            billingAddress=_address_out(ex.billing_address) if ex.billing_address else None,
+            externalSource=external_source,
+            tags=tags,
+            taxesIncluded=False,
+            shopCurrencyCode=ex.currency,
+            totalPrice=cents_to_dollars(billed),
+            fees=Decimal(0),
+            taxPrice=cents_to_dollars(ex.tax_cents),
+            shippingPrice=Decimal(0),
+            refundAmount=Decimal(0),
+            orderItems=items,
+        )
+    except ValidationError as exc:
+        raise mapping_error(exc) from exc
+    return request.model_dump(exclude_none=True)
+
+
+def order_create_response_to_result(body: Mapping[str, Any]) -> ExchangeOrderResult:
+    """The placed order from a ``POST /v1/orders`` (or lookup) response, parsed with Decimal.
+
+    ``order_id`` = ``orderNumber``; ``total`` = ``totalPrice``; ``tax`` = ``taxPrice``;
+    ``product`` = the items' ``totalPrice`` (else ``pricePerItem * quantity``), added exactly and
+    rounded once.
+    """
+    try:
+        rl = RlOrder.model_validate(body)
+    except ValidationError as exc:
+        raise mapping_error(exc) from exc
+    if rl.totalPrice is None:
+        raise MappingError("order has no totalPrice", field="totalPrice")
+    product = sum(
+        (
+            item.totalPrice if item.totalPrice is not None else item.pricePerItem * item.quantity
+            for item in rl.orderItems
+        ),
+        Decimal(0),
+    )
+    return ExchangeOrderResult(
+        order_id=rl.orderNumber,
+        total_cents=dollars_to_cents(rl.totalPrice, field="totalPrice"),
+        product_cents=dollars_to_cents(product, field="orderItems"),
+        tax_cents=dollars_to_cents(rl.taxPrice, field="taxPrice"),
+    )
+
+
+def encode_json(payload: Any) -> bytes:
+    """Compact UTF-8 JSON with ``Decimal`` written as an exact number (``5.95``, not ``"5.95"``).
+
+    Accepts dicts with string keys, lists, tuples, str, int, bool, None, Decimal and aware
+    datetimes (ISO-8601); a ``float`` is a ``TypeError``, as everywhere money is handled.
+    """
+    parts: list[str] = []
+    _encode(payload, parts)
+    return "".join(parts).encode()
+
+
+# --- implementation --------------------------------------------------------------------------
+
+
+def _encode(value: Any, out: list[str]) -> None:
+    if value is None:
+        out.append("null")
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif isinstance(value, str):
+        out.append(json.dumps(value, ensure_ascii=False))
+    elif isinstance(value, int):
+        out.append(str(value))
+    elif isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError(f"cannot encode {value} as JSON")
+        out.append(format(value, "f"))
+    elif isinstance(value, Mapping):
+        out.append("{")
+        for index, (key, item) in enumerate(value.items()):
+            if not isinstance(key, str):
+                raise TypeError(f"JSON object keys must be str, not {type(key).__name__}")
+            if index:
+                out.append(",")
+            out.append(json.dumps(key, ensure_ascii=False))
+            out.append(":")
+            _encode(item, out)
+        out.append("}")
+    elif isinstance(value, list | tuple):
+        out.append("[")
+        for index, item in enumerate(value):
+            if index:
+                out.append(",")
+            _encode(item, out)
+        out.append("]")
+    elif isinstance(value, datetime):
+        out.append(json.dumps(value.isoformat()))
+    else:
+        raise TypeError(f"cannot encode {type(value).__name__} as JSON (no floats for money)")
+
+
+def _variant_id(sku: str, variant_ids_by_sku: Mapping[str, str], index: int) -> int:
+    found = variant_ids_by_sku.get(sku)
+    if found is None:
+        raise MappingError(f"no ReturnLogic variant for SKU {sku!r}", field=f"items[{index}].sku")
+    text = str(found).strip()
+    if not text.isascii() or not text.isdigit():
+        raise MappingError(
+            f"ReturnLogic variant id for SKU {sku!r} is not a whole number",
+            field=f"items[{index}].sku",
+        )
+    return int(text)
+
+
+def _numeric_id(value: str | None) -> int | None:
+    if value and value.isascii() and value.isdigit() and int(value) <= _MAX_EXACT_DOUBLE:
+        return int(value)
+    return None
+
+
+def _address_out(address: Address) -> RlAddressOut:
+    return RlAddressOut(
+        address1=address.street1,
+        address2=address.street2,
+        city=address.city,
+        regionCode=address.state,
+        postcode=address.zip_code,
+        countryCode=address.country_code,
+    )
+
+
+def _order_items(
+    item: ExchangeOrderItem, index: int, variant_id: int, order_number: str
+) -> list[RlOrderItemCreate]:
+    base_tax, remainder = divmod(item.tax_cents, item.qty)
+    # (qty, tax per unit) chunks: qty - remainder units at base_tax, remainder at base_tax + 1
+    chunks = [(item.qty - remainder, base_tax)]
+    if remainder:
+        chunks.append((remainder, base_tax + 1))
+    chunks = [chunk for chunk in chunks if chunk[0]]
+    discounts = [item.discount_cents * qty // item.qty for qty, _ in chunks]
+    discounts[0] += item.discount_cents - sum(discounts)
+
+    properties = []
+    if item.original_sku:
+        properties.append(f"original_sku: {item.original_sku}")
+    if item.original_line_id:
+        properties.append(f"original_line_id: {item.original_line_id}")
+    if item.bonus_credit_cents:
+        properties.append(f"bonus_credit: {cents_to_dollars(item.bonus_credit_cents)}")
+
+    out = []
+    for number, ((qty, unit_tax), discount) in enumerate(zip(chunks, discounts, strict=True)):
+        suffix = f"-{index + 1}" if number == 0 else f"-{index + 1}-{number + 1}"
+        out.append(
+            RlOrderItemCreate(
+                externalOrderItemId=f"{order_number}{suffix}",
+                quantity=qty,
+                isTaxable=item.tax_cents > 0,
+                isGiftCard=item.kind is ExchangeKind.GIFT_CARD,
+                taxPerItem=cents_to_dollars(unit_tax),
+                fulfillableQuantity=qty,
+                properties=properties or None,
+                orderItemDiscounts=[
+                    RlOrderDiscountOut(
+                        amount=cents_to_dollars(discount),
+                        code=EXCHANGE_DISCOUNT_CODE,
+                        isShippingDiscount=False,
+                    )
+                ]
+                if discount
+                else None,
+                rlProductVariantId=variant_id,
+                priceOverride=cents_to_dollars(item.unit_price_cents),
+            )
+        )
+    return out
