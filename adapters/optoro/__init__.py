@@ -28,9 +28,21 @@ def setup(runtime: Any, retailer: Any, config: OptoroConfig) -> None:
     runtime.extras[("optoro", retailer.id)] = inbound
 
 
+def _sandbox_arguments(parser: Any) -> None:
+    from adapters.optoro.sandbox.__main__ import add_arguments
+
+    add_arguments(parser)
+
+
+def _sandbox_run(args: Any) -> int:
+    from adapters.optoro.sandbox.__main__ import run
+
+    return run(args)
+
+
 ADAPTER = AdapterSpec(
     name="optoro",
     config_model=OptoroConfig,
     description="Optoro Returns Experience",
-    hooks={"setup": setup},
+    hooks={"setup": setup, "sandbox": (_sandbox_arguments, _sandbox_run)},
 )

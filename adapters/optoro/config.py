@@ -52,9 +52,13 @@ class OptoroConfig(ConfigModel):
         description="status answered to an authenticated RMA Optoro should not retry (Optoro"
         " asks for 200; the payload is quarantined either way)",
     )
-    variants_cache_ttl: float = Field(default=300.0, ge=0, description="seconds a variants answer is fresh")
+    variants_cache_ttl: float = Field(
+        default=300.0, ge=0, description="seconds a variants answer is fresh"
+    )
     variants_stale_ttl: float = Field(
-        default=86400.0, ge=0, description="seconds a cached answer may be served while the catalog fails"
+        default=86400.0,
+        ge=0,
+        description="seconds a cached answer may be served while the catalog fails",
     )
     exchange_wait: float = Field(
         default=20.0, gt=0, description="seconds a repeated exchange order waits for the first one"

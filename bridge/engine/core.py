@@ -324,6 +324,10 @@ class Engine:
             extra={"effect_id": effect.id, "destination": effect.destination, "reason": reason},
         )
 
+    def wake_dispatcher(self) -> None:
+        """New effects were committed outside an inbox handler (e.g. an order sync)."""
+        self._outbox_wakeup.set()
+
     async def run_dispatcher(self) -> None:
         """Deliver effects until cancelled, sleeping until the next one is due."""
         while True:
