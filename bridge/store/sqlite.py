@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Mapping
 from importlib import resources
@@ -144,6 +145,8 @@ class SqliteStore(Store):
         self._queue: list[_PendingAccept] = []
         self._queue_ready = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
+        self._ingest: sqlite3.Connection | None = None
+        self._ingest_commit: asyncio.Future[list[Accepted]] | None = None
         self.commits = 0
         """Number of write transactions committed (group-commit evidence)."""
 
@@ -165,7 +168,15 @@ class SqliteStore(Store):
         ):
             await self._conn.execute(pragma)
         await self._migrate()
+        self._ingest = await asyncio.to_thread(self._open_ingest_connection)
         self._flusher = asyncio.create_task(self._flush_accepts(), name="sqlite-group-commit")
+
+    def _open_ingest_connection(self) -> sqlite3.Connection:
+        """The connection group commits use, from worker threads only (under the lock)."""
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        for pragma in ("PRAGMA synchronous=FULL", "PRAGMA busy_timeout=10000"):
+            conn.execute(pragma)
+        return conn
 
     async def close(self) -> None:
         if self._flusher is not None:
@@ -173,6 +184,13 @@ class SqliteStore(Store):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
             self._flusher = None
+        if self._ingest_commit is not None:
+            with contextlib.suppress(Exception):
+                await self._ingest_commit
+            self._ingest_commit = None
+        if self._ingest is not None:
+            self._ingest.close()
+            self._ingest = None
         for pending in self._queue:
             if not pending.future.done():
                 pending.future.set_exception(StoreError("store closed before commit"))
@@ -280,11 +298,25 @@ class SqliteStore(Store):
                         pending.future.set_result(result)
 
     async def _commit_accepts(self, batch: list[_PendingAccept]) -> list[Accepted]:
+        """One transaction for the batch, run whole in a worker thread: one hop between
+        the event loop and the database however many rows the batch holds."""
         now = self.clock()
+        async with self._lock:
+            commit = asyncio.ensure_future(asyncio.to_thread(self._commit_accepts_sync, batch, now))
+            self._ingest_commit = commit  # close() waits for it: the thread uses the connection
+            results = await asyncio.shield(commit)
+            self.commits += 1
+        return results
+
+    def _commit_accepts_sync(self, batch: list[_PendingAccept], now: float) -> list[Accepted]:
+        conn = self._ingest
+        if conn is None:
+            raise StoreError("store is not open")
         results: list[Accepted] = []
-        async with self._write() as conn:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
             for p in batch:
-                cur = await conn.execute(
+                cur = conn.execute(
                     "INSERT OR IGNORE INTO inbox (source, retailer, dedup_key, body_hash, body,"
                     " headers, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (p.source, p.retailer, p.key, p.digest, p.body, p.headers, now),
@@ -292,16 +324,19 @@ class SqliteStore(Store):
                 if cur.rowcount == 1 and cur.lastrowid is not None:
                     results.append(Accepted(cur.lastrowid, duplicate=False))
                     continue
-                cur = await conn.execute(
+                row = conn.execute(
                     "UPDATE inbox SET duplicates = duplicates + 1, last_duplicate_at = ?"
                     " WHERE source = ? AND (dedup_key = ? OR body_hash = ?) RETURNING id",
                     (now, p.source, p.key, p.digest),
-                )
-                row = await cur.fetchone()
-                await cur.close()
+                ).fetchone()
                 if row is None:
                     raise StoreError("duplicate inbox row vanished")
                 results.append(Accepted(int(row[0]), duplicate=True))
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
         return results
 
     async def lease_inbox(
