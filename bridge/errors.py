@@ -70,8 +70,11 @@ class RetriableDeliveryError(DeliveryError):
         destination: str | None = None,
         body: str | None = None,
         retry_after: float | None = None,
+        outcome_unknown: bool = False,
     ) -> None:
         self.retry_after = retry_after
+        self.outcome_unknown = outcome_unknown
+        """The request may have reached the partner (timeout, connection lost mid-call)."""
         super().__init__(message, status=status, destination=destination, body=body)
 
 

@@ -29,7 +29,7 @@ from bridge.store import (
     Store,
     store_from_url,
 )
-from bridge.store.base import body_hash
+from bridge.store.base import OUTCOME_UNKNOWN, body_hash
 from bridge.store.memory import MemoryStore
 from bridge.store.sqlite import SqliteStore
 
@@ -565,15 +565,19 @@ async def test_not_before_retry_and_attempts(store: Store, clock: FakeClock) -> 
     (leased,) = await store.lease_effects("w1", 10, 30)
     assert (leased.id, leased.attempts, leased.outcome_unknown) == (e, 1, False)
 
-    await store.schedule_retry(e, "w1", clock.now + 5, "timeout")
+    await store.schedule_retry(e, "w1", clock.now + 5, f"{OUTCOME_UNKNOWN}timeout")
     retried = await store.get_effect(e)
     assert retried is not None
-    assert (retried.state, retried.last_error) == (EffectState.PENDING, "timeout")
+    assert (retried.state, retried.last_error) == (EffectState.PENDING, f"{OUTCOME_UNKNOWN}timeout")
     assert retried.next_attempt_at == clock.now + 5
     assert await lease_ids(store) == []
     clock.advance(5)
     (leased,) = await store.lease_effects("w2", 10, 30)
     assert (leased.attempts, leased.outcome_unknown) == (2, True)
+    await store.schedule_retry(e, "w2", clock.now + 5, "answered 503")
+    clock.advance(5)
+    (leased,) = await store.lease_effects("w3", 10, 30)
+    assert (leased.attempts, leased.outcome_unknown) == (3, False)  # a 503 is a known failure
     with pytest.raises(LeaseLost):  # w1 gave it back: it cannot finish it any more
         await store.mark_delivered(e, "w1")
 

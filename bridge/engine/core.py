@@ -42,6 +42,7 @@ from bridge.store import (
     Store,
     Transaction,
 )
+from bridge.store.base import OUTCOME_UNKNOWN
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,11 @@ class Destination(Protocol):
         """The exact request ``deliver`` would send (for dry-run and dead letters)."""
 
     async def deliver(self, effect: Effect) -> Response | None:
-        """Send once; raise ``DeliveryError`` subclasses or ``MappingError`` on failure."""
+        """Send once; raise ``DeliveryError`` subclasses or ``MappingError`` on failure.
+
+        A destination may also define ``async on_delivered(tx, effect, response) ->
+        list[NewEffect]``: it runs in the transaction that records the delivery, so what
+        the delivery causes (state, follow-up effects) commits with it."""
 
 
 def inbox_kind(source: str) -> str:
@@ -284,7 +289,8 @@ class Engine:
                 await self._dead(effect, f"deadline passed: {exc}", exc)
                 return
             with contextlib.suppress(LeaseLost):
-                await self.store.schedule_retry(effect.id, self.owner, now + delay, str(exc))
+                error = f"{OUTCOME_UNKNOWN}{exc}" if exc.outcome_unknown else str(exc)
+                await self.store.schedule_retry(effect.id, self.owner, now + delay, error)
             self.stats.retried += 1
             self.stats.count(effect.destination, "retried")
             log.info(
@@ -295,16 +301,37 @@ class Engine:
         except (DeliveryError, MappingError) as exc:
             await self._dead(effect, str(exc), exc)
             return
+        result = response.describe(500) if response is not None else None
+        on_delivered = getattr(destination, "on_delivered", None)
         try:
-            await self.store.mark_delivered(
-                effect.id, self.owner, response.describe(500) if response is not None else None
-            )
+            if on_delivered is None:
+                await self.store.mark_delivered(effect.id, self.owner, result)
+            else:
+                async with self.store.transaction() as tx:
+                    for follow_up in await on_delivered(tx, effect, response):
+                        await tx.add_effect(follow_up)
+                    await tx.mark_delivered(effect.id, self.owner, result)
+                self._outbox_wakeup.set()
         except LeaseLost:
-            log.warning("delivered after lease expiry", extra=fields)
-            return
+            await self._flag_if_canceled(effect)
         self.stats.delivered += 1
         self.stats.count(effect.destination, "delivered")
         log.info("effect delivered", extra=fields)
+
+    async def _flag_if_canceled(self, effect: Effect) -> None:
+        """A delivery that completed after its effect was canceled (or re-leased) reached the
+        partner anyway: an operator must look at it."""
+        current = await self.store.get_effect(effect.id)
+        log.warning(
+            "delivered after the lease moved on",
+            extra={"effect_id": effect.id, "state": current.state.value if current else None},
+        )
+        if current is not None and current.state is EffectState.CANCELED:
+            async with self.store.transaction() as tx:
+                await tx.add_flag(
+                    effect.retailer, "effect", effect.idempotency_key,
+                    "delivered although canceled meanwhile: check the partner",
+                )
 
     async def _dead(self, effect: Effect, reason: str, exc: BaseException) -> None:
         destination = self.destinations[effect.destination]

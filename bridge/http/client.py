@@ -112,11 +112,20 @@ class HttpClient:
                 response = Response(resp.status, dict(resp.headers), body)
         except TimeoutError as exc:
             raise RetriableDeliveryError(
-                f"{dest.name}: {where} timed out after {dest.timeout:g}s", destination=dest.name
+                f"{dest.name}: {where} timed out after {dest.timeout:g}s",
+                destination=dest.name,
+                outcome_unknown=True,
+            ) from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise RetriableDeliveryError(
+                f"{dest.name}: {where} could not connect: {type(exc).__name__}",
+                destination=dest.name,
             ) from exc
         except aiohttp.ClientError as exc:
             raise RetriableDeliveryError(
-                f"{dest.name}: {where} failed: {type(exc).__name__}", destination=dest.name
+                f"{dest.name}: {where} failed mid-call: {type(exc).__name__}",
+                destination=dest.name,
+                outcome_unknown=True,
             ) from exc
         self._calibrate(dest, response)
         action = dest.policy.classify(response.status, response.headers, response.body)

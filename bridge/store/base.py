@@ -28,6 +28,8 @@ from typing import Any
 from bridge.errors import StoreError
 
 JSON = Any
+OUTCOME_UNKNOWN = "[outcome unknown] "
+"""Prefix of ``Effect.last_error`` when the failed attempt may have reached the partner."""
 Clock = Callable[[], float]
 
 
@@ -135,8 +137,11 @@ class Effect:
 
     @property
     def outcome_unknown(self) -> bool:
-        """A previous attempt may have reached the partner (crash or timeout mid-call)."""
-        return self.attempts > 1
+        """A previous attempt may have reached the partner: it ended without an answer
+        (timeout, connection lost mid-call) or the process died during it."""
+        if self.attempts <= 1:
+            return False
+        return self.last_error is None or self.last_error.startswith(OUTCOME_UNKNOWN)
 
 
 @dataclass(frozen=True)
@@ -189,6 +194,11 @@ class Transaction(ABC):
     @abstractmethod
     async def effect_states(self, order_key: str) -> dict[str, EffectState]:
         """Idempotency key -> state for every effect of ``order_key``."""
+
+    @abstractmethod
+    async def mark_delivered(self, effect_id: int, owner: str, result: JSON = None) -> None:
+        """Record a delivery in this transaction, with the effects and state it causes
+        (``LeaseLost`` when the lease moved on or the effect was canceled)."""
 
     @abstractmethod
     async def finish_inbox(

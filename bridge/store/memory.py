@@ -427,6 +427,16 @@ class _MemoryTransaction(Transaction):
             kind, key, tuple(_json(list(version))), _json(data), self._now
         )
 
+    async def mark_delivered(self, effect_id: int, owner: str, result: JSON = None) -> None:
+        effect = self._t.effects.get(effect_id)
+        lease_owner = self._t.effect_leases.get(effect_id, (None, 0.0))[0]
+        if effect is None or effect.state is not EffectState.PENDING or lease_owner != owner:
+            raise LeaseLost(f"effect {effect_id} is no longer leased by this worker")
+        self._t.effects[effect_id] = replace(
+            effect, state=EffectState.DELIVERED, result=_json(result)
+        )
+        self._t.effect_leases.pop(effect_id, None)
+
     async def add_effect(self, effect: NewEffect) -> bool:
         if effect.idempotency_key in self._t.effect_ids:
             return False

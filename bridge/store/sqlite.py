@@ -676,6 +676,16 @@ class _SqliteTransaction(Transaction):
         ) as cur:
             return {row[0]: EffectState(row[1]) for row in await cur.fetchall()}
 
+    async def mark_delivered(self, effect_id: int, owner: str, result: JSON = None) -> None:
+        cur = await self._conn.execute(
+            "UPDATE outbox SET state = 'delivered', finished_at = ?, result = ?,"
+            " lease_owner = NULL, lease_until = NULL"
+            " WHERE id = ? AND state = 'pending' AND lease_owner = ?",
+            (self._now, _dumps(result), effect_id, owner),
+        )
+        if cur.rowcount != 1:
+            raise LeaseLost(f"effect {effect_id} is no longer leased by this worker")
+
     async def finish_inbox(
         self, inbox_id: int, owner: str | None, status: InboxStatus, note: str | None = None
     ) -> None:
