@@ -24,7 +24,9 @@ from bridge.config import AppConfig, RetailerConfig
 from bridge.engine import Engine, EngineSettings
 from bridge.errors import BridgeError, ConfigError
 from bridge.http import HttpClient
+from bridge.lifecycle import Lifecycle
 from bridge.registry import AdapterRegistry, load_registry
+from bridge.services import RMA_LIFECYCLE
 from bridge.store import Store, store_from_url
 
 log = logging.getLogger(__name__)
@@ -145,6 +147,12 @@ def build_runtime(
     )
     for retailer in config.retailers.values():
         if retailer.enabled:
+            runtime.provide(
+                retailer.id,
+                RMA_LIFECYCLE,
+                "bridge",
+                Lifecycle(runtime, retailer.id, retailer.policy),
+            )
             _setup_retailer(runtime, retailer)
     return runtime
 

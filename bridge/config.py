@@ -40,6 +40,7 @@ from pydantic_core import ErrorDetails
 
 from bridge.configbase import ConfigModel
 from bridge.errors import ConfigError
+from bridge.policy import PolicyConfig
 from bridge.registry import AdapterRegistry, load_registry
 
 __all__ = [
@@ -121,6 +122,10 @@ class RetailerConfig(ConfigModel):
         default_factory=dict,
         description="capability -> adapter serving it (catalog, exchange_order_sink, ...);"
         " needed only when two configured adapters offer the same capability",
+    )
+    policy: PolicyConfig = Field(
+        default_factory=PolicyConfig,
+        description="when returns are created and refunds confirmed (see bridge.policy)",
     )
     platforms: dict[str, SerializeAsAny[BaseModel]] = Field(
         default_factory=dict,

@@ -54,6 +54,19 @@ class RmaLifecycle(Protocol):
     ) -> list[NewEffect]: ...
 
 
+@runtime_checkable
+class ReturnsSink(Protocol):
+    """Creates returns (e.g. Kibo Create Return) for an RMA that reached a policy step.
+
+    The effects it returns are keyed by RMA and step (at most one return per step, ever)
+    and share ``order_key`` with the refund confirmation that follows them; on success
+    its destination reports ``ReturnEvent("created", ...)`` to the RMA lifecycle."""
+
+    def return_effects(
+        self, retailer: str, rma_key: str, rma: Rma, step: str, order_key: str
+    ) -> list[NewEffect]: ...
+
+
 class InMemoryCatalog:
     """A catalog from a list of variants grouped by product (for tests and the demo)."""
 

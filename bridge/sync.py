@@ -6,18 +6,17 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from bridge.domain import Order
-from bridge.services import ORDER_PUBLISHER
+from bridge.lifecycle import store_orders
 
 if TYPE_CHECKING:
     from bridge.app import Runtime
 
 
 async def publish_orders(runtime: Runtime, retailer: str, orders: Sequence[Order]) -> int:
-    """Queue the changed ones of ``orders`` to the retailer's order publisher, atomically;
-    returns the number of effects (requests) queued."""
-    publisher = runtime.service(retailer, ORDER_PUBLISHER)
+    """Keep ``orders`` as the retailer's latest snapshots and queue the changed ones to its
+    order publisher, atomically; returns the number of effects (requests) queued."""
     async with runtime.store.transaction() as tx:
-        effects = await publisher.publish(tx, orders)
+        effects = await store_orders(tx, runtime, retailer, orders)
         for effect in effects:
             await tx.add_effect(effect)
     if effects:

@@ -37,6 +37,7 @@ from bridge.inbound import (
     quarantine,
     receive,
 )
+from bridge.lifecycle import is_closed
 from bridge.services import CATALOG, EXCHANGE_ORDER_SINK, RMA_LIFECYCLE
 from bridge.store import ClaimState, InboxItem, InboxStatus, Transaction, canonical_json
 from mappings.optoro import (
@@ -145,6 +146,8 @@ class OptoroInbound:
         key = f"{self.retailer}:{rma.id}"
         stored = await tx.get_entity("rma", key)
         previous = Rma.model_validate(stored.data) if stored is not None else None
+        if is_closed(previous):
+            return Outcome(InboxStatus.SUPERSEDED, note="the RMA is closed")
         applied = await apply_versioned(
             tx, "rma", key, rma_version(rma), rma.model_dump(mode="json"), ctx
         )
