@@ -131,7 +131,9 @@ class FakeDestination:
             return web.json_response(
                 {"error": "injected failure"}, status=self.fail_status, headers=headers
             )
-        delay = self.latency + (self.rng.uniform(0, self.latency_jitter) if self.latency_jitter else 0)
+        delay = self.latency
+        if self.latency_jitter:
+            delay += self.rng.uniform(0, self.latency_jitter)
         if delay > 0:
             await asyncio.sleep(delay)
         # check-and-apply without an await in between: concurrent repeats of one key
