@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bridge.configbase import InboundApiKeyAuth, InboundBasicAuth
 from bridge.engine import Engine
 from bridge.errors import MappingError, StoreError
 from bridge.store import InboxStatus
@@ -73,6 +74,24 @@ def bearer_matches(request: web.Request, token: str) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(
         given.strip().encode(), token.encode()
     )
+
+
+def authenticated(request: web.Request, auth: InboundBasicAuth | InboundApiKeyAuth) -> bool:
+    """The request carries the credentials ``auth`` configures (constant-time compare)."""
+    if isinstance(auth, InboundBasicAuth):
+        return basic_auth_matches(request, auth.username, auth.password.get_secret_value())
+    return header_secret_matches(request, auth.header, auth.key.get_secret_value())
+
+
+def secret_headers_of(auth: InboundBasicAuth | InboundApiKeyAuth) -> frozenset[str]:
+    """Headers never stored with the body (the API key's)."""
+    return frozenset({auth.header}) if isinstance(auth, InboundApiKeyAuth) else frozenset()
+
+
+def unauthorized() -> web.Response:
+    response = json_error(401, "missing or wrong credentials", field="Authorization")
+    response.headers["WWW-Authenticate"] = 'Basic realm="returns-bridge"'
+    return response
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:

@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import AnyHttpUrl, Field, SecretStr
 
-from bridge.configbase import ConfigModel
+from bridge.configbase import ConfigModel, InboundApiKeyAuth, InboundAuth, InboundBasicAuth
 
-
-class BasicAuth(ConfigModel):
-    """HTTP Basic credentials Optoro sends on its webhooks."""
-
-    kind: Literal["basic"] = "basic"
-    username: str = Field(description="user name Optoro sends")
-    password: SecretStr = Field(description="password Optoro sends")
-
-
-class ApiKeyAuth(ConfigModel):
-    """An API-key header Optoro sends on its webhooks."""
-
-    kind: Literal["api_key"] = "api_key"
-    header: str = Field(default="X-Api-Key", description="header name carrying the key")
-    key: SecretStr = Field(description="the key value")
+BasicAuth = InboundBasicAuth
+ApiKeyAuth = InboundApiKeyAuth
 
 
 class OptoroConfig(ConfigModel):
@@ -33,9 +18,7 @@ class OptoroConfig(ConfigModel):
     client_secret: SecretStr = Field(description="OAuth client-credentials secret")
     optiturn_id: str = Field(description="expected X-Optiturn-Id header on inbound calls")
     api_version: int = Field(default=3, ge=1, description="Api-Version sent to Optoro")
-    inbound_auth: BasicAuth | ApiKeyAuth = Field(
-        discriminator="kind", description="how Optoro authenticates its calls to us"
-    )
+    inbound_auth: InboundAuth = Field(description="how Optoro authenticates its calls to us")
     batch_size: int = Field(default=25, ge=1, le=500, description="orders per RPO request")
     timeout: float = Field(default=30.0, gt=0, description="seconds per outbound request")
     size_dimensions: list[str] = Field(

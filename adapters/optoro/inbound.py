@@ -24,18 +24,19 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters.optoro.config import ApiKeyAuth, BasicAuth, OptoroConfig
+from adapters.optoro.config import OptoroConfig
 from bridge.app import Runtime
 from bridge.cache import SingleFlightCache
 from bridge.domain import Rma, Variant
 from bridge.engine import HandlerContext, Outcome, apply_versioned
 from bridge.errors import DeliveryError, MappingError, RetriableDeliveryError
 from bridge.inbound import (
-    basic_auth_matches,
-    header_secret_matches,
+    authenticated,
     json_error,
     quarantine,
     receive,
+    secret_headers_of,
+    unauthorized,
 )
 from bridge.lifecycle import is_closed
 from bridge.services import CATALOG, EXCHANGE_ORDER_SINK, RMA_LIFECYCLE
@@ -67,10 +68,7 @@ class OptoroInbound:
         self.variants_cache: SingleFlightCache[list[Variant]] = SingleFlightCache(
             ttl=config.variants_cache_ttl, stale_ttl=config.variants_stale_ttl
         )
-        auth = config.inbound_auth
-        self.secret_headers = (
-            frozenset({auth.header}) if isinstance(auth, ApiKeyAuth) else frozenset()
-        )
+        self.secret_headers = secret_headers_of(config.inbound_auth)
 
     def routes(self) -> None:
         add = self.runtime.add_route
@@ -90,10 +88,7 @@ class OptoroInbound:
     # authentication ----------------------------------------------------------------------
 
     def authenticated(self, request: web.Request) -> bool:
-        auth = self.config.inbound_auth
-        if isinstance(auth, BasicAuth):
-            return basic_auth_matches(request, auth.username, auth.password.get_secret_value())
-        return header_secret_matches(request, auth.header, auth.key.get_secret_value())
+        return authenticated(request, self.config.inbound_auth)
 
     def optiturn_problem(self, request: web.Request) -> MappingError | None:
         given = request.headers.get(OPTITURN_ID)
@@ -108,9 +103,7 @@ class OptoroInbound:
 
     @staticmethod
     def unauthorized() -> web.Response:
-        response = json_error(401, "missing or wrong credentials", field="Authorization")
-        response.headers["WWW-Authenticate"] = 'Basic realm="returns-bridge"'
-        return response
+        return unauthorized()
 
     # RMA webhook -------------------------------------------------------------------------
 
