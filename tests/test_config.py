@@ -33,6 +33,7 @@ EXAMPLE_ENV = {
     "ACME_OPTORO_WEBHOOK_PASSWORD": "optoro-webhook-password-value",
     "ACME_RETURNLOGIC_CLIENT_SECRET": "returnlogic-client-secret-value",
     "ACME_KIBO_TOKEN": "kibo-token-value",
+    "ACME_KIBO_NOTIFY_SECRET": "kibo-notify-value",
 }
 KIBO_TOKEN = "kibo-token-value"
 ENV = {"KIBO_TOKEN": KIBO_TOKEN}
@@ -117,6 +118,7 @@ def test_example_without_env_names_every_variable() -> None:
         ("optoro.inbound_auth.password", "ACME_OPTORO_WEBHOOK_PASSWORD"),
         ("returnlogic.client_secret", "ACME_RETURNLOGIC_CLIENT_SECRET"),
         ("kibo.token", "ACME_KIBO_TOKEN"),
+        ("kibo.notifications.key", "ACME_KIBO_NOTIFY_SECRET"),
     ]:
         line = line_containing(EXAMPLE, f'{key.rpartition(".")[2]} = "${{{var}}}"')
         expected.append(

@@ -19,6 +19,7 @@ EXAMPLE_ENV = {
     "ACME_OPTORO_WEBHOOK_PASSWORD": "s3cret-hook",
     "ACME_RETURNLOGIC_CLIENT_SECRET": "s3cret-rl",
     "ACME_KIBO_TOKEN": "s3cret-kibo",
+    "ACME_KIBO_NOTIFY_SECRET": "s3cret-notify",
 }
 
 

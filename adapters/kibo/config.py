@@ -6,17 +6,47 @@ from typing import Literal, Self
 
 from pydantic import AnyHttpUrl, Field, SecretStr, model_validator
 
-from bridge.configbase import ConfigModel
+from bridge.configbase import ConfigModel, InboundAuth
 
 
 class KiboConfig(ConfigModel):
-    """Kibo OMS: returns sink."""
+    """Kibo OMS: the returns sink (Create Return, Get Return, Return Event Notifications)."""
 
-    base_url: AnyHttpUrl = Field(description="Kibo OMS API base, e.g. https://integration.shopatron.com")
+    base_url: AnyHttpUrl = Field(
+        description="Kibo OMS API base, e.g. https://integration.shopatron.com"
+    )
     auth: Literal["bearer", "basic"] = Field(default="bearer", description="tenant auth scheme")
+    auth_header: str = Field(default="Authorization", description="header carrying credentials")
     token: SecretStr | None = Field(default=None, description="bearer token (auth = bearer)")
     username: str | None = Field(default=None, description="user (auth = basic)")
     password: SecretStr | None = Field(default=None, description="password (auth = basic)")
+    timeout: float = Field(default=30.0, gt=0, description="seconds per request")
+    line_ids: Literal["numeric", "crosswalk"] = Field(
+        default="numeric",
+        description="how an order line identifier becomes Kibo's orderItemID: the numeric"
+        " identifier as is, or the crosswalk recorded when the order was synced",
+    )
+    exchange_lines_numeric: bool = Field(
+        default=False,
+        description="exchange orders reuse the original order's numeric item ids",
+    )
+    gift_card_type: Literal["GC", "GT", "GX", "IM", "M1", "M2", "M3", "VA"] = Field(
+        default="GC", description="giftCardInfo.giftCardType of gift-card refunds"
+    )
+    unknown_outcome_wait: float = Field(
+        default=900.0,
+        gt=0,
+        description="seconds to wait for Kibo's return_created notification after a create"
+        " whose answer was lost, before parking it for an operator (Kibo has no lookup)",
+    )
+    notifications: InboundAuth | None = Field(
+        default=None, description="how Kibo authenticates its Return Event Notifications"
+    )
+    event_names: dict[str, str] = Field(
+        default_factory=dict,
+        description="extra notification event names -> kind (created, accepted, rejected,"
+        " cleared, reopened, refund_failed) for tenants with translated notifications",
+    )
 
     @model_validator(mode="after")
     def _credentials_match_auth(self) -> Self:

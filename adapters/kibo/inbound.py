@@ -1,0 +1,73 @@
+"""Kibo's Return Event Notifications: ``POST /retailers/<id>/kibo/notifications``.
+
+Authenticated as the retailer configures (``[retailers.<id>.kibo.notifications]``; without
+that table the endpoint answers 401 to everything), durably stored, then applied:
+``return_created`` is recorded per order (the evidence that settles a create whose answer
+was lost); ``return_cleared``, ``return_rejected``, ``return_reopened`` and refund
+failures of returns the bridge created move the RMA lifecycle (refund confirmation when
+the policy is ``on_return_cleared``; flags for an operator on rejection or failure).
+Notifications about returns the bridge did not create are recorded and ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from adapters.kibo.client import apply_return_event, record_announced
+from adapters.kibo.config import KiboConfig
+from bridge.engine import HandlerContext, Outcome
+from bridge.inbound import authenticated, receive, secret_headers_of, unauthorized
+from bridge.services import RMA_LIFECYCLE
+from bridge.store import InboxItem, InboxStatus, Transaction
+from mappings.kibo import DEFAULT_EVENT_NAMES, parse_notification
+
+NOTIFICATION_KIND = "kibo.notifications"
+
+
+class KiboNotifications:
+    def __init__(self, runtime: Any, retailer: str, config: KiboConfig) -> None:
+        self.runtime = runtime
+        self.retailer = retailer
+        self.config = config
+        self.event_names = {**DEFAULT_EVENT_NAMES, **config.event_names}
+
+    def routes(self) -> None:
+        self.runtime.add_route(self.retailer, "kibo", "POST", "notifications", self.receive)
+        self.runtime.engine.add_handler(NOTIFICATION_KIND, self.handle, retailer=self.retailer)
+
+    def _parse(self, body: bytes) -> Any:
+        return parse_notification(body, self.event_names)
+
+    async def receive(self, request: web.Request) -> web.Response:
+        auth = self.config.notifications
+        if auth is None or not authenticated(request, auth):
+            return unauthorized()
+        return await receive(
+            request,
+            self.runtime.engine,
+            retailer=self.retailer,
+            kind=NOTIFICATION_KIND,
+            validate=self._parse,
+            secret_headers=secret_headers_of(auth),
+        )
+
+    async def handle(self, item: InboxItem, tx: Transaction, ctx: HandlerContext) -> Outcome:
+        event = self._parse(item.body)
+        if event.kind == "created":
+            await self._record_created(tx, event.external_order_id, event.return_id)
+            return Outcome(note=f"return {event.return_id} created")
+        if event.return_id is None or event.kind in ("unknown", "accepted"):
+            return Outcome(InboxStatus.DONE, note=f"{event.kind} event: nothing to do")
+        lifecycle = self.runtime.service(self.retailer, RMA_LIFECYCLE)
+        effects = await apply_return_event(
+            tx, self.retailer, lifecycle, event.return_id, event.kind
+        )
+        return Outcome(effects=effects)
+
+    async def _record_created(
+        self, tx: Transaction, external_order_id: str | None, return_id: int | None
+    ) -> None:
+        if external_order_id is not None and return_id is not None:
+            await record_announced(tx, self.retailer, external_order_id, return_id, claimed_by=None)
