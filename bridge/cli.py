@@ -251,15 +251,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _load_extra_commands() -> None:
-    """Commands that live beside the core (demo, sandboxes) register on import."""
-    import importlib
+    """Commands beside the core register on import: the sandboxes command, and those named
+    in the ``returns_bridge.commands`` entry-point group (the demo among them)."""
+    from importlib.metadata import entry_points
 
-    for module in ("bridge.demo", "bridge.sandboxes"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
+    import bridge.sandboxes  # noqa: F401
+
+    for ep in entry_points(group="returns_bridge.commands"):
+        ep.load()
 
 
 if __name__ == "__main__":

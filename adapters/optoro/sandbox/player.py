@@ -155,6 +155,7 @@ class ScenarioPlayer:
         stop_on_failure: bool = False,
         variants_endpoint: str | None = None,
         exchange_orders_path: str | None = None,
+        order_diff: Callable[[dict[str, Any], Any], list[str]] | None = None,
     ) -> None:
         self.base = f"{bridge_url.rstrip('/')}/retailers/{retailer}/optoro"
         self.auth = auth
@@ -172,6 +173,8 @@ class ScenarioPlayer:
         self.stop_on_failure = stop_on_failure
         self.variants_endpoint = variants_endpoint
         self.exchange_orders_path = exchange_orders_path
+        self.order_diff = order_diff or rpo_order_diff
+        """How a received order is compared with the sample (differences, empty if equal)."""
 
     async def play(
         self, scenario: Scenario, *, on_outbound_step: OutboundHook | None = None
@@ -291,7 +294,7 @@ class ScenarioPlayer:
                 identifier = sample["identifier"]
                 versions = sandbox.orders.get(identifier, [])
                 for index in range(cursors.get(identifier, 0), len(versions)):
-                    if not rpo_order_diff(sample, versions[index]):
+                    if not self.order_diff(sample, versions[index]):
                         cursors[identifier] = index + 1
                         pending.remove(i)
                         break
@@ -322,7 +325,7 @@ class ScenarioPlayer:
                 diff.append(
                     f"order {identifier}: latest of {len(fresh)} version(s) received differs:"
                 )
-                diff.extend(f"  {line}" for line in rpo_order_diff(sample, fresh[-1]))
+                diff.extend(f"  {line}" for line in self.order_diff(sample, fresh[-1]))
             else:
                 missing.append(identifier)
         rejected = [
