@@ -14,11 +14,10 @@ import pytest
 import pytest_asyncio
 
 from bridge.app import Runtime
-from bridge.domain import ExchangeOrder, ExchangeOrderResult, Rma, Variant
-from bridge.errors import RetriableDeliveryError
+from bridge.domain import Rma
 from bridge.services import CATALOG, EXCHANGE_ORDER_SINK
 from bridge.store import InboxStatus
-from mappings.optoro import parse_variants_response
+from demo.guide import GuideCatalog, GuideOrderSink
 from tests.harness import (
     OPTITURN_ID,
     WEBHOOK_PASSWORD,
@@ -44,53 +43,20 @@ def steps(api: str) -> list[dict[str, Any]]:
     return found
 
 
-class FixtureSink:
-    """Answers each exchange order with the guide's own order identifier."""
-
-    def __init__(self) -> None:
-        self.answers = {
+def fixture_sink() -> GuideOrderSink:
+    return GuideOrderSink(
+        {
             s["request"]["original_order_id"]: s["response"]["order_identifier"]
             for s in steps("Exchange Order")
             if s["response"]
         }
-        self.created: dict[str, ExchangeOrder] = {}
-        self.calls = 0
-        self.fail = False
-        self.delay = 0.0
-
-    async def create_exchange_order(self, order: ExchangeOrder) -> ExchangeOrderResult:
-        self.calls += 1
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        if self.fail:
-            raise RetriableDeliveryError("order system down", retry_after=7)
-        self.created.setdefault(order.original_order_id, order)
-        return ExchangeOrderResult(
-            order_id=self.answers.get(order.original_order_id, "EXCH-NEW"),
-            total_cents=order.total_cents,
-            product_cents=order.product_cents,
-            tax_cents=order.tax_cents,
-        )
+    )
 
 
-class FixtureCatalog:
-    """Exchange candidates per parent variant identifier, as a step of the guide shows them."""
-
-    def __init__(self) -> None:
-        self.by_parent: dict[str, list[Variant]] = {}
-        self.calls = 0
-        self.fail = False
-
-    def load(self, step: dict[str, Any]) -> str:
-        parent = step["path"].split("/")[2]
-        self.by_parent[parent] = parse_variants_response(step["response"])
-        return parent
-
-    async def variants_for(self, variant_identifier: str) -> list[Variant]:
-        self.calls += 1
-        if self.fail:
-            raise RetriableDeliveryError("catalog unavailable")
-        return self.by_parent.get(variant_identifier, [])
+def fixture_catalog(step: dict[str, Any]) -> GuideCatalog:
+    catalog = GuideCatalog()
+    catalog.load(step["path"], step["response"])
+    return catalog
 
 
 @pytest_asyncio.fixture
@@ -111,9 +77,8 @@ AUTH = basic(WEBHOOK_USER, WEBHOOK_PASSWORD)
 
 @pytest_asyncio.fixture
 async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
-    sink = FixtureSink()
-    catalog = FixtureCatalog()
-    catalog.load(steps("Exchange Variants")[0])
+    sink = fixture_sink()
+    catalog = fixture_catalog(steps("Exchange Variants")[0])
 
     def wire(runtime: Runtime) -> None:
         runtime.provide("acme", CATALOG, "memory", catalog)
@@ -275,7 +240,7 @@ async def test_every_variants_sample_is_answered_from_the_catalog(daemon, sessio
     samples = steps("Exchange Variants")
     assert len(samples) == 8
     for step in samples:
-        cache.invalidate(catalog.load(step))
+        cache.invalidate(catalog.load(step["path"], step["response"]))
         status, body = await get_variants(session, daemon, step["path"])
         assert status == 200
         assert body == step["response"], step["scenario"]

@@ -26,6 +26,7 @@ from bridge.app import Runtime
 from bridge.services import CATALOG, EXCHANGE_ORDER_SINK
 from bridge.store import EffectState
 from bridge.sync import publish_orders
+from demo.guide import guide_providers
 from mappings.optoro import parse_rpo_request
 from tests.harness import (
     OPTITURN_ID,
@@ -37,7 +38,6 @@ from tests.harness import (
     optoro_table,
     running_daemon,
 )
-from tests.test_optoro_inbound import FixtureCatalog, FixtureSink
 
 SCENARIOS = load_scenarios()
 
@@ -49,14 +49,11 @@ def test_all_22_scenarios_and_118_steps_are_played() -> None:
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.folder[:2] for s in SCENARIOS])
 async def test_scenario_end_to_end(tmp_path: Path, scenario) -> None:  # type: ignore[no-untyped-def]
-    catalog = FixtureCatalog()
-    for step in scenario.steps:
-        if step.api == "Exchange Variants":
-            catalog.load({"path": step.path, "response": step.response})
+    catalog, sink = guide_providers([scenario])
 
     def wire(runtime: Runtime) -> None:
-        runtime.provide(RETAILER, CATALOG, "fixture", catalog)
-        runtime.provide(RETAILER, EXCHANGE_ORDER_SINK, "fixture", FixtureSink())
+        runtime.provide(RETAILER, CATALOG, "guide", catalog)
+        runtime.provide(RETAILER, EXCHANGE_ORDER_SINK, "guide", sink)
 
     async with (
         running_sandbox(client_id=OPTORO_CLIENT_ID, client_secret=OPTORO_SECRET) as sandbox,

@@ -161,6 +161,8 @@ class OptoroInbound:
         if problem is not None:
             return json_error(403, str(problem), field=problem.field)
         variant_identifier = request.match_info["variant_identifier"]
+        if not self.runtime.has_service(self.retailer, CATALOG):
+            return json_error(501, "no catalog is configured for this retailer (routes.catalog)")
         catalog = self.runtime.service(self.retailer, CATALOG)
         try:
             cached = await self.variants_cache.get(
@@ -203,6 +205,15 @@ class OptoroInbound:
         if problem is not None:
             return await self._refuse(
                 request, body, problem, 403 if problem.field == OPTITURN_ID else 400
+            )
+        if not self.runtime.has_service(self.retailer, EXCHANGE_ORDER_SINK):
+            return await self._refuse(
+                request,
+                body,
+                MappingError(
+                    "no order system is configured for exchange orders (routes.exchange_order_sink)"
+                ),
+                501,
             )
         version = int(request.headers.get(OPTITURN_VERSION, "2"))
         try:
