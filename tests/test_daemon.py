@@ -20,6 +20,7 @@ EXAMPLE_ENV = {
     "ACME_RETURNLOGIC_CLIENT_SECRET": "s3cret-rl",
     "ACME_KIBO_TOKEN": "s3cret-kibo",
     "ACME_KIBO_NOTIFY_SECRET": "s3cret-notify",
+    "RETURNS_BRIDGE_TOKEN_KEY": "Z4Sx3c9bQmB1xqkKjz2m3VnJg1gYV8m6wq0p6lD7dXo=",
 }
 
 
@@ -85,6 +86,28 @@ def test_health_ready_and_sigterm(daemon) -> None:  # type: ignore[no-untyped-de
     assert any(entry["message"] == "stopping" for entry in logs)
     for secret in EXAMPLE_ENV.values():
         assert secret not in err
+
+
+def test_readyz_names_a_missing_token_key(tmp_path: Path) -> None:
+    env = {
+        k: v for k, v in {**os.environ, **EXAMPLE_ENV}.items() if k != "RETURNS_BRIDGE_TOKEN_KEY"
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bridge", "run", "--config", str(_config(tmp_path))],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        base = proc.stdout.readline().strip().rsplit(" ", 1)[1]
+        status, body = _get(f"{base}/readyz")
+        assert status == 503
+        assert "RETURNS_BRIDGE_TOKEN_KEY" in body["problems"]["returnlogic:acme"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=10)
 
 
 def test_sigint_also_stops(daemon) -> None:  # type: ignore[no-untyped-def]

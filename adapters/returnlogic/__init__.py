@@ -8,6 +8,38 @@ from adapters.returnlogic.config import ReturnLogicConfig
 from bridge.registry import AdapterSpec
 
 
+def setup(runtime: Any, retailer: Any, config: ReturnLogicConfig) -> None:
+    """Wire one retailer: the team (tokens, governor), the OAuth callback, readiness."""
+    from adapters.returnlogic.client import RlTeam
+    from adapters.returnlogic.inbound import RlCallback
+    from bridge.errors import ConfigError
+    from bridge.vault import TokenVault, key_from_env
+
+    teams: dict[str, RlTeam] = runtime.extras.setdefault("returnlogic.teams", {})
+    team = teams.get(config.team_id)
+    if team is None:
+        key, problem = None, None
+        if config.static_token is None:
+            try:
+                key = key_from_env(config.token_key_env)
+            except ConfigError as exc:
+                problem = str(exc)
+        team = RlTeam(
+            config,
+            http=lambda: runtime.http,
+            vault=lambda: TokenVault(runtime.store, key) if key is not None else None,
+        )
+        team.broken = problem
+        teams[config.team_id] = team
+    runtime.extras[("returnlogic", retailer.id)] = team
+    RlCallback(runtime, retailer.id, team).routes()
+
+    async def ready() -> str | None:
+        return team.broken
+
+    runtime.add_readiness(f"returnlogic:{retailer.id}", ready)
+
+
 def _sandbox_arguments(parser: Any) -> None:
     from adapters.returnlogic.sandbox.__main__ import add_arguments
 
@@ -24,5 +56,5 @@ ADAPTER = AdapterSpec(
     name="returnlogic",
     config_model=ReturnLogicConfig,
     description="ReturnLogic",
-    hooks={"sandbox": (_sandbox_arguments, _sandbox_run)},
+    hooks={"setup": setup, "sandbox": (_sandbox_arguments, _sandbox_run)},
 )

@@ -12,7 +12,9 @@ from bridge.configbase import ConfigModel
 class ReturnLogicConfig(ConfigModel):
     """ReturnLogic: order source, catalog, exchange-order sink and RMA source."""
 
-    base_url: AnyHttpUrl = Field(description="ReturnLogic API base, e.g. https://api.returnlogic.com")
+    base_url: AnyHttpUrl = Field(
+        description="ReturnLogic API base, e.g. https://api.returnlogic.com"
+    )
     team_id: str = Field(description="the ReturnLogic team (one token set per team)")
     client_id: str | None = Field(default=None, description="OAuth app client id")
     client_secret: SecretStr | None = Field(default=None, description="OAuth app client secret")
@@ -23,6 +25,7 @@ class ReturnLogicConfig(ConfigModel):
         default="RETURNS_BRIDGE_TOKEN_KEY",
         description="name of the env var holding the key that encrypts tokens at rest",
     )
+    timeout: float = Field(default=30.0, gt=0, description="seconds per request")
     requests_per_second: int = Field(default=2, ge=1, description="per-key second window")
     requests_per_minute: int = Field(default=120, ge=1, description="per-key minute window")
 

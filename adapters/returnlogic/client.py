@@ -1,0 +1,253 @@
+"""Calls to ReturnLogic: one token set and one rate governor per team.
+
+Tokens. A private app uses its static token. A public app exchanges the installation
+code at ``POST /v1/oauth`` (callback route) and keeps ``bearer_token`` and
+``refresh_token`` per team, encrypted at rest (:class:`bridge.vault.TokenVault`). On a
+401 the bearer is refreshed once per team however many requests failed together (a lock;
+a request that waited re-reads the vault and uses the token another one obtained). The
+rotated refresh token is persisted (compare-and-set) *before* the new bearer is used, so a
+crash can never leave only a spent refresh token behind. A refresh that ReturnLogic
+refuses marks the retailer not ready and stops calls until a new installation.
+
+Rate. ReturnLogic allows 2 requests/s and 120/min per key: one :class:`RateLimiter` per
+team enforces both sliding windows for every caller, serving live requests before
+reconciliation before backfill, calibrated by the ``X-RateLimit-Remaining-*`` headers;
+a 429 pauses the team (``Retry-After`` when given) and the request is retried, never
+failing a sync; a 503 (maintenance) backs off and retries too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+from pydantic import SecretStr
+
+from adapters.returnlogic.config import ReturnLogicConfig
+from bridge.errors import (
+    BridgeError,
+    PermanentDeliveryError,
+    ReauthRequired,
+    RetriableDeliveryError,
+)
+from bridge.http import (
+    Backoff,
+    DestinationLimits,
+    HttpClient,
+    OutboundRequest,
+    Priority,
+    RateLimiter,
+    Response,
+    Window,
+)
+from bridge.vault import TokenVault
+
+log = logging.getLogger(__name__)
+
+
+class NeedsInstallation(PermanentDeliveryError):
+    """ReturnLogic refused our refresh token: the retailer must install the app again."""
+
+
+class RlTeam:
+    """Everything shared by the callers of one ReturnLogic team: tokens and governor."""
+
+    def __init__(
+        self,
+        config: ReturnLogicConfig,
+        http: Callable[[], HttpClient],
+        vault: Callable[[], TokenVault | None],
+    ) -> None:
+        self.config = config
+        self.team_id = config.team_id
+        self._http = http
+        self._vault = vault
+        self.limits = DestinationLimits(
+            f"returnlogic:{config.team_id}",
+            limiter=RateLimiter(
+                [Window(config.requests_per_second, 1.0), Window(config.requests_per_minute, 60.0)],
+                safety=0.02,
+            ),
+            timeout=config.timeout,
+            default_pause_on_429=1.0,
+        )
+        self._refresh_lock = asyncio.Lock()
+        self.refreshes = 0
+        self.broken: str | None = None
+        """Why calls are stopped (refresh refused), or ``None``."""
+
+    @property
+    def base(self) -> str:
+        return str(self.config.base_url).rstrip("/")
+
+    @property
+    def vault_name(self) -> str:
+        return f"returnlogic:{self.team_id}"
+
+    # tokens ------------------------------------------------------------------------------
+
+    async def bearer(self) -> SecretStr:
+        if self.config.static_token is not None:
+            return self.config.static_token
+        if self.broken:
+            raise NeedsInstallation(f"returnlogic: {self.broken}")
+        vault = self._vault()
+        sealed = await vault.get(self.vault_name) if vault else None
+        if sealed is None:
+            raise NeedsInstallation(
+                f"returnlogic: team {self.team_id} has not installed the app yet (no token)"
+            )
+        return SecretStr(sealed.data["bearer_token"])
+
+    async def install(self, code: str) -> None:
+        """Exchange an installation code for tokens and keep them (callback)."""
+        body = await self._oauth({"grant_type": "authorization_code", "code": code})
+        vault = self._require_vault()
+        current = await vault.get(self.vault_name)
+        stored = await vault.put(self.vault_name, body, current.version if current else None)
+        if not stored:
+            raise BridgeError("another installation stored tokens at the same time; retry")
+        self.broken = None
+
+    async def refresh(self, refused: SecretStr) -> None:
+        """Replace ``refused`` once, whoever else saw it refused at the same time."""
+        if self.config.static_token is not None:
+            raise NeedsInstallation("returnlogic: the static token was refused (401)")
+        vault = self._require_vault()
+        async with self._refresh_lock:
+            sealed = await vault.get(self.vault_name)
+            if sealed is None:
+                raise NeedsInstallation(f"returnlogic: team {self.team_id} has no token")
+            if sealed.data["bearer_token"] != refused.get_secret_value():
+                return  # refreshed meanwhile by another caller (or process)
+            try:
+                body = await self._oauth(
+                    {"grant_type": "refresh_token", "refresh_token": sealed.data["refresh_token"]}
+                )
+            except PermanentDeliveryError as exc:
+                self.broken = f"the refresh token was refused ({exc.status}); install the app again"
+                log.error("returnlogic refresh refused", extra={"team": self.team_id})
+                raise NeedsInstallation(f"returnlogic: {self.broken}") from exc
+            if not await vault.put(self.vault_name, body, sealed.version):
+                return  # another process stored newer tokens: use theirs
+            self.refreshes += 1
+
+    async def _oauth(self, grant: dict[str, str]) -> dict[str, Any]:
+        if self.config.client_id is None or self.config.client_secret is None:
+            raise NeedsInstallation("returnlogic: OAuth needs client_id and client_secret")
+        request = OutboundRequest(
+            "POST",
+            f"{self.base}/v1/oauth",
+            {"Content-Type": "application/json", "Accept": "application/json"},
+            json={
+                **grant,
+                "client_id": self.config.client_id,
+                "client_secret": self.config.client_secret.get_secret_value(),
+            },
+        )
+        try:
+            response = await self._http().call(request, self.limits, attempts=4)
+        except ReauthRequired as exc:
+            raise PermanentDeliveryError(
+                "returnlogic: /v1/oauth refused the grant", status=401
+            ) from exc
+        body = response.json()
+        if not isinstance(body, dict) or not {"bearer_token", "refresh_token"} <= set(body):
+            raise PermanentDeliveryError("returnlogic: /v1/oauth answered without tokens")
+        return {"bearer_token": body["bearer_token"], "refresh_token": body["refresh_token"]}
+
+    def _require_vault(self) -> TokenVault:
+        vault = self._vault()
+        if vault is None:
+            raise NeedsInstallation(
+                f"returnlogic: no token key ({self.config.token_key_env}) to keep tokens with"
+            )
+        return vault
+
+    # requests ----------------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        priority: Priority = Priority.LIVE,
+        attempts: int = 8,
+    ) -> Response:
+        """One API call under the team's governor; 429 and 503 wait and retry, a 401
+        refreshes the token once, then the call is sent again."""
+        refused: list[SecretStr] = []
+
+        async def build() -> OutboundRequest:
+            token = await self.bearer()
+            refused[:] = [token]
+            return OutboundRequest(
+                method,
+                f"{self.base}{path}",
+                {
+                    "Authorization": f"Bearer {token.get_secret_value()}",
+                    "Accept": "application/json",
+                },
+                json=json,
+                params={k: _param(v) for k, v in (params or {}).items() if v is not None},
+            )
+
+        async def reauth() -> None:
+            await self.refresh(refused[0])
+
+        return await self._http().call(
+            build,
+            self.limits,
+            priority=priority,
+            attempts=attempts,
+            backoff=Backoff(initial=0.5, cap=30.0),
+            max_wait=30.0,
+            on_reauth=reauth,
+        )
+
+    async def pages(
+        self,
+        path: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        page_size: int = 250,
+        skip: int = 0,
+        priority: Priority = Priority.LIVE,
+    ) -> AsyncIterator[tuple[int, list[Any]]]:
+        """``(skip, records)`` per page until a short page; a page that repeats the previous
+        one exactly (a server ignoring ``skip``) is an error, not an endless loop."""
+        previous: list[Any] | None = None
+        while True:
+            response = await self.request(
+                "GET",
+                path,
+                params={**(params or {}), "skip": skip, "limit": page_size},
+                priority=priority,
+            )
+            records = response.json()
+            if not isinstance(records, list):
+                raise PermanentDeliveryError(f"returnlogic: GET {path} did not answer a list")
+            if records and records == previous:
+                raise PermanentDeliveryError(
+                    f"returnlogic: GET {path} returned the same page twice (skip={skip})"
+                )
+            yield skip, records
+            if len(records) < page_size:
+                return
+            previous = records
+            skip += len(records)
+
+
+def _param(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+__all__ = ["NeedsInstallation", "RetriableDeliveryError", "RlTeam"]

@@ -1,0 +1,40 @@
+"""ReturnLogic's calls to the bridge, per retailer, under ``/retailers/<id>/returnlogic/``.
+
+``GET oauth/callback?code=...&teamId=...`` — the app installation redirect: the code is
+exchanged at ``POST /v1/oauth`` and the tokens kept for the team, encrypted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from adapters.returnlogic.client import RlTeam
+from bridge.errors import DeliveryError
+from bridge.inbound import json_error
+
+
+class RlCallback:
+    def __init__(self, runtime: Any, retailer: str, team: RlTeam) -> None:
+        self.runtime = runtime
+        self.retailer = retailer
+        self.team = team
+
+    def routes(self) -> None:
+        self.runtime.add_route(self.retailer, "returnlogic", "GET", "oauth/callback", self.callback)
+
+    async def callback(self, request: web.Request) -> web.Response:
+        code = request.query.get("code")
+        team_id = request.query.get("teamId")
+        if not code:
+            return json_error(400, "the installation redirect carries no code", field="code")
+        if team_id != self.team.team_id:
+            return json_error(
+                403, "teamId does not match this retailer's configured team", field="teamId"
+            )
+        try:
+            await self.team.install(code)
+        except DeliveryError as exc:
+            return json_error(502, f"the code could not be exchanged: {exc}", field="code")
+        return web.json_response({"status": "installed", "team": team_id})
