@@ -39,6 +39,12 @@ def setup(runtime: Any, retailer: Any, config: ReturnLogicConfig) -> None:
 
     runtime.add_readiness(f"returnlogic:{retailer.id}", ready)
 
+    from adapters.returnlogic import catalog, orders, rmas
+
+    orders.setup(runtime, retailer, config, team)
+    rmas.setup(runtime, retailer, config, team)
+    catalog.setup(runtime, retailer, config, team)
+
 
 def _sandbox_arguments(parser: Any) -> None:
     from adapters.returnlogic.sandbox.__main__ import add_arguments
