@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -26,7 +26,7 @@ from adapters.optoro.sandbox import BasicAuth, Scenario, ScenarioPlayer
 from adapters.optoro.sandbox.compare import rpo_order_diff
 from adapters.optoro.sandbox.scenarios import Step
 from bridge.domain import Rma, RmaStatus
-from bridge.policy import reached
+from bridge.policy import ConfirmRefund, reached
 from bridge.store import EffectState
 from bridge.sync import publish_orders
 from demo.world import OPTITURN_ID, WEBHOOK_PASSWORD, WEBHOOK_USER, World, scenario_retailer
@@ -83,6 +83,7 @@ class Outcome:
     rmas: dict[str, str] = field(default_factory=dict)
     kibo_returns: int = 0
     refunds: int = 0
+    rpo_requests_before: int = 0
 
     @property
     def ok(self) -> bool:
@@ -111,15 +112,31 @@ def _expected(scenario: Scenario) -> tuple[dict[str, Rma], int]:
     return last, refunds
 
 
+def _is_refund(step: Step) -> bool:
+    return step.outbound and any(o.get("refunds") for o in step.rpo_orders())
+
+
 async def play(world: World, scenario: Scenario) -> Outcome:
+    """Play ``scenario`` under its retailer's policy. The guide's refund updates are the
+    bridge's to send: with ``on_return_cleared`` the Kibo sandbox first clears the returns
+    (the warehouse processed them); with ``never`` no refund may reach Optoro at all."""
     retailer = scenario_retailer(scenario.number)
+    policy = world.runtime.config.retailers[retailer].policy
     world.route_kibo_notifications(retailer)
     kibo_before = len(world.kibo.returns)
-    outcome = Outcome(scenario)
+    outcome = Outcome(scenario, rpo_requests_before=len(world.optoro.rpo_requests()))
+    played = scenario
+    if policy.confirm_refund is ConfirmRefund.NEVER:
+        played = replace(scenario, steps=tuple(s for s in scenario.steps if not _is_refund(s)))
 
     async def bridge_side(step: Step) -> None:
-        if not any(o.get("refunds") for o in step.rpo_orders()):
+        if not _is_refund(step):
             await publish_orders(world.runtime, retailer, parse_rpo_request(step.request))
+        elif policy.confirm_refund is ConfirmRefund.ON_RETURN_CLEARED:
+            await settle(world)
+            for kibo_return in world.kibo.find_returns()[kibo_before:]:
+                if kibo_return.get("status") != "CLOSED":
+                    await world.kibo.clear(kibo_return["returnID"])
 
     player = ScenarioPlayer(
         world.url,
@@ -132,10 +149,12 @@ async def play(world: World, scenario: Scenario) -> Outcome:
         order_diff=refund_aware_diff,
         outbound_timeout=15.0,
     )
-    result = await player.play(scenario, on_outbound_step=bridge_side)
+    result = await player.play(played, on_outbound_step=bridge_side)
     outcome.problems += [str(f) for f in result.failures]
     await settle(world)
     await _check(world, scenario, retailer, kibo_before, outcome)
+    if policy.confirm_refund is ConfirmRefund.NEVER and outcome.refunds:
+        outcome.problems.append(f"{outcome.refunds} refund(s) sent although confirm_refund = never")
     return outcome
 
 
@@ -180,13 +199,20 @@ async def _check(
         ):
             returned.append(final)
     _check_returns(returned, new_returns, outcome)
-    refunds = sum(
-        1
-        for versions in world.optoro.orders.values()
-        for r in (versions[-1].get("refunds", []) if versions else [])
-        if r.get("rma_identifier") in last
+    outcome.refunds = len(
+        {
+            refund["identifier"]
+            for request in world.optoro.rpo_requests()[outcome.rpo_requests_before :]
+            if request.status == 200
+            for order in request.body["returns_portal_order"]["orders"]
+            for refund in order.get("refunds", [])
+            if refund.get("rma_identifier") in last
+        }
     )
-    outcome.refunds = min(refunds, refund_steps) if refund_steps else refunds
+    if policy.confirm_refund is not ConfirmRefund.NEVER and outcome.refunds != refund_steps:
+        outcome.problems.append(
+            f"{outcome.refunds} refund(s) confirmed, the guide shows {refund_steps}"
+        )
     dead = [e for e in await store.list_effects(EffectState.DEAD) if e.retailer == retailer]
     outcome.problems += [f"dead letter {e.kind}: {e.dead_reason}" for e in dead]
     flags = [f for f in await store.list_flags() if f.retailer == retailer]
