@@ -1,0 +1,199 @@
+"""Kibo faults through the running daemon: lost answers, refusals, unresolvable lines,
+lost notifications, cancellations after the return exists."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from adapters.kibo.client import CROSSWALK
+from adapters.optoro.sandbox import scenario as guide_scenario
+from bridge.engine import EngineSettings
+from bridge.store import EffectState
+from bridge.sync import publish_orders
+from demo.scenarios import settle
+from demo.world import (
+    OPTITURN_ID,
+    WEBHOOK_PASSWORD,
+    WEBHOOK_USER,
+    World,
+    running_world,
+    scenario_retailer,
+)
+from mappings.optoro import parse_rpo_request
+
+FAST = EngineSettings(idle_poll=0.02, effect_lease=3.0)
+SCENARIO = guide_scenario(1)  # single line, 4 units, refund at carrier scan
+RETAILER = scenario_retailer(1)
+
+
+async def post_rma(world: World, body: dict[str, Any]) -> None:
+    async with world.session.post(
+        f"{world.url}/retailers/{RETAILER}/optoro/rmas",
+        data=json.dumps(body),
+        headers={
+            "Authorization": aiohttp.encode_basic_auth(WEBHOOK_USER, WEBHOOK_PASSWORD),
+            "X-Optiturn-Id": OPTITURN_ID,
+        },
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+
+
+async def up_to_carrier_scan(world: World, rma_patch: dict[str, Any] | None = None) -> None:
+    world.route_kibo_notifications(RETAILER)
+    for step in SCENARIO.steps:
+        if step.outbound and not any(o.get("refunds") for o in step.rpo_orders()):
+            await publish_orders(world.runtime, RETAILER, parse_rpo_request(step.request))
+        elif step.path == "/rmas" and step.request["status"] == "CREATED":
+            message = json.loads(json.dumps(step.request))
+            for item in message["items"]:
+                item.update(rma_patch or {})
+            await post_rma(world, message)
+
+
+async def wait_for(condition: Any, within: float = 20.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not await condition():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+def refunds_received(world: World) -> list[dict[str, Any]]:
+    return [
+        refund
+        for request in world.optoro.rpo_requests()
+        if request.status == 200
+        for order in request.body["returns_portal_order"]["orders"]
+        for refund in order.get("refunds", [])
+    ]
+
+
+async def test_timeout_after_commit_creates_no_second_return(tmp_path: Path) -> None:
+    async with running_world(tmp_path, [1], settings=FAST) as world:
+        world.kibo.configure(timeout_after_commit_next=1, commit_fault="drop")
+        await up_to_carrier_scan(world)
+
+        async def delivered() -> bool:
+            return bool(
+                await world.runtime.store.list_effects(
+                    EffectState.DELIVERED, destination=f"kibo.returns:{RETAILER}"
+                )
+            )
+
+        await wait_for(delivered)
+        await settle(world)
+        assert len(world.kibo.find_returns()) == 1
+        (effect,) = await world.runtime.store.list_effects(destination=f"kibo.returns:{RETAILER}")
+        assert effect.attempts >= 2  # the lost answer was settled, not re-sent
+        assert len(world.kibo.create_requests()) == 1
+        assert len(refunds_received(world)) == 1
+
+
+async def test_lost_answer_without_evidence_is_parked_not_resent(tmp_path: Path) -> None:
+    async with running_world(tmp_path, [1], settings=FAST) as world:
+        world.kibo.configure(
+            timeout_after_commit_next=1, commit_fault="drop", drop_notifications=True
+        )
+        await up_to_carrier_scan(world)
+
+        async def dead() -> bool:
+            return bool(await world.runtime.store.list_effects(EffectState.DEAD))
+
+        await wait_for(dead, within=30)
+        (effect,) = await world.runtime.store.list_effects(EffectState.DEAD)
+        assert "outcome of creating the return" in (effect.dead_reason or "")
+        assert "check Kibo" in (effect.dead_reason or "")
+        assert len(world.kibo.create_requests()) == 1
+        assert refunds_received(world) == []
+
+
+async def test_kibo_4xx_is_dead_lettered_and_replays_after_the_fix(tmp_path: Path) -> None:
+    async with running_world(tmp_path, [1], settings=FAST) as world:
+        world.kibo.configure(reject_next=1, reject_status=422)
+        await up_to_carrier_scan(world)
+
+        async def dead() -> bool:
+            return bool(await world.runtime.store.list_effects(EffectState.DEAD))
+
+        await wait_for(dead)
+        (effect,) = await world.runtime.store.list_effects(EffectState.DEAD)
+        assert "answered 422" in (effect.dead_reason or "")
+        assert effect.dead_response["status"] == 422
+        assert effect.dead_request["json"]["externalOrderID"] == "ORD1234567"
+        assert world.kibo.find_returns() == []
+        preview = await world.runtime.engine.replay(effect.id, dry_run=True)
+        assert preview.json["item"][0]["quantity"] == 4
+        assert world.kibo.find_returns() == []
+        await world.runtime.engine.replay(effect.id)
+        await settle(world)
+        assert len(world.kibo.find_returns()) == 1
+        assert len(refunds_received(world)) == 1
+
+
+async def test_unresolvable_line_is_dead_lettered_with_the_reason_and_replays_after_crosswalk(
+    tmp_path: Path,
+) -> None:
+    async with running_world(tmp_path, [1], settings=FAST) as world:
+        await up_to_carrier_scan(world, {"order_line_item_identifier": "L-1"})
+
+        async def dead() -> bool:
+            return bool(await world.runtime.store.list_effects(EffectState.DEAD))
+
+        await wait_for(dead)
+        (effect,) = await world.runtime.store.list_effects(EffectState.DEAD)
+        assert "L-1" in (effect.dead_reason or "")
+        assert "cannot be resolved" in (effect.dead_reason or "") or "not a numeric" in (
+            effect.dead_reason or ""
+        )
+        async with world.runtime.store.transaction() as tx:
+            await tx.put_entity(
+                CROSSWALK, f"{RETAILER}:ORD1234567:L-1", (0,), {"order_item_id": 7001}
+            )
+        await world.runtime.engine.replay(effect.id)
+        await settle(world)
+        (created,) = world.kibo.find_returns()
+        assert created["item"][0]["orderItemID"] == 7001
+
+
+async def test_lost_clear_notification_is_caught_by_reconciliation(tmp_path: Path) -> None:
+    policy = {"confirm_refund": "on_return_cleared"}
+    async with running_world(tmp_path, [1], settings=FAST, policy=policy) as world:
+        await up_to_carrier_scan(world)
+        await settle(world)
+        (created,) = world.kibo.find_returns()
+        assert refunds_received(world) == []
+        world.kibo.configure(drop_notifications=True)
+        await world.kibo.clear(created["returnID"])
+        await settle(world)
+        assert refunds_received(world) == []  # the notification was lost
+        reconciler = world.runtime.extras[("kibo", RETAILER)]
+        assert await reconciler.run_once() == 1
+        await settle(world)
+        (refund,) = refunds_received(world)
+        assert refund["total_refund_amount_cents"] == 52224
+        assert await reconciler.run_once() == 0
+
+
+async def test_rejection_and_cancel_after_creation_are_flagged(tmp_path: Path) -> None:
+    async with running_world(
+        tmp_path, [1], settings=FAST, policy={"confirm_refund": "never"}
+    ) as world:
+        await up_to_carrier_scan(world)
+        await settle(world)
+        (created,) = world.kibo.find_returns()
+        await world.kibo.reject(created["returnID"])
+        await settle(world)
+        canceled = json.loads(json.dumps(SCENARIO.steps[-1].request))
+        canceled["status"] = "CANCELED"
+        canceled["updated_at"] = "2023-02-01T00:00:00Z"
+        await post_rma(world, canceled)
+        await settle(world)
+        reasons = sorted(f.reason for f in await world.runtime.store.list_flags())
+        assert any("rejected" in r for r in reasons), reasons
+        assert any("after its return was created" in r for r in reasons), reasons
+        assert len(world.kibo.find_returns()) == 1
