@@ -329,7 +329,9 @@ class Engine:
         if current is not None and current.state is EffectState.CANCELED:
             async with self.store.transaction() as tx:
                 await tx.add_flag(
-                    effect.retailer, "effect", effect.idempotency_key,
+                    effect.retailer,
+                    "effect",
+                    effect.idempotency_key,
                     "delivered although canceled meanwhile: check the partner",
                 )
 
@@ -356,17 +358,44 @@ class Engine:
         self._outbox_wakeup.set()
 
     async def run_dispatcher(self) -> None:
-        """Deliver effects until cancelled, sleeping until the next one is due."""
-        while True:
-            if await self.dispatch_available():
-                continue
-            due = await self.store.next_effect_due()
-            wait = self.settings.idle_poll
-            if due is not None:
-                wait = min(wait, max(0.01, due - self.store.clock()))
-            self._outbox_wakeup.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._outbox_wakeup.wait(), wait)
+        """Deliver effects until cancelled. Up to ``max_concurrent_deliveries`` run at once
+        and a free slot is filled as soon as it frees up, so one slow partner call does not
+        hold back the others; between deliveries it sleeps until the next effect is due."""
+        in_flight: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                for task in [t for t in in_flight if t.done()]:
+                    in_flight.discard(task)
+                    task.result()  # a bug in delivery stops the daemon loudly
+                room = self.settings.max_concurrent_deliveries - len(in_flight)
+                leased: list[Effect] = []
+                if room > 0:
+                    leased = await self.store.lease_effects(
+                        self.owner,
+                        min(room, self.settings.effect_batch),
+                        self.settings.effect_lease,
+                        frozenset(self.destinations),
+                    )
+                for effect in leased:
+                    in_flight.add(asyncio.create_task(self.deliver(effect)))
+                if leased:
+                    continue
+                due = await self.store.next_effect_due()
+                wait = self.settings.idle_poll
+                if due is not None:
+                    wait = min(wait, max(0.01, due - self.store.clock()))
+                self._outbox_wakeup.clear()
+                woken = asyncio.ensure_future(self._outbox_wakeup.wait())
+                try:
+                    await asyncio.wait(
+                        {woken, *in_flight}, timeout=wait, return_when=asyncio.FIRST_COMPLETED
+                    )
+                finally:
+                    woken.cancel()
+        finally:
+            for task in in_flight:
+                task.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)
 
     # operator actions --------------------------------------------------------------------
 
