@@ -57,7 +57,8 @@ async def test_install_then_calls_and_tokens_encrypted_at_rest(parts, sandbox) -
     assert len(response.json()) == 5
     secret, version = await store.get_token(team.vault_name)  # type: ignore[misc]
     bearer = (await team.bearer()).get_secret_value()
-    assert bearer.encode() not in secret and version == 1
+    assert bearer.encode() not in secret
+    assert version == 1
 
 
 async def test_100_concurrent_401s_cause_exactly_one_refresh(parts, sandbox) -> None:  # type: ignore[no-untyped-def]

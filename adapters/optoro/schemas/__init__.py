@@ -74,6 +74,7 @@ def _validator(kind: str) -> Validator:
         raise ValueError(f"unknown schema kind {kind!r}; known: {', '.join(KINDS)}") from None
     document = description(filename)
     uri = f"urn:optoro:{filename}"
+    cls: type[Draft4Validator] | type[Draft202012Validator]
     if str(document.get("openapi", "")).startswith("3.0"):
         contents, spec, cls = _nullable_to_type(document), DRAFT4, Draft4Validator
     else:
