@@ -217,6 +217,11 @@ class Lifecycle:
         if stored is None:
             return []
         rma = Rma.model_validate(stored.data)
+        if any(u.estimated_refund_cents is None for u in rma.units):
+            # the source carries no refund amounts per unit (ReturnLogic RMAs): the order
+            # source reports its own refunds with the orders, nothing to confirm here
+            state["refund"] = "not_applicable"
+            return []
         order_ids = list(dict.fromkeys(u.order_id for u in rma.units))
         orders: list[Order] = []
         for order_id in order_ids:
