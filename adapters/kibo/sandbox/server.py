@@ -66,7 +66,6 @@ import copy
 import json
 import random
 import secrets
-import signal
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -76,9 +75,10 @@ from typing import Any, Literal
 
 import aiohttp
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.kibo.sandbox.schema import validate
+from bridge.sandboxkit import KnobbedState, serve_until_stopped
 from mappings.kibo import dumps
 
 __all__ = [
@@ -242,8 +242,10 @@ class SandboxRefused(ValueError):
         self.status, self.code, self.message, self.errors = status, code, message, errors
 
 
-class KiboSandbox:
+class KiboSandbox(KnobbedState):
     """State and knobs of one fake Kibo. Knobs are attributes (see :class:`Knobs`)."""
+
+    knobs_model = Knobs
 
     url: str
     returns: dict[int, dict[str, Any]]
@@ -293,33 +295,6 @@ class KiboSandbox:
         self._clear()
 
     # knobs ---------------------------------------------------------------------------------
-
-    def __getattr__(self, name: str) -> Any:
-        if name in KNOBS:
-            return getattr(self.__dict__["_knobs"], name)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in KNOBS:
-            setattr(self._knobs, name, value)  # validated, raises pydantic.ValidationError
-            if name == "seed":
-                self.rng.seed(value)
-        else:
-            object.__setattr__(self, name, value)
-
-    def configure(self, **knobs: Any) -> None:
-        """Set several knobs at once, all or none (``ValueError`` names every problem)."""
-        unknown = sorted(set(knobs) - set(KNOBS))
-        if unknown:
-            raise ValueError(f"unknown knob(s) {', '.join(unknown)}; known: {', '.join(KNOBS)}")
-        try:
-            checked = Knobs(**{**self._knobs.model_dump(), **knobs})
-        except ValidationError as exc:
-            raise ValueError(
-                "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-            ) from None
-        for name in knobs:
-            setattr(self, name, getattr(checked, name))
 
     def knobs(self) -> dict[str, Any]:
         """Current knob values, secrets and notification header values shown as ``***``."""
@@ -880,21 +855,14 @@ async def serve(
     **knobs: Any,
 ) -> None:
     """Serve until ``stop`` is set or SIGINT/SIGTERM; prints the URL."""
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-            installed.append(sig)
-    try:
-        async with running_sandbox(host, port, **knobs) as sandbox:
-            print(f"kibo sandbox listening on {sandbox.url}", flush=True)
-            print(f"  auth: {sandbox.auth}", flush=True)
-            await stop.wait()
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
+    await serve_until_stopped(
+        running_sandbox,
+        lambda sandbox: [f"kibo sandbox listening on {sandbox.url}", f"  auth: {sandbox.auth}"],
+        host,
+        port,
+        stop=stop,
+        **knobs,
+    )
 
 
 def serve_forever(host: str = "127.0.0.1", port: int = 8091, **knobs: Any) -> int:

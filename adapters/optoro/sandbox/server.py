@@ -50,17 +50,17 @@ import contextlib
 import json
 import random
 import secrets
-import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.optoro.sandbox.compare import header_sum_mismatches
 from adapters.optoro.schemas import validate
+from bridge.sandboxkit import KnobbedState, serve_until_stopped
 
 __all__ = [
     "API_VERSION",
@@ -169,8 +169,10 @@ class _Drop(Exception):
     """Close the connection without answering."""
 
 
-class OptoroSandbox:
+class OptoroSandbox(KnobbedState):
     """State and knobs of one fake Optoro. Knobs are attributes (see :class:`Knobs`)."""
+
+    knobs_model = Knobs
 
     url: str
     orders: dict[str, list[dict[str, Any]]]
@@ -205,33 +207,6 @@ class OptoroSandbox:
         self._clear()
 
     # knobs ---------------------------------------------------------------------------------
-
-    def __getattr__(self, name: str) -> Any:
-        # only called for names not found normally: the knobs
-        if name in KNOBS:
-            return getattr(self.__dict__["_knobs"], name)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in KNOBS:
-            setattr(self._knobs, name, value)  # validated, raises pydantic.ValidationError
-            if name == "seed":
-                self.rng.seed(value)
-        else:
-            object.__setattr__(self, name, value)
-
-    def configure(self, **knobs: Any) -> None:
-        """Set several knobs at once, all or none (``ValueError`` names every problem)."""
-        unknown = sorted(set(knobs) - set(KNOBS))
-        if unknown:
-            raise ValueError(f"unknown knob(s) {', '.join(unknown)}; known: {', '.join(KNOBS)}")
-        merged = {**self._knobs.model_dump(), **knobs}
-        try:
-            checked = Knobs(**merged)
-        except ValidationError as exc:
-            raise ValueError(_pydantic_problems(exc)) from None
-        for name in knobs:
-            setattr(self, name, getattr(checked, name))
 
     def knobs(self) -> dict[str, Any]:
         """Current knob values (the client secret shown as ``***``)."""
@@ -628,12 +603,6 @@ def _prose_rules(body: Any) -> list[str]:
     return problems
 
 
-def _pydantic_problems(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
-    )
-
-
 def make_app(sandbox: OptoroSandbox) -> web.Application:
     """The aiohttp application of ``sandbox``."""
     app = web.Application()
@@ -677,21 +646,17 @@ async def serve(
     **knobs: Any,
 ) -> None:
     """Serve until ``stop`` is set or SIGINT/SIGTERM; prints the URL and the client id."""
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-            installed.append(sig)
-    try:
-        async with running_sandbox(host, port, **knobs) as sandbox:
-            print(f"optoro sandbox listening on {sandbox.url}", flush=True)
-            print(f"  client_id: {sandbox.client_id}", flush=True)
-            await stop.wait()
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
+    await serve_until_stopped(
+        running_sandbox,
+        lambda sandbox: [
+            f"optoro sandbox listening on {sandbox.url}",
+            f"  client_id: {sandbox.client_id}",
+        ],
+        host,
+        port,
+        stop=stop,
+        **knobs,
+    )
 
 
 def serve_forever(host: str = "127.0.0.1", port: int = 8089, **knobs: Any) -> int:

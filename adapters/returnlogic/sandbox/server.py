@@ -75,7 +75,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import aiohttp
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.returnlogic.sandbox.bodies import BodyChecker, discount
 from adapters.returnlogic.sandbox.data import (
@@ -104,6 +104,7 @@ from adapters.returnlogic.sandbox.queries import (
     rma_filter,
 )
 from adapters.returnlogic.sandbox.windows import KeyWindows, Verdict
+from bridge.sandboxkit import KnobbedState
 
 __all__ = [
     "CONTROL_PREFIX",
@@ -407,12 +408,14 @@ class _Conflict(Exception):
 # --- the sandbox -----------------------------------------------------------------------------
 
 
-class ReturnLogicSandbox:
+class ReturnLogicSandbox(KnobbedState):
     """State and knobs of one fake ReturnLogic. Knobs are attributes (see :class:`Knobs`).
 
     ``clock`` (monotonic seconds) decides token expiry and the rate windows; ``wall`` (an aware
     datetime) stamps records created or changed through the API. Replace either in tests.
     """
+
+    knobs_model = Knobs
 
     url: str
     clock: Callable[[], float]
@@ -475,33 +478,6 @@ class ReturnLogicSandbox:
         self._clear(keep_data=False)
 
     # knobs ---------------------------------------------------------------------------------
-
-    def __getattr__(self, name: str) -> Any:
-        # only called for names not found normally: the knobs
-        if name in KNOBS:
-            return getattr(self.__dict__["_knobs"], name)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in KNOBS:
-            setattr(self._knobs, name, value)  # validated, raises pydantic.ValidationError
-            if name == "seed":
-                self.rng.seed(value)
-        else:
-            object.__setattr__(self, name, value)
-
-    def configure(self, **knobs: Any) -> None:
-        """Set several knobs at once, all or none (``ValueError`` names every problem)."""
-        unknown = sorted(set(knobs) - set(KNOBS))
-        if unknown:
-            raise ValueError(f"unknown knob(s) {', '.join(unknown)}; known: {', '.join(KNOBS)}")
-        merged = {**self._knobs.model_dump(), **knobs}
-        try:
-            checked = Knobs(**merged)
-        except ValidationError as exc:
-            raise ValueError(_pydantic_problems(exc)) from None
-        for name in knobs:
-            setattr(self, name, getattr(checked, name))
 
     def knobs(self) -> dict[str, Any]:
         """Current knob values (the client secret shown as ``***``)."""
@@ -1905,12 +1881,6 @@ def _path_int(request: web.Request, name: str) -> int:
         return int(raw)
     except ValueError:
         raise ValidateError.one(name, "invalid integer number", raw) from None
-
-
-def _pydantic_problems(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
-    )
 
 
 # --- the application -------------------------------------------------------------------------
