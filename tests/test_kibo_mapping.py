@@ -694,18 +694,3 @@ def test_notification_errors() -> None:
 
 
 # --- purity ----------------------------------------------------------------------------------
-
-
-def test_mappings_import_only_the_domain_and_errors() -> None:
-    package = Path(__file__).resolve().parents[1] / "mappings" / "kibo"
-    allowed = ("bridge.domain", "bridge.errors", "mappings.kibo", "__future__", "pydantic")
-    stdlib = {"collections", "dataclasses", "datetime", "decimal", "json", "re", "types", "typing"}
-    for path in package.glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                names = [node.module or ""]
-            for name in names:
-                assert name.startswith(allowed) or name.split(".")[0] in stdlib, (path.name, name)

@@ -8,13 +8,12 @@ Kibo amounts are JSON numbers in decimal dollars. They are read as ``Decimal``
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from pydantic import ValidationError
-
 from bridge.errors import MappingError
+from mappings._errors import dotted, mapping_error
 
 __all__ = ["Body", "dotted", "dumps", "load_json", "mapping_error"]
 
@@ -74,46 +73,3 @@ def _encode(value: Any, out: list[str]) -> None:
         out.append("]")
     else:
         raise TypeError(f"cannot write {type(value).__name__} as JSON")
-
-
-def dotted(loc: Sequence[int | str], prefix: str = "") -> str:
-    """``("item", 0, "SKU")`` -> ``item[0].SKU`` (after ``prefix``, itself dotted)."""
-    path = prefix
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            path = f"{path}.{part}" if path else str(part)
-    return path
-
-
-def mapping_error(exc: ValidationError, what: str, prefix: str = "") -> MappingError:
-    """The first error of ``exc`` as a :class:`MappingError` naming its dotted wire path.
-
-    The offending value is not quoted (it may be personal data), only its JSON type.
-    """
-    errors = exc.errors(include_url=False, include_context=False)
-    first = errors[0]
-    field = dotted(first["loc"], prefix)
-    message = first["msg"].removeprefix("Value error, ")
-    text = f"{what}: {field or 'body'}: {message}"
-    if first["type"] not in ("missing", "extra_forbidden", "model_type"):
-        text += f" (got {_kind(first.get('input'))})"
-    if len(errors) > 1:
-        others = len(errors) - 1
-        text += f"; and {others} more error{'s' if others > 1 else ''}"
-    return MappingError(text, field=field or None)
-
-
-def _kind(value: object) -> str:
-    if value is None:
-        return "null"
-    return {
-        bool: "boolean",
-        int: "integer",
-        float: "number",
-        Decimal: "number",
-        str: "string",
-        list: "array",
-        dict: "object",
-    }.get(type(value), type(value).__name__)

@@ -321,7 +321,7 @@ def _return_body(
     try:
         return KiboReturnRequest.model_validate(body).wire()
     except ValidationError as exc:
-        raise mapping_error(exc, f"Kibo return for RMA {rma.id!r}") from exc
+        raise mapping_error(exc, what=f"Kibo return for RMA {rma.id!r}") from exc
 
 
 def _order_item_id(
@@ -501,7 +501,7 @@ def kibo_process_request(
     try:
         return KiboProcessRequest.model_validate(body).wire()
     except ValidationError as exc:
-        raise mapping_error(exc, f"Kibo process request for return {return_id!r}") from exc
+        raise mapping_error(exc, what=f"Kibo process request for return {return_id!r}") from exc
 
 
 # --- Create/Get Return responses -------------------------------------------------------------
@@ -543,7 +543,7 @@ def return_response_to_ref(body: Body) -> KiboReturnRef:
     try:
         wire = KiboReturn.model_validate(data)
     except ValidationError as exc:
-        raise mapping_error(exc, "Kibo return") from exc
+        raise mapping_error(exc, what="Kibo return") from exc
     status = wire.status.strip().upper() if wire.status else None
     rejected = bool(wire.item) and all(
         (item.status or "").strip().upper() == "REJECTED" for item in wire.item

@@ -10,7 +10,7 @@ Optoro's OpenAPI descriptions require, so a domain object missing one of those f
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, TypeVar
@@ -30,6 +30,7 @@ from pydantic import (
 
 from bridge.domain import WeightUnit
 from bridge.errors import MappingError
+from mappings._errors import dotted, mapping_error
 
 Body = bytes | bytearray | str | Mapping[str, Any]
 """A request or response body: raw JSON text, or an already parsed JSON object."""
@@ -88,59 +89,13 @@ class WireOut(BaseModel):
 # --- errors ----------------------------------------------------------------------------------
 
 
-def dotted(loc: Sequence[int | str], prefix: str = "") -> str:
-    """``("items", 0, "sku")`` -> ``items[0].sku`` (after ``prefix``, itself dotted)."""
-    path = prefix
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            path = f"{path}.{part}" if path else str(part)
-    return path
-
-
-def mapping_error(exc: ValidationError, prefix: str = "", what: str = "") -> MappingError:
-    """The first error of ``exc`` as a :class:`MappingError` naming its dotted wire path.
-
-    The message says how many other errors there were; ``field`` is ``None`` when the problem
-    is the whole body (e.g. a JSON array where an object belongs).
-    """
-    errors = exc.errors(include_url=False, include_context=False)
-    first = errors[0]
-    field = dotted(first["loc"], prefix)
-    message = first["msg"].removeprefix("Value error, ")
-    head = f"{what}: " if what else ""
-    text = f"{head}{field or 'body'}: {message}"
-    if first["type"] not in ("missing", "extra_forbidden", "model_type"):
-        text += f" (got {_kind(first.get('input'))})"
-    if len(errors) > 1:
-        others = len(errors) - 1
-        text += f"; and {others} more error{'s' if others > 1 else ''}"
-    return MappingError(text, field=field or None)
-
-
-def _kind(value: object) -> str:
-    """The JSON type of a bad value; the value itself may be personal data, so it stays out."""
-    if value is None:
-        return "null"
-    return {
-        bool: "boolean",
-        int: "integer",
-        float: "number",
-        Decimal: "number",
-        str: "string",
-        list: "array",
-        dict: "object",
-    }.get(type(value), type(value).__name__)
-
-
 def parse(model: type[M], body: Body, *, what: str, prefix: str = "") -> M:
     """Validate ``body`` (JSON text or parsed) as ``model``; MappingError naming the field."""
     data = load_json(body, what=what)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise mapping_error(exc, prefix, what) from exc
+        raise mapping_error(exc, prefix=prefix, what=what) from exc
 
 
 def dump_out(model: type[WireOutT], data: Mapping[str, Any], *, what: str) -> dict[str, Any]:
@@ -148,7 +103,7 @@ def dump_out(model: type[WireOutT], data: Mapping[str, Any], *, what: str) -> di
     try:
         return model.model_validate(data).wire()
     except ValidationError as exc:
-        raise mapping_error(exc, "", what) from exc
+        raise mapping_error(exc, what=what) from exc
 
 
 def build(factory: Callable[[], T], where: str, what: str = "") -> T:
