@@ -4,7 +4,6 @@ exchange-order returns, length limits, responses, notifications; property tests 
 
 from __future__ import annotations
 
-import ast
 import json
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta, timezone

@@ -1,12 +1,258 @@
-"""ReturnLogic catalog (to be filled)."""
+"""ReturnLogic as the catalog (Exchange Variants) and the exchange-order sink.
+
+Catalog (``catalog`` capability, when ``catalog.enabled``): ``variants_for(identifier)`` reads
+``GET /v1/products?sku=<identifier>&status=any`` at LIVE priority (a shopper is waiting: few
+in-call retries; the Optoro endpoint caches and serves stale answers while ReturnLogic fails)
+and returns every SKU'd variant of the product holding it (matched by SKU, rlProductVariantId
+or externalVariantId), attributes from the option names and values, stock, price in cents,
+image (``image_fallback`` when none) and ``product_url_template``. No product has that SKU:
+the identifier is tried as an ``externalProductIds`` value (all of that product's variants).
+Unknown: an empty list.
+
+Exchange orders (``exchange_order_sink`` capability, when ``exchange_orders.enabled``):
+one ReturnLogic order per original order, ever. The order number is derived from
+``original_order_id`` alone (``exchange_order_number``, prefix ``order_number_prefix``), so:
+
+1. ``GET /v1/orders?orderNumber=<number>`` first: an order found is the answer (a repeat, or a
+   retry after an answer that was lost);
+2. variant ids by SKU (``GET /v1/products?sku=``), then ``POST /v1/orders`` sent once per
+   attempt (never retried blindly inside the call);
+3. an answer refusing the ``orderNumber`` as taken (a concurrent or earlier creation) -> the
+   order is looked up and returned;
+4. a failure that may have created the order (timeout, connection lost, 5xx) -> back to 1.
+
+Retriable failures that remain raise ``RetriableDeliveryError`` (the Optoro endpoint answers
+503 with ``Retry-After`` and records nothing); a body ReturnLogic refuses, or a SKU it does not
+know, is a ``PermanentDeliveryError``/``MappingError`` (422 to Optoro, kept in quarantine).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+from decimal import Decimal
 from typing import Any
 
 from adapters.returnlogic.client import RlTeam
 from adapters.returnlogic.config import ReturnLogicConfig
+from bridge.domain import ExchangeOrder, ExchangeOrderResult, Variant
+from bridge.errors import (
+    MappingError,
+    PermanentDeliveryError,
+    ReauthRequired,
+    RetriableDeliveryError,
+)
+from bridge.http import Backoff, OutboundRequest, Priority, Response
+from bridge.services import CATALOG, EXCHANGE_ORDER_SINK
+from mappings.returnlogic import (
+    encode_json,
+    exchange_order_number,
+    exchange_to_order_create,
+    order_create_response_to_result,
+    products_page,
+    products_to_variants,
+    variants_for_sku,
+)
+
+log = logging.getLogger(__name__)
+
+LIVE_ATTEMPTS = 3
+"""In-call attempts of a read a shopper waits for."""
+CREATE_ROUNDS = 3
+"""Lookup-then-create rounds of one exchange order before answering 'retry later'."""
+
+
+def _loads(body: bytes, what: str) -> Any:
+    try:
+        return json.loads(body, parse_float=Decimal)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MappingError(f"{what}: body is not JSON ({type(exc).__name__})") from exc
+
+
+class RlCatalog:
+    """The ``catalog`` capability over ReturnLogic products."""
+
+    def __init__(self, team: RlTeam, config: ReturnLogicConfig) -> None:
+        self.team = team
+        self.config = config.catalog
+
+    async def _products(self, **params: str) -> list[dict[str, Any]]:
+        response = await self.team.request(
+            "GET",
+            "/v1/products",
+            params={**params, "status": "any", "limit": 250},
+            priority=Priority.LIVE,
+            attempts=LIVE_ATTEMPTS,
+        )
+        return products_page(response.body)
+
+    async def variants_for(self, variant_identifier: str) -> list[Variant]:
+        key = variant_identifier.strip()
+        if not key:
+            return []
+        template, fallback = self.config.product_url_template, self.config.image_fallback
+        found = variants_for_sku(
+            await self._products(sku=key),
+            key,
+            product_url_template=template,
+            image_fallback=fallback,
+        )
+        if found:
+            return found
+        products = await self._products(externalProductIds=key)
+        return products_to_variants(
+            [p for p in products if str(p.get("externalProductId")) == key][:1],
+            template,
+            fallback,
+        )
+
+
+class RlExchangeOrders:
+    """The ``exchange_order_sink`` capability: ReturnLogic create order, at most once per
+    ``original_order_id`` (see the module docstring)."""
+
+    def __init__(self, team: RlTeam, config: ReturnLogicConfig, http: Any) -> None:
+        self.team = team
+        self.config = config.exchange_orders
+        self._http = http
+        self.backoff = Backoff(initial=0.5, cap=5.0)
+
+    async def create_exchange_order(self, order: ExchangeOrder) -> ExchangeOrderResult:
+        number = exchange_order_number(order.original_order_id, self.config.order_number_prefix)
+        last: RetriableDeliveryError | None = None
+        for round_ in range(1, CREATE_ROUNDS + 1):
+            try:
+                existing = await self.find_order(number)
+                if existing is not None:
+                    log.info(
+                        "returnlogic exchange order exists already",
+                        extra={
+                            "order_number": number,
+                            "original_order_id": order.original_order_id,
+                        },
+                    )
+                    return order_create_response_to_result(existing)
+                variant_ids = await self._variant_ids([item.sku for item in order.items])
+                body = exchange_to_order_create(
+                    order, variant_ids, number, external_source=self.config.external_source
+                )
+                try:
+                    response = await self._post_order(body)
+                except PermanentDeliveryError as exc:
+                    if not _number_taken(exc):
+                        raise
+                    found = await self.find_order(number)
+                    if found is None:
+                        raise
+                    return order_create_response_to_result(found)
+                return order_create_response_to_result(_loads(response.body, "POST /v1/orders"))
+            except RetriableDeliveryError as exc:
+                last = exc
+                log.warning(
+                    "returnlogic exchange order attempt failed",
+                    extra={"order_number": number, "round": round_, "reason": str(exc)},
+                )
+                if round_ < CREATE_ROUNDS:
+                    await asyncio.sleep(self.backoff.delay(round_, exc.retry_after))
+        assert last is not None
+        raise RetriableDeliveryError(
+            f"returnlogic: exchange order {number} not confirmed: {last}",
+            status=last.status,
+            retry_after=last.retry_after or 5.0,
+        ) from last
+
+    async def find_order(self, number: str) -> dict[str, Any] | None:
+        """The order with ``orderNumber`` = ``number``, or None."""
+        response = await self.team.request(
+            "GET",
+            "/v1/orders",
+            params={"orderNumber": number, "limit": 5},
+            priority=Priority.LIVE,
+            attempts=LIVE_ATTEMPTS,
+        )
+        orders = _loads(response.body, "GET /v1/orders")
+        if not isinstance(orders, list):
+            raise MappingError("GET /v1/orders: expected a JSON array")
+        return next(
+            (o for o in orders if isinstance(o, dict) and o.get("orderNumber") == number), None
+        )
+
+    async def _variant_ids(self, skus: list[str]) -> dict[str, str]:
+        ids: dict[str, str] = {}
+        for sku in dict.fromkeys(skus):
+            response = await self.team.request(
+                "GET",
+                "/v1/products",
+                params={"sku": sku, "status": "any", "limit": 250},
+                priority=Priority.LIVE,
+                attempts=LIVE_ATTEMPTS,
+            )
+            for product in products_page(response.body):
+                for variant in product.get("variants") or ():
+                    if isinstance(variant, dict) and variant.get("sku") == sku:
+                        ids.setdefault(sku, str(variant.get("rlProductVariantId")))
+        return ids
+
+    async def _post_order(self, body: dict[str, Any]) -> Response:
+        """``POST /v1/orders`` with money as exact JSON numbers, one attempt (a 401 refreshes
+        the token and sends again: a refused request created nothing)."""
+        data = encode_json(body)
+        team = self.team
+        refused: list[Any] = []
+
+        async def build() -> OutboundRequest:
+            token = await team.bearer()
+            refused[:] = [token]
+            return OutboundRequest(
+                "POST",
+                f"{team.base}/v1/orders",
+                {
+                    "Authorization": f"Bearer {token.get_secret_value()}",
+                    "Accept": "application/json",
+                    "Content-Type": "application/json",
+                },
+                json=body,
+                data=data,
+            )
+
+        for _ in range(2):
+            try:
+                response: Response = await self._http().send(
+                    await build(), team.limits, Priority.LIVE
+                )
+                return response
+            except ReauthRequired:
+                await team.refresh(refused[0])
+        raise PermanentDeliveryError(
+            "returnlogic: POST /v1/orders: credentials refused (401) after re-authentication",
+            status=401,
+        )
+
+
+def _number_taken(exc: PermanentDeliveryError) -> bool:
+    """ReturnLogic refused the create because the ``orderNumber`` exists (a 4xx naming it)."""
+    if exc.status is None or not 400 <= exc.status < 500 or exc.status == 401:
+        return False
+    try:
+        body = json.loads(exc.body or "")
+    except ValueError:
+        return "orderNumber" in (exc.body or "")
+    fields = body.get("fields") if isinstance(body, dict) else None
+    return isinstance(fields, dict) and "orderNumber" in fields
 
 
 def setup(runtime: Any, retailer: Any, config: ReturnLogicConfig, team: RlTeam) -> None:
-    """Wire this part for one retailer."""
+    """Provide the catalog and the exchange-order sink for one retailer, as enabled."""
+    if config.catalog.enabled:
+        runtime.provide(retailer.id, CATALOG, "returnlogic", RlCatalog(team, config))
+    if config.exchange_orders.enabled:
+        runtime.provide(
+            retailer.id,
+            EXCHANGE_ORDER_SINK,
+            "returnlogic",
+            RlExchangeOrders(team, config, lambda: runtime.http),
+        )
+
+
+__all__ = ["RlCatalog", "RlExchangeOrders", "setup"]

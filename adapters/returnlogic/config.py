@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Self
+import string
+from typing import Literal, Self
 
-from pydantic import AnyHttpUrl, Field, SecretStr, model_validator
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
 
 from bridge.configbase import ConfigModel
+from mappings.returnlogic import TEMPLATE_FIELDS
+from mappings.returnlogic.rules import TagRules
 
 
 class RlOrdersConfig(ConfigModel):
@@ -14,26 +17,128 @@ class RlOrdersConfig(ConfigModel):
 
     enabled: bool = Field(default=True, description="poll orders and publish them")
     poll_every: float = Field(default=300.0, gt=0, description="seconds between polls")
+    overlap: float = Field(
+        default=600.0,
+        ge=0,
+        description="seconds re-read before the cursor on every poll (records that show up late)",
+    )
+    first_poll_days: float = Field(
+        default=1.0,
+        ge=0,
+        description="without a cursor yet, the first poll reads orders created this many days"
+        " back (older history: `returns-bridge backfill orders`)",
+    )
+    rescan_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="the re-scan re-reads orders created in the last N days (catches updates)",
+    )
+    rescan_every: float = Field(default=3600.0, gt=0, description="seconds between re-scans")
+    page_size: int = Field(default=250, ge=1, le=250, description="orders per request")
+    tag_rules: TagRules = Field(
+        default_factory=TagRules,
+        description="which orders and lines get the returns tags; a rule given replaces that"
+        " tag's default rule",
+    )
 
 
 class RlRmasConfig(ConfigModel):
     """``[retailers.<id>.returnlogic.rmas]``: ReturnLogic RMAs into the RMA lifecycle."""
 
     enabled: bool = Field(default=False, description="receive and reconcile ReturnLogic RMAs")
+    webhook_url: AnyHttpUrl | None = Field(
+        default=None,
+        description="public url of this retailer's webhook endpoint on the bridge, as"
+        " ReturnLogic must call it (https://bridge.example.com/retailers/<id>/returnlogic/"
+        "webhooks); set: the bridge keeps its registrations; unset: register it by hand",
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="shared secret ReturnLogic sends back as the 'key' query parameter of"
+        " the registered url (the API signs nothing); unset: every webhook is refused (401)"
+        " and RMAs arrive by reconciliation only",
+    )
+    supervise_every: float = Field(
+        default=600.0, gt=0, description="seconds between checks of the webhook registrations"
+    )
+    reconcile_every: float = Field(
+        default=900.0, gt=0, description="seconds between reconciliation polls of RMAs"
+    )
+    reconcile_overlap: float = Field(
+        default=600.0,
+        ge=0,
+        description="seconds each poll's minCreateDate reaches back before the previous poll"
+        " (clock skew, RMAs created while it ran)",
+    )
+    reconcile_lookback: float = Field(
+        default=86400.0,
+        ge=0,
+        description="seconds the first poll looks back for RMAs created (and closed) before"
+        " the bridge watched; open RMAs are always read whatever their age",
+    )
+    flag_dead_letters: bool = Field(
+        default=False,
+        description="flag a ReturnLogic RMA whose return ends in the dead letters, so the"
+        " retailer's team sees it in ReturnLogic",
+    )
+    flag_path: str | None = Field(
+        default=None,
+        description="path of ReturnLogic's Flag RMA operation, {id} = rlRmaId, e.g."
+        " /v1/rmas/{id}/flag (the docs name the operation, not its path)",
+    )
+    flag_method: Literal["POST", "PUT"] = Field(
+        default="POST", description="HTTP method of the Flag RMA operation"
+    )
+    flag_every: float = Field(
+        default=300.0, gt=0, description="seconds between looks for dead letters to flag"
+    )
+
+    @model_validator(mode="after")
+    def _flag_path_when_flagging(self) -> Self:
+        if self.flag_path is not None and (
+            not self.flag_path.startswith("/") or "{id}" not in self.flag_path
+        ):
+            raise ValueError("flag_path must start with / and contain {id}")
+        if self.flag_dead_letters and self.flag_path is None:
+            raise ValueError("flag_dead_letters needs flag_path (e.g. /v1/rmas/{id}/flag)")
+        return self
 
 
 class RlCatalogConfig(ConfigModel):
     """``[retailers.<id>.returnlogic.catalog]``: products for Exchange Variants."""
 
+    enabled: bool = Field(default=True, description="offer ReturnLogic products as a catalog")
     product_url_template: str | None = Field(
         default=None, description="product page url, e.g. https://shop.example/p/{handle}"
     )
+    image_fallback: str | None = Field(
+        default=None, description="image url of variants and products without one"
+    )
+
+    @field_validator("product_url_template")
+    @classmethod
+    def _known_template_fields(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            names = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+        except ValueError as exc:
+            raise ValueError(f"not a valid template: {exc}") from None
+        unknown = sorted(names - TEMPLATE_FIELDS)
+        if unknown:
+            known = ", ".join(sorted(TEMPLATE_FIELDS))
+            raise ValueError(f"unknown field(s) {', '.join(unknown)}; known: {known}")
+        return value
 
 
 class RlExchangeConfig(ConfigModel):
     """``[retailers.<id>.returnlogic.exchange_orders]``: the order sink for exchanges."""
 
+    enabled: bool = Field(default=True, description="create exchange orders in ReturnLogic")
     order_number_prefix: str = Field(default="EXCH-", description="prefix of exchange orders")
+    external_source: str | None = Field(
+        default=None, description="externalSource of the orders created, e.g. returns-bridge"
+    )
 
 
 class ReturnLogicConfig(ConfigModel):

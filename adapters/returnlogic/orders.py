@@ -1,12 +1,512 @@
-"""ReturnLogic orders (to be filled)."""
+"""ReturnLogic orders -> the retailer's order publisher (Optoro Returns Portal Orders).
+
+One :class:`RlOrderSync` per retailer (``runtime.extras[("returnlogic.orders", retailer)]``):
+
+* :meth:`~RlOrderSync.poll_once`, every ``poll_every`` seconds (and at start): the orders
+  created since the cursor, at live priority;
+* :meth:`~RlOrderSync.rescan_once`, every ``rescan_every`` seconds: the orders created in the
+  last ``rescan_days`` days, at reconcile priority. ReturnLogic filters orders by create date
+  only (``minCreateDate``/``maxCreateDate``, no update-date filter), so an update to an older
+  order (shipped, refunded, canceled) is found only by reading it again;
+* the backfill (:mod:`adapters.returnlogic.backfill`) pages through history with the same
+  per-page step, at backfill priority.
+
+Each page is mapped record by record (:func:`mappings.returnlogic.order_to_canonical`) and the
+canonical orders are published in one transaction per page (:func:`store_orders`: the snapshot
+is stored and the order publisher queues the orders whose wire snapshot changed; an unchanged
+order sends nothing, so reading an order twice costs a request, never a send).
+
+Cursor and boundaries
+    The cursor (store cursor ``returnlogic.orders:<retailer>``) is the newest ``createDate``
+    seen by a poll. A poll asks for ``minCreateDate = cursor - overlap``; the filter is
+    inclusive ("created on or after"), so:
+
+    * **ties**: records sharing the cursor's ``createDate`` (several orders created in the same
+      millisecond, some of them committed after the poll that set the cursor) are read again
+      by the next poll even with ``overlap = 0``;
+    * **late records**: a record that becomes visible after a poll with a ``createDate``
+      *earlier* than the cursor (ReturnLogic's servers' clocks, a long write, replication lag)
+      is read by the next poll if it is at most ``overlap`` older than the cursor (default 10
+      minutes); an older straggler is caught by the re-scan.
+
+    The API returns records in an unspecified order (not by ``createDate``), so a poll reads
+    every page of its window and the cursor moves (forward only, to the newest ``createDate``
+    seen) once the last page's publish has committed. A crash in between re-reads the window:
+    duplicates, never gaps. The first poll without a cursor reads ``first_poll_days`` back;
+    when a poll sees nothing the cursor stays (or is set to the start of the window read).
+
+Stale reads
+    Poll, re-scan, backfill and a backfill process beside the daemon may read the same order
+    at different times. A snapshot whose ``updated_at`` is older than the stored one is not
+    applied (counted as ``stale``), so a slow reader never sends Optoro an older version.
+
+Bad records
+    A record that fails mapping is stored in the inbox (kind ``returnlogic.order``, raw JSON)
+    and the inbox worker quarantines it with the ``MappingError`` reason (the handler maps it
+    again); the rest of the page is published and the cursor moves on. ``returns-bridge inbox
+    --replay ID`` maps it again with the current code; a corrected record is found by the next
+    poll or re-scan. The same bad body read again is a duplicate, not a second item.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from adapters.returnlogic.client import RlTeam
-from adapters.returnlogic.config import ReturnLogicConfig
+from adapters.returnlogic.config import ReturnLogicConfig, RlOrdersConfig
+from bridge.domain import Order
+from bridge.engine import HandlerContext, Outcome
+from bridge.errors import BridgeError, MappingError, PermanentDeliveryError
+from bridge.http import Priority
+from bridge.lifecycle import ORDER, store_orders
+from bridge.services import ORDER_PUBLISHER
+from bridge.store import InboxItem, InboxStatus, Transaction
+from mappings.returnlogic import encode_json, order_to_canonical, orders_page
+
+log = logging.getLogger(__name__)
+
+ORDERS_PATH = "/v1/orders"
+COUNT_PATH = "/v1/orders/count"
+INBOX_KIND = "returnlogic.order"
+"""Inbox kind of a raw order record that failed mapping (quarantined, replayable)."""
+EXTRAS_KEY = "returnlogic.orders"
+
+
+def sync_for(runtime: Any, retailer: str) -> RlOrderSync:
+    """The retailer's :class:`RlOrderSync` (``BridgeError`` when ReturnLogic is not set up)."""
+    sync = runtime.extras.get((EXTRAS_KEY, retailer))
+    if sync is None:
+        raise BridgeError(f"retailer {retailer!r} has no ReturnLogic order source configured")
+    assert isinstance(sync, RlOrderSync)
+    return sync
+
+
+def format_when(when: datetime, *, round_up: bool = False) -> str:
+    """``2024-10-06T17:56:38.921Z``, the API's date form, to the millisecond (rounded down,
+    or up for an upper bound, so an inclusive filter never loses the boundary)."""
+    when = when.astimezone(UTC)
+    micros = when.microsecond % 1000
+    if micros:
+        when -= timedelta(microseconds=micros)
+        if round_up:
+            when += timedelta(milliseconds=1)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+
+
+def parse_when(value: Any) -> datetime | None:
+    """An ISO-8601 date-time as an aware UTC datetime (naive = UTC), else ``None``."""
+    if not isinstance(value, str):
+        return None
+    try:
+        when = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class PageResult:
+    """What applying one page did."""
+
+    records: int
+    published: int
+    """Orders applied (stored; queued to the publisher when their snapshot changed)."""
+    stale: int
+    """Orders not applied: a newer snapshot was stored already."""
+    quarantined: int
+    queued: int
+    """Effects (publisher requests) queued."""
+    newest: datetime | None
+    """The newest ``createDate`` on the page."""
+
+
+@dataclass
+class SyncReport:
+    """The sum of the pages of one poll, re-scan or backfill run."""
+
+    kind: str
+    pages: int = 0
+    records: int = 0
+    published: int = 0
+    stale: int = 0
+    quarantined: int = 0
+    queued: int = 0
+    newest: datetime | None = None
+    cursor: str | None = None
+    """The cursor after the run (poll)."""
+    window: tuple[str, str | None] = ("", None)
+    """``(minCreateDate, maxCreateDate)`` read."""
+    finished_at: datetime | None = None
+
+    def add(self, page: PageResult) -> None:
+        self.pages += 1
+        self.records += page.records
+        self.published += page.published
+        self.stale += page.stale
+        self.quarantined += page.quarantined
+        self.queued += page.queued
+        if page.newest is not None and (self.newest is None or page.newest > self.newest):
+            self.newest = page.newest
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "pages": self.pages,
+            "records": self.records,
+            "published": self.published,
+            "stale": self.stale,
+            "quarantined": self.quarantined,
+            "queued": self.queued,
+            "cursor": self.cursor,
+        }
+
+
+class RlOrderSync:
+    """Polls, re-scans and applies ReturnLogic order pages for one retailer."""
+
+    def __init__(
+        self,
+        runtime: Any,
+        retailer: str,
+        config: RlOrdersConfig,
+        team: RlTeam,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.retailer = retailer
+        self.config = config
+        self.team = team
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.last_poll: SyncReport | None = None
+        self.last_rescan: SyncReport | None = None
+        self._poll_lock = asyncio.Lock()
+        self._rescan_lock = asyncio.Lock()
+
+    @property
+    def cursor_name(self) -> str:
+        return f"returnlogic.orders:{self.retailer}"
+
+    @property
+    def rescan_cursor_name(self) -> str:
+        """When the last re-scan finished (or re-scans were first scheduled), ISO-8601."""
+        return f"returnlogic.orders.rescan:{self.retailer}"
+
+    # scheduled runs ----------------------------------------------------------------------
+
+    async def poll_once(self) -> SyncReport:
+        """Read the orders created since ``cursor - overlap`` and publish them; then move the
+        cursor to the newest ``createDate`` seen (see the module docstring)."""
+        async with self._poll_lock:
+            store = self.runtime.store
+            stored = await store.get_cursor(self.cursor_name)
+            cursor = parse_when(stored) if stored else None
+            if cursor is not None:
+                low = cursor - timedelta(seconds=self.config.overlap)
+            else:
+                low = self.clock() - timedelta(days=self.config.first_poll_days)
+            report = await self.read("poll", {"minCreateDate": format_when(low)}, Priority.LIVE)
+            newest = report.newest if report.newest is not None else (cursor or low)
+            if cursor is None or newest > cursor:
+                await store.set_cursor(self.cursor_name, format_when(newest))
+                cursor = newest
+            report.cursor = format_when(cursor)
+            self.last_poll = report
+            log.info(
+                "returnlogic orders polled",
+                extra={"retailer": self.retailer, **report.fields()},
+            )
+            return report
+
+    async def rescan_once(self) -> SyncReport:
+        """Read the orders created in the last ``rescan_days`` days again (reconcile
+        priority) so updates to them reach the publisher; the cursor is left alone."""
+        async with self._rescan_lock:
+            low = self.clock() - timedelta(days=self.config.rescan_days)
+            report = await self.read(
+                "rescan", {"minCreateDate": format_when(low)}, Priority.RECONCILE
+            )
+            await self.runtime.store.set_cursor(
+                self.rescan_cursor_name, format_when(report.finished_at or self.clock())
+            )
+            self.last_rescan = report
+            log.info(
+                "returnlogic orders re-scanned",
+                extra={"retailer": self.retailer, **report.fields()},
+            )
+            return report
+
+    async def start(self) -> None:
+        """Startup hook: schedule the poll (now, then every ``poll_every``) and the re-scan
+        (``rescan_every`` after the last one, which the store remembers) when the retailer
+        has an order publisher."""
+        if not self.runtime.has_service(self.retailer, ORDER_PUBLISHER):
+            log.warning(
+                "returnlogic orders not polled: the retailer has no order publisher",
+                extra={"retailer": self.retailer},
+            )
+            return
+        now = self.clock()
+        last = await self.runtime.store.get_cursor(self.rescan_cursor_name)
+        last_rescan = parse_when(last) if last else None
+        if last_rescan is None:
+            await self.runtime.store.set_cursor(self.rescan_cursor_name, format_when(now))
+            last_rescan = now
+        next_rescan = max(now, last_rescan + timedelta(seconds=self.config.rescan_every))
+        scheduler = self.runtime.scheduler
+        scheduler.add_job(
+            self._scheduled,
+            "interval",
+            args=(self.poll_once,),
+            seconds=self.config.poll_every,
+            next_run_time=now,
+            id=f"returnlogic-orders-poll:{self.retailer}",
+            max_instances=1,
+            coalesce=True,
+            replace_existing=True,
+        )
+        scheduler.add_job(
+            self._scheduled,
+            "interval",
+            args=(self.rescan_once,),
+            seconds=self.config.rescan_every,
+            next_run_time=next_rescan,
+            id=f"returnlogic-orders-rescan:{self.retailer}",
+            max_instances=1,
+            coalesce=True,
+            replace_existing=True,
+        )
+
+    async def _scheduled(self, run: Callable[[], Awaitable[SyncReport]]) -> None:
+        """A scheduled run: a failure (partner down, token refused) is logged and the next
+        run tries again from the same cursor."""
+        try:
+            await run()
+        except BridgeError as exc:
+            log.warning(
+                "returnlogic order sync failed; the next run retries",
+                extra={"retailer": self.retailer, "reason": str(exc)},
+            )
+
+    # reading -----------------------------------------------------------------------------
+
+    async def read(
+        self,
+        kind: str,
+        params: Mapping[str, Any],
+        priority: Priority,
+        *,
+        skip: int = 0,
+        total: int | None = None,
+        on_page: Callable[[int, list[Any], PageResult], Awaitable[None]] | None = None,
+    ) -> SyncReport:
+        """Page through ``GET /v1/orders`` with ``params`` from ``skip`` and apply every page;
+        ``on_page(skip, records, result)`` runs after each page's publish committed."""
+        window = (params.get("minCreateDate", ""), params.get("maxCreateDate"))
+        report = SyncReport(kind, window=window)
+        pages = self.pages(params, priority, skip=skip, total=total)
+        async with contextlib.aclosing(pages):
+            async for page_skip, records in pages:
+                result = await self.apply(records)
+                report.add(result)
+                if on_page is not None:
+                    await on_page(page_skip, records, result)
+        report.finished_at = self.clock()
+        return report
+
+    async def count(self, params: Mapping[str, Any], priority: Priority) -> int:
+        """``GET /v1/orders/count`` with the same filters."""
+        response = await self.team.request("GET", COUNT_PATH, params=params, priority=priority)
+        body = response.json()
+        count = body.get("count") if isinstance(body, dict) else None
+        if not isinstance(count, int) or count < 0:
+            raise PermanentDeliveryError("returnlogic: GET /v1/orders/count answered no count")
+        return count
+
+    async def pages(
+        self,
+        params: Mapping[str, Any],
+        priority: Priority,
+        *,
+        skip: int = 0,
+        total: int | None = None,
+    ) -> AsyncGenerator[tuple[int, list[Any]], None]:
+        """``(skip, records)`` per page until a short page (or ``skip`` reaches ``total``).
+
+        The next page is requested while the caller applies the current one, so the rate
+        governor always has a request waiting and pages arrive at the allowed rate. A page
+        repeating the previous one exactly (a server ignoring ``skip``) is an error."""
+        size = self.config.page_size
+        pending: asyncio.Future[list[Any]] | None = asyncio.ensure_future(
+            self.fetch(params, skip, priority)
+        )
+        previous: list[Any] | None = None
+        try:
+            while pending is not None:
+                records = await pending
+                pending = None
+                if records and records == previous:
+                    raise PermanentDeliveryError(
+                        f"returnlogic: GET {ORDERS_PATH} returned the same page twice (skip={skip})"
+                    )
+                end = skip + len(records)
+                if len(records) >= size and (total is None or end < total):
+                    pending = asyncio.ensure_future(self.fetch(params, end, priority))
+                yield skip, records
+                previous, skip = records, end
+        finally:
+            if pending is not None:
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, BridgeError):
+                    await pending
+
+    async def fetch(self, params: Mapping[str, Any], skip: int, priority: Priority) -> list[Any]:
+        """One page: the records as parsed with ``parse_float=Decimal``. An element that is
+        not an object is kept (it is quarantined when applied); a body that is not a JSON
+        array is an error of the whole request."""
+        response = await self.team.request(
+            "GET",
+            ORDERS_PATH,
+            params={**params, "skip": skip, "limit": self.config.page_size},
+            priority=priority,
+        )
+        try:
+            return orders_page(response.body)
+        except MappingError as exc:
+            try:
+                data = _load(response.body)
+            except MappingError:
+                data = None
+            if not isinstance(data, list):
+                raise PermanentDeliveryError(
+                    f"returnlogic: GET {ORDERS_PATH} did not answer a JSON array ({exc})"
+                ) from exc
+            return data
+
+    # applying ----------------------------------------------------------------------------
+
+    async def apply(self, records: Sequence[Any]) -> PageResult:
+        """Map every record, keep the ones that fail in the inbox, publish the others in one
+        transaction."""
+        rules = self.config.tag_rules
+        orders: list[Order] = []
+        newest: datetime | None = None
+        quarantined = 0
+        for record in records:
+            if isinstance(record, dict):
+                created = parse_when(record.get("createDate"))
+                if created is not None and (newest is None or created > newest):
+                    newest = created
+            try:
+                orders.append(order_to_canonical(record, rules))
+            except MappingError as exc:
+                quarantined += 1
+                await self._keep_bad_record(record, exc)
+        queued, stale = await self.publish(orders)
+        return PageResult(
+            records=len(records),
+            published=len(orders) - stale,
+            stale=stale,
+            quarantined=quarantined,
+            queued=queued,
+            newest=newest,
+        )
+
+    async def publish(self, orders: Sequence[Order]) -> tuple[int, int]:
+        """Store and publish ``orders`` in one transaction, leaving out snapshots older than
+        the stored ones; ``(effects queued, orders left out)``."""
+        if not orders:
+            return 0, 0
+        async with self.runtime.store.transaction() as tx:
+            fresh = await self._fresh(tx, orders)
+            effects = await store_orders(tx, self.runtime, self.retailer, fresh)
+            for effect in effects:
+                await tx.add_effect(effect)
+        if effects:
+            self.runtime.engine.wake_dispatcher()
+        return len(effects), len(orders) - len(fresh)
+
+    async def _fresh(self, tx: Transaction, orders: Sequence[Order]) -> list[Order]:
+        """The latest snapshot per order id, without those older than what is stored."""
+        latest: dict[str, Order] = {}
+        for order in orders:
+            seen = latest.get(order.id)
+            if seen is None or order.updated_at >= seen.updated_at:
+                latest[order.id] = order
+        fresh = []
+        for order in latest.values():
+            kept = await tx.get_entity(ORDER, f"{self.retailer}:{order.id}")
+            kept_at = parse_when(kept.data.get("updated_at")) if kept is not None else None
+            if kept_at is not None and kept_at > order.updated_at:
+                continue
+            fresh.append(order)
+        return fresh
+
+    async def _keep_bad_record(self, record: Any, exc: MappingError) -> None:
+        body = encode_json(record)
+        accepted = await self.runtime.engine.accept_detailed(
+            self.retailer, INBOX_KIND, None, body, {"X-Source": f"GET {ORDERS_PATH}"}
+        )
+        log.warning(
+            "returnlogic order record does not map; kept in the inbox",
+            extra={
+                "retailer": self.retailer,
+                "rl_order_id": record.get("rlOrderId") if isinstance(record, dict) else None,
+                "inbox_id": accepted.inbox_id,
+                "duplicate": accepted.duplicate,
+                "reason": f"{exc.field}: {exc}" if exc.field else str(exc),
+            },
+        )
+
+    async def handle_inbox(self, item: InboxItem, tx: Transaction, ctx: HandlerContext) -> Outcome:
+        """Inbox handler of ``returnlogic.order``: map the stored record (``MappingError``
+        quarantines it) and publish it unless a newer snapshot is stored."""
+        record = _load(item.body)
+        order = order_to_canonical(record, self.config.tag_rules)
+        fresh = await self._fresh(tx, [order])
+        if not fresh:
+            return Outcome(InboxStatus.SUPERSEDED, note="a newer snapshot of the order is stored")
+        effects = await store_orders(tx, self.runtime, self.retailer, fresh)
+        return Outcome(effects=effects)
+
+
+def _load(body: bytes | str) -> Any:
+    try:
+        return json.loads(body, parse_float=Decimal, parse_constant=_refuse)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MappingError(f"not JSON ({type(exc).__name__})", field="body") from None
+
+
+def _refuse(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def setup(runtime: Any, retailer: Any, config: ReturnLogicConfig, team: RlTeam) -> None:
-    """Wire this part for one retailer."""
+    """Wire the order source of one retailer: the sync object, its inbox handler (quarantined
+    records), and, when ``orders.enabled``, the poll and re-scan jobs (scheduled at start, once
+    every adapter has offered its services)."""
+    sync = RlOrderSync(runtime, retailer.id, config.orders, team)
+    runtime.extras[(EXTRAS_KEY, retailer.id)] = sync
+    runtime.engine.add_handler(INBOX_KIND, sync.handle_inbox, retailer=retailer.id)
+    if config.orders.enabled:
+        runtime.on_startup(sync.start)
+
+
+__all__ = [
+    "COUNT_PATH",
+    "INBOX_KIND",
+    "ORDERS_PATH",
+    "PageResult",
+    "RlOrderSync",
+    "SyncReport",
+    "format_when",
+    "parse_when",
+    "setup",
+    "sync_for",
+]
