@@ -3,11 +3,11 @@
 Catalog (``catalog`` capability, when ``catalog.enabled``): ``variants_for(identifier)`` reads
 ``GET /v1/products?sku=<identifier>&status=any`` at LIVE priority (a shopper is waiting: few
 in-call retries; the Optoro endpoint caches and serves stale answers while ReturnLogic fails)
-and returns every SKU'd variant of the product holding it (matched by SKU, rlProductVariantId
-or externalVariantId), attributes from the option names and values, stock, price in cents,
-image (``image_fallback`` when none) and ``product_url_template``. No product has that SKU:
-the identifier is tried as an ``externalProductIds`` value (all of that product's variants).
-Unknown: an empty list.
+and returns every SKU'd variant of the product holding that SKU (inactive ones flagged),
+attributes from the option names and values, stock, price in cents, image (``image_fallback``
+when none) and ``product_url_template``. No product has that SKU: the identifier is tried as
+an ``externalProductIds`` value (all of that product's variants). The API offers no search by
+variant id, so ReturnLogic's own variant ids are not looked up. Unknown: an empty list.
 
 Exchange orders (``exchange_order_sink`` capability, when ``exchange_orders.enabled``):
 one ReturnLogic order per original order, ever. The order number is derived from

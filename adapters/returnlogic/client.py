@@ -19,8 +19,10 @@ failing a sync; a 503 (maintenance) backs off and retries too.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
+from decimal import Decimal
 from typing import Any
 
 from pydantic import SecretStr
@@ -175,11 +177,13 @@ class RlTeam:
         *,
         params: Mapping[str, Any] | None = None,
         json: Any = None,
+        data: bytes | None = None,
         priority: Priority = Priority.LIVE,
         attempts: int = 8,
     ) -> Response:
         """One API call under the team's governor; 429 and 503 wait and retry, a 401
-        refreshes the token once, then the call is sent again."""
+        refreshes the token once, then the call is sent again. ``data`` is a body already
+        encoded (e.g. exact Decimal money, ``mappings.returnlogic.encode_json``)."""
         refused: list[SecretStr] = []
 
         async def build() -> OutboundRequest:
@@ -228,7 +232,7 @@ class RlTeam:
                 params={**(params or {}), "skip": skip, "limit": page_size},
                 priority=priority,
             )
-            records = response.json()
+            records = json.loads(response.body, parse_float=Decimal) if response.body else None
             if not isinstance(records, list):
                 raise PermanentDeliveryError(f"returnlogic: GET {path} did not answer a list")
             if records and records == previous:

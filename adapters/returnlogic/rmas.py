@@ -350,9 +350,7 @@ class RlRmas:
         previous = Rma.model_validate(stored.data) if stored is not None else None
         if is_closed(previous):
             return False, []
-        stamp, progress = rma_version(rma)
-        version = (stamp, *progress)
-        if not await apply_versioned(tx, "rma", key, version, rma.model_dump(mode="json")):
+        if not await apply_versioned(tx, "rma", key, rma_version(rma), rma.model_dump(mode="json")):
             return False, []
         await self._track_open(tx, rma)
         effects: list[NewEffect] = await self.lifecycle.on_rma(
@@ -548,12 +546,11 @@ class RlRmas:
                         "returnlogic webhook registered more than once",
                         extra={"retailer": self.retailer, "action": action, "count": len(mine)},
                     )
-                keep = next(
-                    (r for r in mine if r.get("active") is True and r.get("endpoint") == desired),
-                    mine[0],
-                )
-                if keep.get("active") is True and keep.get("endpoint") == desired:
+                current = [r for r in mine if self._has_our_key(r)]
+                keep = next((r for r in current if r.get("active") is True), None)
+                if keep is not None:
                     continue
+                keep = (current or mine)[0]
                 await self.team.request(
                     "PUT",
                     f"/v1/webhooks/{quote(str(keep.get('registrationId')), safe='')}",
@@ -578,6 +575,21 @@ class RlRmas:
             await store.set_cursor(self._supervised_cursor, checked_at.isoformat())
             self.last_supervision = report
             return report
+
+    def _has_our_key(self, registration: Mapping[str, Any]) -> bool:
+        """The registration carries the current secret (compared as a value: ReturnLogic
+        may write the url back in another form)."""
+        secret = self.rmas.webhook_secret
+        keys = [
+            v
+            for k, v in parse_qsl(urlsplit(str(registration.get("endpoint"))).query)
+            if k == SECRET_PARAM
+        ]
+        return (
+            secret is not None
+            and len(keys) == 1
+            and hmac.compare_digest(keys[0].encode(), secret.get_secret_value().encode())
+        )
 
     async def _our_registrations(self, base: str) -> list[dict[str, Any]]:
         response = await self.team.request("GET", "/v1/webhooks", priority=Priority.RECONCILE)

@@ -129,15 +129,16 @@ def rma_to_canonical(wire: dict[str, Any]) -> Rma:
         raise mapping_error(exc, "rma") from exc
 
 
-def rma_version(rma: Rma) -> tuple[str, tuple[int, int]]:
-    """Order two versions of one RMA: ``(updated_at as UTC ISO-8601, progress)``.
+def rma_version(rma: Rma) -> tuple[str, int, int]:
+    """Order two versions of one RMA: ``(updated_at as UTC ISO-8601, *progress)``, flat so
+    that it survives a JSON round trip as a comparable list.
 
     Compare the tuples: the later ``updated_at`` wins; at an equal ``updated_at`` the further
     lifecycle position (:meth:`~bridge.domain.Rma.progress`) wins. The ISO text is fixed-width
     UTC (``2024-10-08T17:56:38.921000Z``), so comparing it as text is comparing the instants.
     """
     stamp = rma.updated_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return stamp, rma.progress()
+    return (stamp, *rma.progress())
 
 
 # --- implementation --------------------------------------------------------------------------
