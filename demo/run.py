@@ -11,20 +11,26 @@ import time
 from pathlib import Path
 
 from adapters.optoro.sandbox import load_scenarios
+from adapters.returnlogic.orders import sync_for
 from bridge.store import EffectState
-from demo.scenarios import Outcome, play
-from demo.world import World, running_world
+from demo.scenarios import Outcome, play, settle
+from demo.world import SHOP, World, running_world
 
 
 async def demo(once: bool, orders: int, port: int, only: list[int] | None) -> int:
     scenarios = [s for s in load_scenarios() if not only or s.number in only]
     with tempfile.TemporaryDirectory(prefix="returns-bridge-demo-") as folder:
-        async with running_world(Path(folder), [s.number for s in scenarios], port=port) as world:
+        async with running_world(
+            Path(folder), [s.number for s in scenarios], port=port, shop_orders=orders
+        ) as world:
             print(
                 f"returns-bridge demo: daemon on {world.url}, Optoro sandbox {world.optoro.url},"
-                f" Kibo sandbox {world.kibo.url}, SQLite in {folder}",
+                f" Kibo sandbox {world.kibo.url}, ReturnLogic sandbox"
+                f" {world.returnlogic.url if world.returnlogic else '-'}, SQLite in {folder}",
                 flush=True,
             )
+            if orders:
+                await sync_shop(world, orders)
             outcomes: list[Outcome] = []
             for scenario in scenarios:
                 outcome = await play(world, scenario)
@@ -37,6 +43,20 @@ async def demo(once: bool, orders: int, port: int, only: list[int] | None) -> in
                 return 1 if failed else 0
             await _until_interrupted(world)
     return 0
+
+
+async def sync_shop(world: World, seeded: int) -> None:
+    """Poll the shop's ReturnLogic orders once and wait until Optoro has them."""
+    started = time.monotonic()
+    report = await sync_for(world.runtime, SHOP).poll_once()
+    await settle(world, within=120.0)
+    print(
+        f"orders: {seeded} seeded in ReturnLogic, {report.records} read,"
+        f" {report.published} published, {report.quarantined} quarantined,"
+        f" {len(world.optoro.orders)} in Optoro's sandbox"
+        f" ({time.monotonic() - started:.1f}s at ReturnLogic's 2 requests/s)",
+        flush=True,
+    )
 
 
 async def summary(world: World, outcomes: list[Outcome]) -> None:

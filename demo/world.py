@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from adapters.kibo.sandbox import KiboSandbox
 from adapters.kibo.sandbox import running_sandbox as running_kibo
 from adapters.optoro.sandbox import OptoroSandbox, load_scenarios
 from adapters.optoro.sandbox import running_sandbox as running_optoro
+from adapters.returnlogic.sandbox import DEFAULT_TEAM, ReturnLogicSandbox
+from adapters.returnlogic.sandbox import running_sandbox as running_returnlogic
 from bridge.app import Runtime, build_app, build_runtime
 from bridge.config import load_config
 from bridge.engine import EngineSettings
@@ -78,6 +81,27 @@ key = "${{DEMO_KIBO_NOTIFY}}"
 """
 
 
+SHOP = "shop"
+"""The demo's ReturnLogic retailer: its seeded orders are synced to the Optoro sandbox."""
+
+
+def shop_toml(optoro_url: str, kibo_url: str, rl_url: str, api_key: str) -> str:
+    """The shop: ReturnLogic (a private app's key) -> Optoro, returns in Kibo."""
+    base = retailer_toml(SHOP, optoro_url, kibo_url)
+    return (
+        base
+        + f"""
+[retailers.{SHOP}.returnlogic]
+base_url = "{rl_url}"
+team_id = "{DEFAULT_TEAM}"
+static_token = "{api_key}"
+timeout = 10.0
+[retailers.{SHOP}.returnlogic.orders]
+first_poll_days = 200.0
+"""
+    )
+
+
 @dataclass
 class World:
     optoro: OptoroSandbox
@@ -86,6 +110,7 @@ class World:
     url: str
     session: aiohttp.ClientSession
     retailers: list[str] = field(default_factory=list)
+    returnlogic: ReturnLogicSandbox | None = None
 
     def notifications_url(self, retailer: str) -> str:
         return f"{self.url}/retailers/{retailer}/kibo/notifications"
@@ -108,18 +133,27 @@ async def running_world(
     settings: EngineSettings | None = None,
     before_start: Callable[[Runtime], Any] | None = None,
     port: int = 0,
+    shop_orders: int = 0,
 ) -> AsyncIterator[World]:
-    """Sandboxes, then the daemon on ``port`` (0: a free one) with SQLite in ``folder``."""
+    """Sandboxes, then the daemon on ``port`` (0: a free one) with SQLite in ``folder``.
+    With ``shop_orders``, a ReturnLogic sandbox seeded with that many orders (created over
+    the last 180 days) backs the ``shop`` retailer."""
     async with (
         running_optoro(client_id=OPTORO_CLIENT_ID, client_secret=OPTORO_SECRET) as optoro,
         running_kibo(token=KIBO_TOKEN) as kibo,
+        running_returnlogic() as returnlogic,
         aiohttp.ClientSession() as session,
     ):
+        shop = ""
+        if shop_orders:
+            returnlogic.generate(orders=shop_orders, seed=7, anchor=datetime.now(UTC))
+            shop = shop_toml(optoro.url, kibo.url, returnlogic.url, returnlogic.issue_api_key())
         retailers = [scenario_retailer(n) for n in scenario_numbers]
         text = (
             f'[server]\nhost = "127.0.0.1"\nport = {port}\n'
             f'[store]\nurl = "sqlite:///{folder / "bridge.db"}"\n'
             + "".join(retailer_toml(r, optoro.url, kibo.url, policy) for r in retailers)
+            + shop
             + (extra_toml(optoro, kibo) if extra_toml else "")
         )
         config_path = folder / "bridge.toml"
@@ -140,6 +174,14 @@ async def running_world(
             site = web.TCPSite(runner, "127.0.0.1", port)
             await site.start()
             bound = next(a[1] for a in runner.addresses if isinstance(a, tuple))
-            yield World(optoro, kibo, runtime, f"http://127.0.0.1:{bound}", session, retailers)
+            yield World(
+                optoro,
+                kibo,
+                runtime,
+                f"http://127.0.0.1:{bound}",
+                session,
+                retailers,
+                returnlogic if shop_orders else None,
+            )
         finally:
             await runner.cleanup()

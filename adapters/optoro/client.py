@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from adapters.optoro.config import OptoroConfig
-from bridge.domain import Order
+from bridge.domain import Order, OrderStatus
 from bridge.engine import HttpDestination
 from bridge.errors import MappingError, PermanentDeliveryError, ReauthRequired
 from bridge.http import DestinationLimits, HttpClient, OutboundRequest, Response
@@ -130,7 +130,10 @@ class RpoPublisher:
     so "queued" and "will be delivered" are the same fact). Orders are spread over
     ``RPO_LANES`` ordering lanes by identifier: one order's snapshots go out in order,
     different orders in parallel; each effect carries at most ``batch_size`` orders.
-    An order that cannot be mapped is flagged for an operator and left out.
+    An order that cannot be mapped is flagged for an operator and left out. An order with
+    nothing shipped yet (status CREATED, no unit shipped) waits: Optoro receives an order when it ships (the
+    guide's flow), and a later sync publishes it then; its amounts would not yet make sense
+    to Optoro (line amounts count shipped units only).
     """
 
     def __init__(self, retailer: str, destination: str, config: OptoroConfig) -> None:
@@ -141,8 +144,16 @@ class RpoPublisher:
     async def publish(self, tx: Transaction, orders: Sequence[Order]) -> list[NewEffect]:
         lanes: dict[int, list[dict[str, Any]]] = {}
         for order in orders:
+            if order.status is OrderStatus.CREATED and not any(
+                line.qty_shipped for line in order.lines
+            ):
+                continue
             try:
-                wire = order_to_rpo(order, size_dimensions=self.config.size_dimensions)
+                wire = order_to_rpo(
+                    order,
+                    size_dimensions=self.config.size_dimensions,
+                    name_from_email=self.config.address_name_from_email,
+                )
             except MappingError as exc:
                 reason = f"not sent to Optoro: {exc.field or 'order'}: {exc}"
                 await tx.add_flag(self.retailer, "order", order.id, reason[:500])

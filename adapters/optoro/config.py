@@ -21,6 +21,11 @@ class OptoroConfig(ConfigModel):
     inbound_auth: InboundAuth = Field(description="how Optoro authenticates its calls to us")
     batch_size: int = Field(default=25, ge=1, le=500, description="orders per RPO request")
     timeout: float = Field(default=30.0, gt=0, description="seconds per outbound request")
+    address_name_from_email: bool = Field(
+        default=True,
+        description="an address with no person's name (ReturnLogic has none) takes the"
+        " customer's email, since Optoro requires a name; false: such orders are flagged",
+    )
     size_dimensions: list[str] = Field(
         default_factory=lambda: ["Size", "Variant", "Length"],
         description="variant option names that are size dimensions (joined into all_size)",

@@ -12,9 +12,11 @@ One :class:`RlOrderSync` per retailer (``runtime.extras[("returnlogic.orders", r
   per-page step, at backfill priority.
 
 Each page is mapped record by record (:func:`mappings.returnlogic.order_to_canonical`) and the
-canonical orders are published in one transaction per page (:func:`store_orders`: the snapshot
-is stored and the order publisher queues the orders whose wire snapshot changed; an unchanged
-order sends nothing, so reading an order twice costs a request, never a send).
+canonical orders are published in one transaction per page: what
+:func:`bridge.sync.publish_orders` does (the snapshot is stored and the order publisher queues
+the orders whose wire snapshot changed; an unchanged order sends nothing, so reading an order
+twice costs a request, never a send), with the stale-snapshot check below in the same
+transaction.
 
 Cursor and boundaries
     The cursor (store cursor ``returnlogic.orders:<retailer>``) is the newest ``createDate``

@@ -95,7 +95,7 @@ class HttpClient:
         priority: Priority = Priority.LIVE,
     ) -> Response:
         """One attempt. Returns the response when the policy says done; raises otherwise."""
-        await dest.limiter.acquire(priority)
+        slot = await dest.limiter.acquire(priority)
         where = f"{request.method} {request.path}"
         try:
             async with self.session.request(
@@ -127,6 +127,8 @@ class HttpClient:
                 destination=dest.name,
                 outcome_unknown=True,
             ) from exc
+        finally:
+            slot.done()
         self._calibrate(dest, response)
         action = dest.policy.classify(response.status, response.headers, response.body)
         if action is Action.DONE:

@@ -34,6 +34,31 @@ class Window:
     period: float
 
 
+class Slot:
+    """An admitted call. Until :meth:`done` it occupies its windows as if sent *now*; after,
+    it counts from when it was answered: the partner saw it somewhere in between, and a
+    busy client may send it well after admission. Safe at the cost of one round trip per
+    window period."""
+
+    __slots__ = ("_clock", "_entry", "_wake")
+
+    def __init__(
+        self,
+        entry: list[float | None],
+        clock: Callable[[], float],
+        wake: Callable[[], None] | None,
+    ) -> None:
+        self._entry = entry
+        self._clock = clock
+        self._wake = wake
+
+    def done(self) -> None:
+        if self._entry[0] is None:
+            self._entry[0] = self._clock()
+            if self._wake is not None:
+                self._wake()
+
+
 class RateLimiter:
     """Sliding-log limiter over several windows; fair by priority then arrival."""
 
@@ -46,10 +71,10 @@ class RateLimiter:
         self.windows = tuple(windows)
         self._clock = clock
         self._safety = safety
-        self._log: deque[float] = deque()
+        self._log: deque[list[float | None]] = deque()
         self._paused_until = 0.0
         self._external_use: dict[float, tuple[int, float]] = {}
-        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._waiters: list[tuple[int, int, asyncio.Future[list[float | None]]]] = []
         self._seq = itertools.count()
         self._wake: asyncio.TimerHandle | None = None
         self.admitted = 0
@@ -70,19 +95,25 @@ class RateLimiter:
                 self._external_use[period] = (external, self._clock() + period)
 
     def _count_since(self, since: float) -> int:
-        return sum(1 for t in self._log if t > since)
+        return sum(1 for t in self._times() if t > since)
+
+    def _times(self) -> list[float]:
+        """When each logged call counts: its answer's time, or now while it is in flight
+        (the partner may receive it at any moment until it answers)."""
+        now = self._clock()
+        return [now if t is None else t for (t,) in self._log]
 
     def _delay(self) -> float:
         now = self._clock()
         delay = max(0.0, self._paused_until - now)
         horizon = max((w.period for w in self.windows), default=0.0)
-        while self._log and self._log[0] <= now - horizon:
+        while self._log and self._log[0][0] is not None and self._log[0][0] <= now - horizon:
             self._log.popleft()
         for window in self.windows:
             external, until = self._external_use.get(window.period, (0, 0.0))
             if until <= now:
                 external = 0
-            in_window = [t for t in self._log if t > now - window.period]
+            in_window = sorted(t for t in self._times() if t > now - window.period)
             room = window.limit - external
             if len(in_window) >= room:
                 index = len(in_window) - room
@@ -90,24 +121,27 @@ class RateLimiter:
                 delay = max(delay, oldest_blocking + window.period - now + self._safety)
         return delay
 
-    async def acquire(self, priority: Priority = Priority.LIVE) -> None:
-        """Wait until a call may be made, then record it."""
+    async def acquire(self, priority: Priority = Priority.LIVE) -> Slot:
+        """Wait until a call may be made, then record it. Call :meth:`Slot.done` when the
+        answer arrived: the call then counts from that moment, since the partner saw it
+        somewhere between admission and answer (a busy client may send it late)."""
         if self.unlimited and self._paused_until <= self._clock():
             self.admitted += 1
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            return Slot([self._clock()], self._clock, None)
+        future: asyncio.Future[list[float | None]] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (int(priority), next(self._seq), future))
         self._schedule()
         try:
-            await future
+            entry = await future
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
-                self._log.pop()  # admitted but the caller went away: give the slot back
+                self._log.remove(future.result())  # admitted, the caller went away: give it back
                 self.admitted -= 1
             self._waiters = [w for w in self._waiters if w[2] is not future]
             heapq.heapify(self._waiters)
             self._schedule()
             raise
+        return Slot(entry, self._clock, self._schedule)
 
     def _schedule(self) -> None:
         if self._wake is not None:
@@ -122,6 +156,7 @@ class RateLimiter:
                 self._wake = asyncio.get_running_loop().call_later(delay, self._schedule)
                 return
             _, _, future = heapq.heappop(self._waiters)
-            self._log.append(self._clock())
+            entry: list[float | None] = [None]
+            self._log.append(entry)
             self.admitted += 1
-            future.set_result(None)
+            future.set_result(entry)

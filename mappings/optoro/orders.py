@@ -483,11 +483,14 @@ class RpoRequestOut(WireOut):
 # --- canonical -> wire -----------------------------------------------------------------------
 
 
-def order_to_rpo(order: Order, *, size_dimensions: Sequence[str] = ()) -> dict[str, Any]:
+def order_to_rpo(
+    order: Order, *, size_dimensions: Sequence[str] = (), name_from_email: bool = False
+) -> dict[str, Any]:
     """The Returns Portal Order object for ``order`` (one element of ``orders``).
 
     ``size_dimensions`` names the attributes that are sizes (e.g. ``("Size", "Variant",
     "Length")``), for the ``all_size`` attribute of exchange candidates sent with the lines.
+    ``name_from_email``: an address without any person's name takes the customer's email.
     Raises :class:`MappingError` naming the wire field when the description cannot be met.
     """
     wire = {
@@ -510,14 +513,14 @@ def order_to_rpo(order: Order, *, size_dimensions: Sequence[str] = ()) -> dict[s
         "items": [_line_out(line, size_dimensions) for line in order.lines],
         "customer": _customer_out(order.customer),
         "shipping_address": _address_out(
-            order.shipping_address or order.billing_address, order.customer
+            order.shipping_address or order.billing_address, order.customer, name_from_email
         ),
         "billing_address": _address_out(
-            order.billing_address or order.shipping_address, order.customer
+            order.billing_address or order.shipping_address, order.customer, name_from_email
         ),
         "transactions": [_transaction_out(t) for t in order.transactions],
         "refunds": [_refund_out(refund) for refund in order.refunds],
-        "discounts": [_discount_out(discount) for discount in order.discounts],
+        "discounts": [_discount_out(discount, order) for discount in order.discounts],
     }
     _check_refund_identifiers(order)
     return dump_out(OrderOut, wire, what=f"order {order.id!r}")
@@ -616,12 +619,20 @@ def _customer_out(customer: Customer | None) -> dict[str, Any] | None:
     }
 
 
-def _address_out(address: Address | None, customer: Customer | None) -> dict[str, Any] | None:
+def _address_out(
+    address: Address | None, customer: Customer | None, name_from_email: bool
+) -> dict[str, Any] | None:
+    """Optoro requires a person's name on addresses. Fallbacks, in order: the address's
+    name, the customer's first and last name, and (``name_from_email``) the customer's
+    email: a source without names (ReturnLogic) still identifies the shopper by it, and
+    Optoro shows the address to that same shopper. Nothing else is made up."""
     if address is None:
         return None
     name = address.name
     if name is None and customer is not None:
         name = " ".join(p for p in (customer.first_name, customer.last_name) if p) or None
+        if name is None and name_from_email:
+            name = customer.email
     return {
         "name": name,
         "street1": address.street1,
@@ -667,7 +678,9 @@ def _refund_out(refund: Refund) -> dict[str, Any]:
     }
 
 
-def _discount_out(discount: Discount) -> dict[str, Any]:
+def _discount_out(discount: Discount, order: Order) -> dict[str, Any]:
+    """A discount without its own dates (ReturnLogic's) was applied when the order was
+    placed: Optoro requires ``created_at``, the order's is used."""
     kind = discount.kind
     if kind is None and discount.is_shipping:
         kind = "Shipping"
@@ -676,7 +689,7 @@ def _discount_out(discount: Discount) -> dict[str, Any]:
         "code": discount.code,
         "type": kind,
         "amount_cents": discount.amount_cents,
-        "created_at": maybe_timestamp(discount.created_at),
+        "created_at": timestamp(discount.created_at or order.created_at),
         "updated_at": maybe_timestamp(discount.updated_at),
     }
 

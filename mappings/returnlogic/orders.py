@@ -43,6 +43,13 @@ Quantities (per line; a line without ``fulfillmentStatus`` uses the order's)
   when the order is CANCELED or the line ``restocked``, else 0. ``qty_refunded`` =
   ``refundQuantity``.
 
+Line amounts
+  A line's tax and discount are those of its *shipped* units, as Optoro's Returns Portal
+  Orders count them (the guide's partly shipped and canceled lines carry the shipped units'
+  tax only): ReturnLogic's line totals are scaled by shipped / quantity, rounded half up
+  once. Nothing shipped: 0. The shipping tax is still the header tax minus the lines' whole
+  tax.
+
 Refunds
   ReturnLogic reports only running totals (``refundAmount``, ``refundQuantity``), no refund
   records. When either is non-zero the order gets one cumulative :class:`~bridge.domain.Refund`
@@ -73,7 +80,7 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
@@ -312,13 +319,13 @@ def _order(w: Mapping[str, Any], rules: TagRules) -> Order:
     for index, item in enumerate(_objects(w, "orderItems")):
         where = f"orderItems[{index}]"
         try:
-            line = _line(
+            line, whole_tax = _line(
                 item, where, rule_pairs, order_tags, order_fulfillment, canceled, shipped_at
             )
         except ValidationError as exc:
             raise mapping_error(exc, where) from exc
         lines.append(line)
-        line_tax_total += line.tax_cents
+        line_tax_total += whole_tax
         if line.qty_refunded:
             refund_lines.append(
                 RefundLine(id=line.id, order_line_id=line.id, qty=line.qty_refunded)
@@ -373,7 +380,8 @@ def _line(
     order_fulfillment: str | None,
     canceled: bool,
     shipped_at: datetime | None,
-) -> OrderLine:
+) -> tuple[OrderLine, int]:
+    """The line, and its whole tax (the line keeps the shipped units' share only)."""
     rl_item_id = _opt_id(item, "rlOrderItemId", where)
     line_id = _opt_id(item, "externalOrderItemId", where) or rl_item_id
     if line_id is None:
@@ -436,7 +444,10 @@ def _line(
         )
 
     grams = _get(item, "grams", to_count, where)
-    return OrderLine(
+    whole_tax = tax
+    if shipped < qty:
+        tax, discount = _shipped_share(tax, shipped, qty), _shipped_share(discount, shipped, qty)
+    line = OrderLine(
         id=line_id,
         sku=_text(item, "sku", where),
         title=_text(item, "displayName", where),
@@ -456,6 +467,15 @@ def _line(
         tags=tags,
         refs={"returnlogic": rl_item_id} if rl_item_id else {},
     )
+    return line, whole_tax
+
+
+def _shipped_share(cents: int, shipped: int, qty: int) -> int:
+    """``cents`` of ``qty`` units, for the ``shipped`` ones (ROUND_HALF_UP, once)."""
+    if not qty or not cents:
+        return 0
+    share = Decimal(cents) * shipped / qty
+    return int(share.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
 def _cents_of(amount: Decimal, where: str, key: str) -> int:
