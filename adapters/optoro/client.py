@@ -131,9 +131,9 @@ class RpoPublisher:
     ``RPO_LANES`` ordering lanes by identifier: one order's snapshots go out in order,
     different orders in parallel; each effect carries at most ``batch_size`` orders.
     An order that cannot be mapped is flagged for an operator and left out. An order with
-    nothing shipped yet (status CREATED, no unit shipped) waits: Optoro receives an order when it ships (the
-    guide's flow), and a later sync publishes it then; its amounts would not yet make sense
-    to Optoro (line amounts count shipped units only).
+    nothing shipped yet (status CREATED, no unit shipped) waits: Optoro receives an order
+    when it ships (the guide's flow), and a later sync publishes it then; its amounts would
+    not yet make sense to Optoro (line amounts count shipped units only).
     """
 
     def __init__(self, retailer: str, destination: str, config: OptoroConfig) -> None:
