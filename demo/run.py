@@ -46,15 +46,24 @@ async def demo(once: bool, orders: int, port: int, only: list[int] | None) -> in
 
 
 async def sync_shop(world: World, seeded: int) -> None:
-    """Poll the shop's ReturnLogic orders once and wait until Optoro has them."""
+    """Wait for the shop's first scheduled ReturnLogic poll and for Optoro to have its orders."""
     started = time.monotonic()
-    report = await sync_for(world.runtime, SHOP).poll_once()
+    sync = sync_for(world.runtime, SHOP)
+    while sync.last_poll is None and time.monotonic() - started < 120:
+        await asyncio.sleep(0.1)
     await settle(world, within=120.0)
+    report = sync.last_poll
+    read = report.records if report is not None else 0
+    numbers = (
+        {o["orderNumber"] for o in world.returnlogic.orders.values()}
+        if world.returnlogic
+        else set()
+    )
+    shop_orders = len(numbers & set(world.optoro.orders))
     print(
-        f"orders: {seeded} seeded in ReturnLogic, {report.records} read,"
-        f" {report.published} published, {report.quarantined} quarantined,"
-        f" {len(world.optoro.orders)} in Optoro's sandbox"
-        f" ({time.monotonic() - started:.1f}s at ReturnLogic's 2 requests/s)",
+        f"orders: {seeded} seeded in ReturnLogic, {read} read at ReturnLogic's rate limit,"
+        f" {shop_orders} shipped ones in Optoro's sandbox, {seeded - shop_orders} waiting for"
+        f" shipment ({time.monotonic() - started:.1f}s)",
         flush=True,
     )
 
