@@ -519,10 +519,6 @@ def test_outbound_fallbacks_for_required_fields() -> None:
             {"transactions": (Transaction(id="t", amount_cents=1, status="S", kind="SALE"),)},
             "transactions[0].parent_identifier",
         ),
-        (
-            {"discounts": (Discount(id="d", code="X", amount_cents=1),)},
-            "discounts[0].created_at",
-        ),
     ],
 )
 def test_what_the_description_requires_is_named_when_missing(
@@ -532,6 +528,14 @@ def test_what_the_description_requires_is_named_when_missing(
     with pytest.raises(MappingError) as raised:
         order_to_rpo(order)
     assert raised.value.field == field
+
+
+def test_a_discount_without_dates_takes_the_orders_created_at() -> None:
+    order = rpo_to_order(rpo_order_body())
+    order = order.model_copy(update={"discounts": (Discount(id="d", code="X", amount_cents=1),)})
+    wire = order_to_rpo(order)
+    assert wire["discounts"][0]["created_at"] == wire["created_at"]
+    assert wire["discounts"][0].get("updated_at") is None
 
 
 def test_refund_line_identifiers_are_unique_across_refunds() -> None:
