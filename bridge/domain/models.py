@@ -236,6 +236,8 @@ class Order(Entity):
     def _consistent(self) -> Self:
         _require_unique("order line id", (line.id for line in self.lines))
         _require_unique("refund id", (refund.id for refund in self.refunds))
+        if not self.refunds:
+            return self
         qty_by_line = {line.id: line.qty for line in self.lines}
         refunded: Counter[str] = Counter()
         for refund in self.refunds:
@@ -520,9 +522,11 @@ class ExchangeOrderResult(DomainModel):
 
 
 def _require_unique(what: str, values: Iterable[str]) -> None:
-    duplicates = sorted(value for value, n in Counter(values).items() if n > 1)
-    if duplicates:
-        raise ValueError(f"duplicate {what}: {', '.join(map(repr, duplicates))}")
+    seen = list(values)
+    if len(set(seen)) == len(seen):
+        return
+    duplicates = sorted(value for value, n in Counter(seen).items() if n > 1)
+    raise ValueError(f"duplicate {what}: {', '.join(map(repr, duplicates))}")
 
 
 def _first(values: Iterable[str | None]) -> str | None:
