@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar, TypeVar
 
+from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 S = TypeVar("S")
@@ -87,3 +88,19 @@ async def serve_until_stopped(
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    app: web.Application, host: str = "127.0.0.1", port: int = 0
+) -> AsyncIterator[str]:
+    """Serve ``app`` on ``host:port`` (0: a free port) until the block ends; yields its URL."""
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound = next(a[1] for a in runner.addresses if isinstance(a, tuple))
+        yield f"http://{f'[{host}]' if ':' in host else host}:{bound}"
+    finally:
+        await runner.cleanup()

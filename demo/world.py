@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
 from adapters.kibo.sandbox import KiboSandbox
 from adapters.kibo.sandbox import running_sandbox as running_kibo
@@ -26,6 +25,7 @@ from adapters.returnlogic.sandbox import running_sandbox as running_returnlogic
 from bridge.app import Runtime, build_app, build_runtime
 from bridge.config import load_config
 from bridge.engine import EngineSettings
+from bridge.sandboxkit import serving
 from bridge.services import CATALOG, EXCHANGE_ORDER_SINK
 from demo.guide import guide_providers
 
@@ -168,20 +168,13 @@ async def running_world(
                 runtime.provide(retailer, EXCHANGE_ORDER_SINK, "guide", sink)
         if before_start is not None:
             before_start(runtime)
-        runner = web.AppRunner(build_app(runtime), handle_signals=False, shutdown_timeout=2.0)
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, "127.0.0.1", port)
-            await site.start()
-            bound = next(a[1] for a in runner.addresses if isinstance(a, tuple))
+        async with serving(build_app(runtime), "127.0.0.1", port) as url:
             yield World(
                 optoro,
                 kibo,
                 runtime,
-                f"http://127.0.0.1:{bound}",
+                url,
                 session,
                 retailers,
                 returnlogic if shop_orders else None,
             )
-        finally:
-            await runner.cleanup()

@@ -10,11 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from bridge.app import Runtime, build_app, build_runtime
 from bridge.config import load_config
 from bridge.engine import EngineSettings
+from bridge.sandboxkit import serving
 from bridge.store import EffectState
 
 RETAILER = "acme"
@@ -92,14 +91,7 @@ async def running_daemon(
         result: Any = before_start(runtime)
         if asyncio.iscoroutine(result):
             await result
-    runner = web.AppRunner(build_app(runtime), handle_signals=False, shutdown_timeout=2.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = next(a[1] for a in runner.addresses if isinstance(a, tuple))
-        yield Daemon(runtime, f"http://127.0.0.1:{port}")
+    async with serving(build_app(runtime)) as url:
+        yield Daemon(runtime, url)
         if runtime.fatal.is_set():
             raise AssertionError(runtime.fatal_reason)
-    finally:
-        await runner.cleanup()

@@ -78,7 +78,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.kibo.sandbox.schema import validate
-from bridge.sandboxkit import KnobbedState, serve_until_stopped
+from bridge.sandboxkit import KnobbedState, serve_until_stopped, serving
 from mappings.kibo import dumps
 
 __all__ = [
@@ -834,17 +834,12 @@ async def running_sandbox(
     """Serve a new :class:`KiboSandbox` on ``host:port`` (0 = a free port) until the block
     ends; the sandbox's ``url`` is set (``http://host:port``)."""
     sandbox = KiboSandbox(**knobs)
-    runner = web.AppRunner(make_app(sandbox), handle_signals=False, shutdown_timeout=1.0)
-    await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        bound = next(a[1] for a in runner.addresses if isinstance(a, tuple))
-        sandbox.url = f"http://{f'[{host}]' if ':' in host else host}:{bound}"
-        yield sandbox
+        async with serving(make_app(sandbox), host, port) as url:
+            sandbox.url = url
+            yield sandbox
     finally:
         await sandbox.close()
-        await runner.cleanup()
 
 
 async def serve(

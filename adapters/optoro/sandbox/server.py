@@ -60,7 +60,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.optoro.sandbox.compare import header_sum_mismatches
 from adapters.optoro.schemas import validate
-from bridge.sandboxkit import KnobbedState, serve_until_stopped
+from bridge.sandboxkit import KnobbedState, serve_until_stopped, serving
 
 __all__ = [
     "API_VERSION",
@@ -622,16 +622,9 @@ async def running_sandbox(
     """Serve a new :class:`OptoroSandbox` on ``host:port`` (0 = a free port) until the block
     ends; the sandbox's ``url`` is set (``http://host:port``)."""
     sandbox = OptoroSandbox(**knobs)
-    runner = web.AppRunner(make_app(sandbox), handle_signals=False, shutdown_timeout=1.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        bound = next(a[1] for a in runner.addresses if isinstance(a, tuple))
-        sandbox.url = f"http://{_url_host(host)}:{bound}"
+    async with serving(make_app(sandbox), host, port) as url:
+        sandbox.url = url
         yield sandbox
-    finally:
-        await runner.cleanup()
 
 
 def _url_host(host: str) -> str:

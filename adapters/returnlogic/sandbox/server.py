@@ -104,7 +104,7 @@ from adapters.returnlogic.sandbox.queries import (
     rma_filter,
 )
 from adapters.returnlogic.sandbox.windows import KeyWindows, Verdict
-from bridge.sandboxkit import KnobbedState
+from bridge.sandboxkit import KnobbedState, serving
 
 __all__ = [
     "CONTROL_PREFIX",
@@ -1952,16 +1952,9 @@ async def running_sandbox(
         sandbox = ReturnLogicSandbox(**knobs)
     elif knobs:
         sandbox.configure(**knobs)
-    runner = web.AppRunner(make_app(sandbox), handle_signals=False, shutdown_timeout=1.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        bound = next(a[1] for a in runner.addresses if isinstance(a, tuple))
-        sandbox.url = f"http://{_url_host(host)}:{bound}"
+    async with serving(make_app(sandbox), host, port) as url:
+        sandbox.url = url
         yield sandbox
-    finally:
-        await runner.cleanup()
 
 
 def _url_host(host: str) -> str:
