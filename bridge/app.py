@@ -142,7 +142,7 @@ def build_runtime(
         config=config,
         registry=registry,
         store=store,
-        engine=Engine(store, engine_settings),
+        engine=Engine(store, engine_settings, instance=config.server.instance),
         scheduler=AsyncIOScheduler(timezone="UTC"),
     )
     for retailer in config.retailers.values():
@@ -249,6 +249,7 @@ async def _startup_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
     runtime = app[RUNTIME]
+    await runtime.engine.take_back_leases()
     tasks = [
         asyncio.create_task(runtime.engine.run_inbox_worker(), name="inbox-worker"),
         asyncio.create_task(runtime.engine.run_dispatcher(), name="dispatcher"),

@@ -71,6 +71,13 @@ class ServerConfig(ConfigModel):
     shutdown_timeout: float = Field(
         default=8.0, gt=0, description="seconds in-flight work gets to finish on shutdown"
     )
+    instance: str | None = Field(
+        default=None,
+        min_length=1,
+        description="name of this daemon instance (default: the host name); a restarted"
+        " instance takes back at once the work it had leased before it stopped. Give each"
+        " daemon sharing one store its own name",
+    )
 
 
 _STORE_SCHEMES = ("sqlite", "postgresql", "postgres")

@@ -141,7 +141,8 @@ async def main(path: str, destination_url: str, port: int) -> int:
     store = SqliteStore(path)
     await store.open()
     session = aiohttp.ClientSession()
-    engine = Engine(store, SETTINGS)
+    engine = Engine(store, SETTINGS, instance="crash-child")
+    await engine.take_back_leases()  # what the killed predecessor had leased resumes now
     engine.add_handler(KIND, handle_event)
     engine.add_destination(PartnerDestination(HttpClient(session), destination_url))
 

@@ -871,3 +871,22 @@ async def test_sqlite_acknowledged_accepts_survive_kill_9(tmp_path: Path) -> Non
         assert stats.pending >= len(acked)
     finally:
         await store.close()
+
+
+async def test_release_leases_frees_only_the_named_instances_work(
+    store: Store, clock: FakeClock
+) -> None:
+    for body in (b"a", b"b"):
+        await store.accept("src", None, body, {})
+    (mine,) = await store.lease_inbox("host-1/111/x", 1, 60)
+    (theirs,) = await store.lease_inbox("host-2/222/y", 1, 60)
+    (e,) = await add_effects(store, effect("e"))
+    await store.lease_effects("host-1/111/x", 10, 60)
+    assert await store.lease_inbox("anyone", 10, 60) == []
+    assert await store.release_leases("host-1/") == 2
+    (again,) = await store.lease_inbox("host-1/333/z", 10, 60)
+    assert again.id == mine.id
+    (effect_again,) = await store.lease_effects("host-1/333/z", 10, 60)
+    assert effect_again.id == e
+    assert effect_again.outcome_unknown  # the dead process may have sent it
+    assert theirs.id != mine.id

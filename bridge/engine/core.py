@@ -156,15 +156,26 @@ class Engine:
         store: Store,
         settings: EngineSettings | None = None,
         owner: str | None = None,
+        instance: str | None = None,
     ) -> None:
         self.store = store
         self.settings = settings or EngineSettings()
-        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.instance = instance or socket.gethostname()
+        self.owner = owner or f"{self.instance}/{os.getpid()}/{id(self):x}"
         self.handlers: dict[str, InboxHandler] = {}
         self.destinations: dict[str, Destination] = {}
         self.stats = EngineStats()
         self._inbox_wakeup = asyncio.Event()
         self._outbox_wakeup = asyncio.Event()
+
+    async def take_back_leases(self) -> int:
+        """At start: free what this instance's former process had leased (it died), so the
+        work resumes now rather than when the leases expire. An effect freed this way counts
+        as of unknown outcome: it is sent again with its idempotency key."""
+        released = await self.store.release_leases(f"{self.instance}/")
+        if released:
+            log.warning("took back leases of a previous run", extra={"released": released})
+        return released
 
     def add_handler(self, kind: str, handler: InboxHandler, retailer: str | None = None) -> None:
         """Handle inbox items of ``kind`` (only ``retailer``'s, when given)."""

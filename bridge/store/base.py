@@ -180,8 +180,9 @@ class Transaction(ABC):
         """The entity, locked against concurrent writers until the transaction ends."""
 
     @abstractmethod
-    async def put_entity(self, kind: str, key: str, version: tuple[Any, ...], data: JSON) -> None:
-        ...
+    async def put_entity(
+        self, kind: str, key: str, version: tuple[Any, ...], data: JSON
+    ) -> None: ...
 
     @abstractmethod
     async def add_effect(self, effect: NewEffect) -> bool:
@@ -313,6 +314,11 @@ class Store(ABC):
     @abstractmethod
     async def next_effect_due(self) -> float | None:
         """When the earliest pending effect becomes due (for the dispatcher's sleep)."""
+
+    @abstractmethod
+    async def release_leases(self, owner_prefix: str) -> int:
+        """Free the pending inbox items and effects leased by owners starting with
+        ``owner_prefix`` (a restarted instance's former self); returns how many."""
 
     # cursors
     @abstractmethod

@@ -350,6 +350,17 @@ class MemoryStore(Store):
         due = [max(e.next_attempt_at, t.effect_leases.get(e.id, ("", 0.0))[1]) for e in t.heads()]
         return min(due, default=None)
 
+    async def release_leases(self, owner_prefix: str) -> int:
+        released = 0
+        async with self._write() as t:
+            for leases in (t.inbox_leases, t.effect_leases):
+                for key in [
+                    k for k, (owner, _) in leases.items() if owner.startswith(owner_prefix)
+                ]:
+                    del leases[key]
+                    released += 1
+        return released
+
     # cursors -----------------------------------------------------------------------------
 
     async def get_cursor(self, name: str) -> str | None:

@@ -265,8 +265,13 @@ class SqliteStore(Store):
         future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
         self._queue.append(
             _PendingAccept(
-                source, key or f"sha256:{digest}", digest, body,
-                canonical_json(dict(headers)), retailer, future,
+                source,
+                key or f"sha256:{digest}",
+                digest,
+                body,
+                canonical_json(dict(headers)),
+                retailer,
+                future,
             )
         )
         self._queue_ready.set()
@@ -445,7 +450,8 @@ class SqliteStore(Store):
 
     async def mark_delivered(self, effect_id: int, owner: str, result: JSON = None) -> None:
         await self._finish_effect(
-            effect_id, owner,
+            effect_id,
+            owner,
             "UPDATE outbox SET state = 'delivered', finished_at = ?, result = ?,"
             " lease_owner = NULL, lease_until = NULL",
             (self.clock(), _dumps(result)),
@@ -455,7 +461,8 @@ class SqliteStore(Store):
         self, effect_id: int, owner: str, next_attempt_at: float, error: str
     ) -> None:
         await self._finish_effect(
-            effect_id, owner,
+            effect_id,
+            owner,
             "UPDATE outbox SET next_attempt_at = ?, last_error = ?,"
             " lease_owner = NULL, lease_until = NULL",
             (next_attempt_at, error),
@@ -470,7 +477,8 @@ class SqliteStore(Store):
         response: JSON = None,
     ) -> None:
         await self._finish_effect(
-            effect_id, owner,
+            effect_id,
+            owner,
             "UPDATE outbox SET state = 'dead', finished_at = ?, dead_reason = ?, last_error = ?,"
             " dead_request = ?, dead_response = ?, lease_owner = NULL, lease_until = NULL",
             (self.clock(), reason, reason, _dumps(request), _dumps(response)),
@@ -521,6 +529,19 @@ class SqliteStore(Store):
         )
         value = rows[0][0] if rows else None
         return float(value) if value is not None else None
+
+    async def release_leases(self, owner_prefix: str) -> int:
+        released = 0
+        async with self._write() as conn:
+            for table, state in (("inbox", "status"), ("outbox", "state")):
+                cur = await conn.execute(
+                    f"UPDATE {table} SET lease_owner = NULL, lease_until = NULL"  # noqa: S608
+                    f" WHERE {state} = 'pending' AND lease_owner IS NOT NULL"
+                    " AND substr(lease_owner, 1, length(?)) = ?",
+                    (owner_prefix, owner_prefix),
+                )
+                released += cur.rowcount
+        return released
 
     # cursors -----------------------------------------------------------------------------
 
@@ -614,7 +635,11 @@ class SqliteStore(Store):
         rows = await self._fetchall(f"SELECT * FROM flags{where} ORDER BY id")  # noqa: S608
         return [
             Flag(
-                r["id"], r["retailer"], r["entity_kind"], r["entity_key"], r["reason"],
+                r["id"],
+                r["retailer"],
+                r["entity_kind"],
+                r["entity_key"],
+                r["reason"],
                 r["created_at"],
             )
             for r in rows
@@ -650,10 +675,16 @@ class _SqliteTransaction(Transaction):
             " source_inbox_id, retailer, next_attempt_at, created_at, deadline_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                effect.idempotency_key, effect.destination, effect.kind, effect.order_key,
-                canonical_json(effect.payload), effect.source_inbox_id, effect.retailer,
+                effect.idempotency_key,
+                effect.destination,
+                effect.kind,
+                effect.order_key,
+                canonical_json(effect.payload),
+                effect.source_inbox_id,
+                effect.retailer,
                 effect.not_before if effect.not_before is not None else self._now,
-                self._now, effect.deadline_at,
+                self._now,
+                effect.deadline_at,
             ),
         )
         return cur.rowcount == 1
