@@ -106,9 +106,10 @@ class OrderLine(Entity):
     """Units already refunded, as the source platform reports it."""
     unit_price_cents: Cents
     tax_cents: Cents = 0
-    """Tax of the whole line."""
+    """Tax of the line's shipped units (how Optoro's orders count it; a source reporting
+    the whole line's tax scales it to the shipped units, see mappings.returnlogic)."""
     discount_cents: Cents = 0
-    """Discount of the whole line."""
+    """Discount of the line's shipped units, like ``tax_cents``."""
     product_id: str | None = None
     variant_id: str | None = None
     """Catalog variant id, also the key Optoro asks exchange variants for."""
