@@ -91,6 +91,9 @@ def to_amount(value: object) -> Decimal:
     return _decimal(value, True)
 
 
+_HUNDRED = Decimal(100)
+
+
 def to_cents(value: object) -> int:
     """Non-negative dollars straight to cents (half up, once, as ``dollars_to_cents``).
 
@@ -103,6 +106,16 @@ def to_cents(value: object) -> int:
         if value >= _MAX_WHOLE:
             raise ValueError("out of range")
         return value * 100
+    if (
+        type(value) is Decimal
+        and value.is_finite()
+        and not value.is_signed()
+        and value.adjusted() <= _MAX_ADJUSTED
+    ):
+        scaled = value * _HUNDRED
+        whole = int(scaled)
+        if whole == scaled:
+            return whole
     amount = _decimal(value, False)
     scaled = amount.scaleb(2, _CONTEXT)
     whole = int(scaled)
@@ -127,6 +140,8 @@ def to_integer(value: object) -> int:
 
 def to_count(value: object) -> int:
     """A non-negative whole number."""
+    if type(value) is int and value >= 0:
+        return value
     number = to_integer(value)
     if number < 0:
         raise ValueError("must not be negative")

@@ -219,11 +219,15 @@ def _opt_id(record: Mapping[str, Any], key: str, where: str) -> str | None:
 
 
 def _need(record: Mapping[str, Any], key: str, convert: Callable[[Any], T], where: str) -> T:
-    value = _get(record, key, convert, where)
-    if value is None:
-        path = _path(where, key)
-        raise MappingError(f"invalid ReturnLogic order: {path} is required", field=path)
-    return value
+    value = record.get(key)
+    if value is not None:
+        try:
+            return convert(value)
+        except ValueError as exc:
+            path = _path(where, key)
+            raise MappingError(f"invalid ReturnLogic order: {path}: {exc}", field=path) from None
+    path = _path(where, key)
+    raise MappingError(f"invalid ReturnLogic order: {path} is required", field=path)
 
 
 def _object(record: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any] | None:
