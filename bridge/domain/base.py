@@ -67,11 +67,21 @@ class Refs(Mapping[str, str]):
         return Refs({**self._items, platform: ref})
 
     @classmethod
+    def _checked(cls, pairs: dict[str, str]) -> Refs:
+        """From a dict pydantic-core already checked (non-empty string keys and values)."""
+        refs = cls.__new__(cls)
+        refs._items = pairs
+        return refs
+
+    @classmethod
     def __get_pydantic_core_schema__(
         cls, source: Any, handler: GetCoreSchemaHandler
     ) -> core_schema.CoreSchema:
         from_dict = core_schema.no_info_after_validator_function(
-            cls, core_schema.dict_schema(core_schema.str_schema(), core_schema.str_schema())
+            cls._checked,
+            core_schema.dict_schema(
+                core_schema.str_schema(min_length=1), core_schema.str_schema(min_length=1)
+            ),
         )
         return core_schema.json_or_python_schema(
             json_schema=from_dict,
