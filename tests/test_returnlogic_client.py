@@ -82,11 +82,10 @@ async def test_refused_refresh_stops_calls_and_says_why(parts, sandbox) -> None:
     with pytest.raises(NeedsInstallation, match="install the app again"):
         await team.request("GET", "/v1/orders/count")
     assert team.broken is not None
-    requests = len(sandbox.requests) if hasattr(sandbox, "requests") else None
+    requests = len(sandbox.requests)
     with pytest.raises(NeedsInstallation):
         await team.request("GET", "/v1/orders/count")
-    if requests is not None:
-        assert len(sandbox.requests) == requests  # stopped calling
+    assert len(sandbox.requests) == requests  # stopped calling
 
 
 async def test_governor_never_exceeds_either_window_and_serves_live_first(parts, sandbox) -> None:  # type: ignore[no-untyped-def]
@@ -108,3 +107,53 @@ async def test_governor_never_exceeds_either_window_and_serves_live_first(parts,
     assert sandbox.rate_limited == 0
     assert order.index("l2") < order.index("b5")
     assert set(order) == {f"b{i}" for i in range(6)} | {f"l{i}" for i in range(3)}
+
+
+class CrashingVault(TokenVault):
+    """A vault whose next write dies, as a process killed right after ReturnLogic answered."""
+
+    async def put(self, name: str, data: dict, expected_version: int | None) -> bool:  # type: ignore[override]
+        raise KeyboardInterrupt("killed between refresh and persist")
+
+
+async def test_crash_between_refresh_and_persist_is_reported_not_hammered(
+    tmp_path: Path, sandbox: ReturnLogicSandbox
+) -> None:
+    """ReturnLogic rotates the refresh token on use: if the process dies after refreshing
+    and before storing the answer, the stored refresh token is spent. The restarted bridge
+    must say so (install the app again) and stop calling, not retry it forever."""
+    store = SqliteStore(tmp_path / "rl.db")
+    await store.open()
+    key = Fernet.generate_key()
+    config = ReturnLogicConfig(
+        base_url=sandbox.url,
+        team_id=DEFAULT_TEAM,
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+        timeout=5.0,
+    )
+    try:
+        async with aiohttp.ClientSession() as session:
+            vault = TokenVault(store, key)
+            before = RlTeam(config, http=lambda: HttpClient(session), vault=lambda: vault)
+            await before.install(sandbox.issue_code())
+            sandbox.expire_tokens()
+            crashing = CrashingVault(store, key)
+            dying = RlTeam(config, http=lambda: HttpClient(session), vault=lambda: crashing)
+            with pytest.raises(KeyboardInterrupt):
+                await dying.request("GET", "/v1/orders/count")
+
+            restarted = RlTeam(config, http=lambda: HttpClient(session), vault=lambda: vault)
+            with pytest.raises(NeedsInstallation, match="install the app again"):
+                await restarted.request("GET", "/v1/orders/count")
+            assert restarted.broken is not None
+            calls = len(sandbox.requests)
+            with pytest.raises(NeedsInstallation):
+                await restarted.request("GET", "/v1/orders/count")
+            assert len(sandbox.requests) == calls
+
+            await restarted.install(sandbox.issue_code())  # a new installation recovers
+            assert restarted.broken is None
+            assert (await restarted.request("GET", "/v1/orders/count")).status == 200
+    finally:
+        await store.close()
