@@ -197,3 +197,40 @@ async def test_rejection_and_cancel_after_creation_are_flagged(tmp_path: Path) -
         assert any("rejected" in r for r in reasons), reasons
         assert any("after its return was created" in r for r in reasons), reasons
         assert len(world.kibo.find_returns()) == 1
+
+
+async def test_bad_amounts_are_dead_lettered_and_replay_after_a_corrected_message(
+    tmp_path: Path,
+) -> None:
+    """A shopper share no return can carry (negative) never reaches Kibo: the return is a
+    dead letter naming it; once Optoro sends the corrected RMA, the replayed dead letter
+    is built from the corrected state."""
+    async with running_world(tmp_path, [1], settings=FAST) as world:
+        bad = {
+            "refund_financials": {
+                "estimated_refund_amount_cents": 13056,
+                "optoro_refund_amount_cents": 0,
+                "shopper_refund_amount_cents": -5,
+            }
+        }
+        await up_to_carrier_scan(world, bad)
+
+        async def dead() -> bool:
+            return bool(await world.runtime.store.list_effects(EffectState.DEAD))
+
+        await wait_for(dead)
+        (effect,) = await world.runtime.store.list_effects(EffectState.DEAD)
+        assert "returnSubtotal" in (effect.dead_reason or "") or "negative" in (
+            effect.dead_reason or ""
+        ), effect.dead_reason
+        assert world.kibo.find_returns() == []
+
+        corrected = json.loads(json.dumps(SCENARIO.steps[3].request))  # the carrier scan
+        corrected["updated_at"] = "2023-01-29T00:00:00Z"  # newer than the bad one
+        await post_rma(world, corrected)
+        await settle(world)
+        await world.runtime.engine.replay(effect.id)
+        await settle(world)
+        (created,) = world.kibo.find_returns()
+        assert created["item"][0]["quantity"] == 4
+        assert str(created["returnTotal"]) == "522.24"
