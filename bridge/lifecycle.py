@@ -102,9 +102,10 @@ class Lifecycle:
     # RMA messages ------------------------------------------------------------------------
 
     async def on_rma(
-        self, tx: Transaction, retailer: str, source: str, previous: Rma | None, current: Rma
+        self, tx: Transaction, retailer: str, rma_key: str, previous: Rma | None, current: Rma
     ) -> list[NewEffect]:
-        rma_key = self.rma_key(source, current.id)
+        """``rma_key`` is the key the source adapter stored ``current`` under (entity
+        ``rma``); the returns sink reads the RMA back by it."""
         state = await self._state(tx, rma_key)
         if state["closed"]:
             return []
@@ -120,13 +121,6 @@ class Lifecycle:
                 state["closed"] = True
         await self._save(tx, rma_key, state)
         return effects
-
-    def rma_key(self, source: str, rma_id: str) -> str:
-        return (
-            f"{self.retailer}:{rma_id}"
-            if source == "optoro"
-            else f"{self.retailer}:{source}:{rma_id}"
-        )
 
     def _create_return(self, rma_key: str, rma: Rma, step: Step) -> list[NewEffect]:
         if not self.runtime.has_service(self.retailer, RETURNS_SINK):

@@ -50,7 +50,7 @@ class RmaLifecycle(Protocol):
     """Decides what a new RMA state causes (returns, refund confirmations, flags)."""
 
     async def on_rma(
-        self, tx: Transaction, retailer: str, source: str, previous: Rma | None, current: Rma
+        self, tx: Transaction, retailer: str, rma_key: str, previous: Rma | None, current: Rma
     ) -> list[NewEffect]: ...
 
 

@@ -104,9 +104,11 @@ class CountingLifecycle:
         self.inner = inner
         self.calls: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
 
-    async def on_rma(self, tx: Any, retailer: str, source: str, previous: Any, current: Rma) -> Any:
+    async def on_rma(
+        self, tx: Any, retailer: str, rma_key: str, previous: Any, current: Rma
+    ) -> Any:
         self.calls[current.id].append(rma_version(current))
-        return await self.inner.on_rma(tx, retailer, source, previous, current)
+        return await self.inner.on_rma(tx, retailer, rma_key, previous, current)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

@@ -149,7 +149,7 @@ class OptoroInbound:
         if not self.runtime.has_service(self.retailer, RMA_LIFECYCLE):
             return Outcome()
         lifecycle = self.runtime.service(self.retailer, RMA_LIFECYCLE)
-        effects = await lifecycle.on_rma(tx, self.retailer, "optoro", previous, rma)
+        effects = await lifecycle.on_rma(tx, self.retailer, key, previous, rma)
         return Outcome(effects=effects)
 
     # exchange variants -------------------------------------------------------------------

@@ -289,9 +289,8 @@ class RlRmas:
         return self.runtime.service(self.retailer, RMA_LIFECYCLE)
 
     def rma_key(self, rma_id: str) -> str:
-        rma_key = getattr(self.lifecycle, "rma_key", None)
-        if rma_key is not None:
-            return str(rma_key(SOURCE, rma_id))
+        """Entity key of a ReturnLogic RMA: prefixed with the source, so that its id never
+        collides with an Optoro RMA's of the same retailer."""
         return f"{self.retailer}:{SOURCE}:{rma_id}"
 
     # the webhook -------------------------------------------------------------------------
@@ -354,7 +353,7 @@ class RlRmas:
             return False, []
         await self._track_open(tx, rma)
         effects: list[NewEffect] = await self.lifecycle.on_rma(
-            tx, self.retailer, SOURCE, previous, rma
+            tx, self.retailer, key, previous, rma
         )
         return True, effects
 
