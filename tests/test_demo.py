@@ -9,7 +9,10 @@ import sys
 def test_demo_once_plays_every_scenario_and_exits_0() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "bridge", "demo", "--once"],
-        capture_output=True, text=True, timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
