@@ -18,6 +18,7 @@ Every problem is collected before :class:`ConfigError` is raised, each formatted
 from __future__ import annotations
 
 import contextlib
+import difflib
 import glob
 import json
 import os
@@ -763,7 +764,78 @@ class _Loader:
         retailer = self._validate(
             RetailerConfig, source, prefix, {**core, "id": rid, "platforms": platforms}
         )
+        if retailer is not None and ok:
+            ok = self._check_routes(source, prefix, retailer)
         return retailer if ok else None
+
+    def _check_routes(self, source: _Source, prefix: KeyPath, retailer: RetailerConfig) -> bool:
+        """Each route names a known capability and a configured adapter that provides it for
+        this retailer's config (as its :class:`AdapterSpec` declares), and no capability that
+        several configured adapters provide is left without a route: what the daemon would
+        otherwise only find out inside an inbox transaction."""
+        from bridge.services import CAPABILITIES, CORE_CAPABILITIES, CORE_PROVIDER
+
+        providers: dict[str, set[str]] = {c: set() for c in CAPABILITIES}
+        for capability in CORE_CAPABILITIES:
+            providers[capability].add(CORE_PROVIDER)
+        for name, platform_config in retailer.platforms.items():
+            for capability in self.registry.get(name).provided(platform_config):
+                providers[capability].add(name)
+        ok = True
+        for capability, adapter in retailer.routes.items():
+            message = self._route_problem(retailer, capability, adapter, providers)
+            if message is not None:
+                self._at(source, (*prefix, "routes", capability), message)
+                ok = False
+        for capability, names in sorted(providers.items()):
+            if len(names) > 1 and capability not in retailer.routes:
+                choices = " or ".join(repr(n) for n in sorted(names))
+                message = (
+                    f"several configured adapters provide this capability: route it to {choices}"
+                )
+                self._at(source, (*prefix, "routes", capability), message)
+                ok = False
+        return ok
+
+    def _route_problem(
+        self,
+        retailer: RetailerConfig,
+        capability: str,
+        adapter: str,
+        providers: Mapping[str, set[str]],
+    ) -> str | None:
+        from bridge.services import CAPABILITIES, CORE_PROVIDER
+
+        if capability not in CAPABILITIES:
+            close = difflib.get_close_matches(capability, sorted(CAPABILITIES), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            known = ", ".join(sorted(CAPABILITIES))
+            return f"unknown capability {capability!r}{hint}; capabilities: {known}"
+        found = providers[capability]
+        offered = ", ".join(repr(n) for n in sorted(found)) or "none"
+        if adapter in found:
+            return None
+        if adapter != CORE_PROVIDER and adapter not in self.registry:
+            installed = ", ".join(self.registry.names()) or "none"
+            return f"unknown adapter {adapter!r}; installed adapters: {installed}"
+        if adapter != CORE_PROVIDER and adapter not in retailer.platforms:
+            return (
+                f"adapter {adapter!r} is not configured for this retailer (no"
+                f" [retailers.{retailer.id}.{adapter}] table); providers of {capability}: {offered}"
+            )
+        declared = (
+            self.registry.get(adapter).capabilities if adapter != CORE_PROVIDER else frozenset()
+        )
+        if capability in declared:
+            return (
+                f"adapter {adapter!r} does not provide {capability} with this retailer's"
+                f" [retailers.{retailer.id}.{adapter}] settings (is it disabled there?);"
+                f" providers of {capability}: {offered}"
+            )
+        return (
+            f"adapter {adapter!r} does not provide {capability}; providers of {capability}:"
+            f" {offered}"
+        )
 
     def _validate(self, model: type[M], source: _Source, prefix: KeyPath, data: Any) -> M | None:
         try:

@@ -6,7 +6,7 @@ Built-in adapters are registered the same way as third-party ones (see pyproject
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
@@ -23,14 +23,28 @@ class AdapterSpec:
     """What a platform adapter offers the core.
 
     ``config_model`` validates the retailer's ``[retailers.<id>.<name>]`` table.
-    ``hooks`` is an open mapping of capability name to callable (web routes, handlers,
-    sandbox factory); the core looks capabilities up by name and never by platform.
+    ``hooks`` is an open mapping of hook name to callable (setup, sandbox factory); the
+    core looks hooks up by name and never by platform.
+
+    ``capabilities`` declares, statically, every port of :mod:`bridge.services` the adapter
+    can provide (``runtime.provide``); ``provides``, when given, narrows that to what one
+    retailer's validated config turns on (e.g. a catalog that can be disabled). ``check``
+    validates ``[retailers.<id>.routes]`` against these declarations without starting
+    anything, so an adapter must never provide a capability it does not declare.
     """
 
     name: str
     config_model: type[BaseModel]
     description: str = ""
     hooks: dict[str, Any] = field(default_factory=dict)
+    capabilities: frozenset[str] = frozenset()
+    provides: Callable[[BaseModel], Iterable[str]] | None = None
+
+    def provided(self, config: BaseModel) -> frozenset[str]:
+        """The capabilities this adapter provides for a retailer configured with ``config``."""
+        if self.provides is None:
+            return self.capabilities
+        return frozenset(self.provides(config)) & self.capabilities
 
 
 class AdapterRegistry:
@@ -42,8 +56,18 @@ class AdapterRegistry:
             self.register(spec)
 
     def register(self, spec: AdapterSpec) -> None:
+        from bridge.services import CAPABILITIES, CORE_PROVIDER
+
         if spec.name in self._specs:
             raise ConfigError(f"adapter {spec.name!r} is registered twice")
+        if spec.name == CORE_PROVIDER:
+            raise ConfigError(f"adapter name {spec.name!r} is reserved for the core")
+        unknown = sorted(spec.capabilities - CAPABILITIES)
+        if unknown:
+            raise ConfigError(
+                f"adapter {spec.name!r} declares unknown capabilities {', '.join(unknown)};"
+                f" known: {', '.join(sorted(CAPABILITIES))}"
+            )
         self._specs[spec.name] = spec
 
     def get(self, name: str) -> AdapterSpec:

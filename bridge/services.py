@@ -22,6 +22,14 @@ RETURNS_SINK = "returns_sink"
 REFUND_PUBLISHER = "refund_publisher"
 RMA_LIFECYCLE = "rma_lifecycle"
 
+CAPABILITIES = frozenset(
+    {CATALOG, EXCHANGE_ORDER_SINK, ORDER_PUBLISHER, RETURNS_SINK, REFUND_PUBLISHER, RMA_LIFECYCLE}
+)
+"""Every capability name a route (``[retailers.<id>.routes]``) or an adapter may use."""
+CORE_PROVIDER = "bridge"
+"""The provider name of what the core itself provides for every enabled retailer."""
+CORE_CAPABILITIES = frozenset({RMA_LIFECYCLE})
+
 
 @runtime_checkable
 class CatalogSource(Protocol):

@@ -6,6 +6,7 @@ from typing import Any
 
 from adapters.kibo.config import KiboConfig
 from bridge.registry import AdapterSpec
+from bridge.services import RETURNS_SINK
 
 
 def setup(runtime: Any, retailer: Any, config: KiboConfig) -> None:
@@ -56,4 +57,5 @@ ADAPTER = AdapterSpec(
     config_model=KiboConfig,
     description="Kibo OMS",
     hooks={"setup": setup, "sandbox": (_sandbox_arguments, _sandbox_run)},
+    capabilities=frozenset({RETURNS_SINK}),
 )

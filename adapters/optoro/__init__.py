@@ -6,6 +6,7 @@ from typing import Any
 
 from adapters.optoro.config import OptoroConfig
 from bridge.registry import AdapterSpec
+from bridge.services import ORDER_PUBLISHER
 
 
 def setup(runtime: Any, retailer: Any, config: OptoroConfig) -> None:
@@ -45,4 +46,5 @@ ADAPTER = AdapterSpec(
     config_model=OptoroConfig,
     description="Optoro Returns Experience",
     hooks={"setup": setup, "sandbox": (_sandbox_arguments, _sandbox_run)},
+    capabilities=frozenset({ORDER_PUBLISHER}),
 )

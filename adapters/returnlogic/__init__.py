@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+
 from adapters.returnlogic.config import ReturnLogicConfig
 from bridge.registry import AdapterSpec
+from bridge.services import CATALOG, EXCHANGE_ORDER_SINK
 
 
 def setup(runtime: Any, retailer: Any, config: ReturnLogicConfig) -> None:
@@ -58,9 +61,18 @@ def _sandbox_run(args: Any) -> int:
     return run(args)
 
 
+def _provides(config: BaseModel) -> frozenset[str]:
+    """The catalog and the exchange-order sink, each unless disabled in its table."""
+    assert isinstance(config, ReturnLogicConfig)
+    enabled = {CATALOG: config.catalog.enabled, EXCHANGE_ORDER_SINK: config.exchange_orders.enabled}
+    return frozenset(capability for capability, on in enabled.items() if on)
+
+
 ADAPTER = AdapterSpec(
     name="returnlogic",
     config_model=ReturnLogicConfig,
     description="ReturnLogic",
     hooks={"setup": setup, "sandbox": (_sandbox_arguments, _sandbox_run)},
+    capabilities=frozenset({CATALOG, EXCHANGE_ORDER_SINK}),
+    provides=_provides,
 )
