@@ -35,7 +35,7 @@ def setup(runtime: Any, retailer: Any, config: ReturnLogicConfig) -> None:
         team.broken = problem
         teams[config.team_id] = team
     runtime.extras[("returnlogic", retailer.id)] = team
-    RlCallback(runtime, retailer.id, team).routes()
+    RlCallback(runtime, retailer.id, team, config).routes()
 
     async def ready() -> str | None:
         return team.broken

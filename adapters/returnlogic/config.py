@@ -141,6 +141,35 @@ class RlExchangeConfig(ConfigModel):
     )
 
 
+class RlInstallConfig(ConfigModel):
+    """``[retailers.<id>.returnlogic.install]``: the OAuth installation an operator sends.
+
+    ReturnLogic's documents show only the redirect to the app (``code`` and ``teamId``),
+    not the page a retailer installs from. ``returns-bridge returnlogic install-url`` builds
+    that URL as OAuth 2.0 does (RFC 6749 4.1.1): ``authorize_url`` with ``response_type=code``,
+    ``client_id``, ``redirect_uri`` (when ``redirect_url`` is set) and a signed, single-use
+    ``state`` that ReturnLogic hands back on the redirect; the callback refuses any redirect
+    without one the bridge issued for that retailer and team."""
+
+    authorize_url: AnyHttpUrl | None = Field(
+        default=None,
+        description="ReturnLogic's installation (authorize) page of the app, as ReturnLogic"
+        " gives it to the app's developer; needed by install-url",
+    )
+    redirect_url: AnyHttpUrl | None = Field(
+        default=None,
+        description="public url of this retailer's callback on the bridge"
+        " (https://bridge.example.com/retailers/<id>/returnlogic/oauth/callback), sent as"
+        " redirect_uri; unset: ReturnLogic uses the redirect url registered with the app",
+    )
+    state_ttl: float = Field(
+        default=600.0,
+        gt=0,
+        le=86400,
+        description="seconds an installation URL (its state) stays valid; used once",
+    )
+
+
 class ReturnLogicConfig(ConfigModel):
     """ReturnLogic: order source, catalog, exchange-order sink and RMA source."""
 
@@ -158,6 +187,9 @@ class ReturnLogicConfig(ConfigModel):
         description="name of the env var holding the key that encrypts tokens at rest",
     )
     timeout: float = Field(default=30.0, gt=0, description="seconds per request")
+    install: RlInstallConfig = Field(
+        default_factory=RlInstallConfig, description="OAuth installation URL and its state"
+    )
     orders: RlOrdersConfig = Field(default_factory=RlOrdersConfig, description="order source")
     rmas: RlRmasConfig = Field(default_factory=RlRmasConfig, description="RMA source")
     catalog: RlCatalogConfig = Field(default_factory=RlCatalogConfig, description="catalog")

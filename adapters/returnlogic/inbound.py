@@ -1,25 +1,69 @@
 """ReturnLogic's calls to the bridge, per retailer, under ``/retailers/<id>/returnlogic/``.
 
-``GET oauth/callback?code=...&teamId=...`` — the app installation redirect: the code is
-exchanged at ``POST /v1/oauth`` and the tokens kept for the team, encrypted.
+``GET oauth/callback?code=...&teamId=...&state=...`` — the app installation redirect. It
+is refused (400/403, JSON error naming the field, nothing stored, ReturnLogic not called)
+unless ``state`` is one the bridge issued for this retailer and its configured team
+(``returns-bridge returnlogic install-url``, :mod:`bridge.oauthstate`: signed, expiring,
+single use) and ``teamId`` is the retailer's configured team. Only then is the state
+consumed and the code exchanged at ``POST /v1/oauth``; the tokens are kept for the team,
+encrypted, and the first order poll is brought forward. So junk callbacks never spend the
+team's rate budget nor send the client secret anywhere.
 """
 
 from __future__ import annotations
 
+import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
 from adapters.returnlogic.client import RlTeam
-from bridge.errors import DeliveryError
+from adapters.returnlogic.config import ReturnLogicConfig
+from bridge.errors import BridgeError, ConfigError, DeliveryError
 from bridge.inbound import json_error
+from bridge.oauthstate import StateRefused, StateSigner, consume
+from bridge.vault import key_from_env
+
+log = logging.getLogger(__name__)
+
+MAX_CODE_LENGTH = 512
+"""An authorization code longer than this (or not ASCII) is refused without a call."""
+
+
+def state_signer(config: ReturnLogicConfig) -> StateSigner | None:
+    """The signer of installation states for ``config``: keyed by the token encryption key
+    (``token_key_env``); ``None`` for a private app (static token). ``ConfigError`` when
+    the key is missing."""
+    if config.static_token is not None:
+        return None
+    return StateSigner(key_from_env(config.token_key_env), config.install.state_ttl)
 
 
 class RlCallback:
-    def __init__(self, runtime: Any, retailer: str, team: RlTeam) -> None:
+    """The OAuth installation redirect of one retailer."""
+
+    def __init__(
+        self,
+        runtime: Any,
+        retailer: str,
+        team: RlTeam,
+        config: ReturnLogicConfig | None = None,
+    ) -> None:
         self.runtime = runtime
         self.retailer = retailer
         self.team = team
+        self.config = config or team.config
+        self.signer: StateSigner | None = None
+        self.problem: str | None = None
+        """Why no installation can be accepted (no token key), or ``None``."""
+        try:
+            self.signer = state_signer(self.config)
+        except ConfigError:
+            self.problem = (
+                f"the token key ({self.config.token_key_env}) is not set: an installation can"
+                " be neither verified nor kept"
+            )
 
     def routes(self) -> None:
         self.runtime.add_route(self.retailer, "returnlogic", "GET", "oauth/callback", self.callback)
@@ -27,14 +71,42 @@ class RlCallback:
     async def callback(self, request: web.Request) -> web.Response:
         code = request.query.get("code")
         team_id = request.query.get("teamId")
+        if self.config.static_token is not None:
+            return json_error(
+                409, "this retailer uses a static token: there is no app to install", field="code"
+            )
+        if self.signer is None:
+            return json_error(503, self.problem or "installation is not possible", field=None)
         if not code:
             return json_error(400, "the installation redirect carries no code", field="code")
-        if team_id != self.team.team_id:
+        if len(code) > MAX_CODE_LENGTH or not code.isascii() or not code.isprintable():
+            return json_error(400, "code is not an authorization code", field="code")
+        try:
+            state = self.signer.verify(
+                request.query.get("state"), self.retailer, self.config.team_id
+            )
+        except StateRefused as exc:
+            return json_error(exc.status, str(exc), field=exc.field)
+        if team_id != self.config.team_id:
             return json_error(
                 403, "teamId does not match this retailer's configured team", field="teamId"
             )
         try:
+            await consume(self.runtime.store, state)
+        except StateRefused as exc:
+            return json_error(exc.status, str(exc), field=exc.field)
+        try:
             await self.team.install(code)
         except DeliveryError as exc:
             return json_error(502, f"the code could not be exchanged: {exc}", field="code")
+        except BridgeError as exc:
+            return json_error(409, str(exc), field="code")
+        log.info("installed", extra={"retailer": self.retailer, "team": team_id})
+        self._poll_orders_now()
         return web.json_response({"status": "installed", "team": team_id})
+
+    def _poll_orders_now(self) -> None:
+        """Bring the retailer's next order poll forward: its first sync need not wait."""
+        job = self.runtime.scheduler.get_job(f"returnlogic-orders-poll:{self.retailer}")
+        if job is not None:
+            job.modify(next_run_time=datetime.now(UTC))

@@ -15,6 +15,7 @@ from __future__ import annotations
 from adapters.returnlogic.sandbox.data import DEFAULT_ANCHOR, WORKFLOW_PATH, WORKFLOW_STATUSES
 from adapters.returnlogic.sandbox.queries import ValidateError
 from adapters.returnlogic.sandbox.server import (
+    AUTHORIZE_PATH,
     CONTROL_PREFIX,
     DEFAULT_TEAM,
     KNOBS,
@@ -36,6 +37,7 @@ from adapters.returnlogic.sandbox.server import (
 )
 
 __all__ = [
+    "AUTHORIZE_PATH",
     "CONTROL_PREFIX",
     "DEFAULT_ANCHOR",
     "DEFAULT_TEAM",

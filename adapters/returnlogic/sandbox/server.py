@@ -13,6 +13,10 @@ which the text does not show):
     redirect), are single-use and expire after ``code_ttl``. Bearers expire after
     ``token_ttl``; with ``rotate_refresh_tokens`` a used refresh token is dead (400).
     Unknown client: 401. Malformed body, bad code or refresh token: 400 ``ValidateError``.
+``GET /oauth/authorize?client_id=...&state=...[&redirect_uri=...][&as_team=...]``
+    The app's installation page, approved at once by the retailer logged in to team
+    ``as_team`` (sandbox-only): 302 to the redirect url with ``code``, ``teamId`` and the
+    ``state`` given (the spec documents no installation page; this is OAuth 2.0's shape).
 ``/v1/orders`` (GET list, GET ``/count``, GET ``/{rlOrderId}``, POST create, PUT/PATCH
 ``/{rlOrderId}`` update), ``/v1/products`` (GET list, ``/count``, ``/{rlProductId}``; PUT/PATCH
 ``/{rlProductId}`` and ``/{rlProductId}/variants/{rlProductVariantId}``), ``/v1/rmas`` (GET
@@ -107,6 +111,7 @@ from adapters.returnlogic.sandbox.windows import KeyWindows, Verdict
 from bridge.sandboxkit import KnobbedState, serving
 
 __all__ = [
+    "AUTHORIZE_PATH",
     "CONTROL_PREFIX",
     "DEFAULT_TEAM",
     "KNOBS",
@@ -130,6 +135,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 OAUTH_PATH = "/v1/oauth"
+AUTHORIZE_PATH = "/oauth/authorize"
+"""The app's installation page (not in the spec, which shows only the redirect back)."""
 API_PREFIX = "/v1/"
 CONTROL_PREFIX = "/_sandbox"
 DEFAULT_TEAM = "fe9588ff-c78f-4aa3-a247-7163bcd88ddc"
@@ -596,15 +603,24 @@ class ReturnLogicSandbox(KnobbedState):
         self._codes[code] = (team_id, self.clock() + self._knobs.code_ttl)
         return code
 
-    def install(self, team_id: str = DEFAULT_TEAM) -> str:
-        """The URL a retailer's browser is sent to when it installs the app: the configured
-        ``redirect_url`` with ``code`` and ``teamId`` (``ValueError`` without one)."""
-        if not self._knobs.redirect_url:
+    def install(
+        self,
+        team_id: str = DEFAULT_TEAM,
+        state: str | None = None,
+        redirect_url: str | None = None,
+    ) -> str:
+        """The URL a retailer's browser is sent to when it installs the app: ``redirect_url``
+        (default: the configured one; ``ValueError`` without any) with ``code``, ``teamId``
+        and, when the installation page was given one, ``state`` handed back unchanged."""
+        target = redirect_url or self._knobs.redirect_url
+        if not target:
             raise ValueError("no redirect_url configured")
         code = self.issue_code(team_id)
-        separator = "&" if urlsplit(self._knobs.redirect_url).query else "?"
-        query = urlencode({"code": code, "teamId": team_id})
-        return f"{self._knobs.redirect_url}{separator}{query}"
+        separator = "&" if urlsplit(target).query else "?"
+        fields = {"code": code, "teamId": team_id}
+        if state is not None:
+            fields["state"] = state
+        return f"{target}{separator}{urlencode(fields)}"
 
     def issue_api_key(self, team_id: str = DEFAULT_TEAM, key: str | None = None) -> str:
         """A bearer token that never expires (a private app's API key)."""
@@ -1737,6 +1753,29 @@ class ReturnLogicSandbox(KnobbedState):
             return web.json_response({"error": str(exc)}, status=400)
         return _json(added)
 
+    async def authorize_view(self, request: web.Request) -> web.Response:
+        """``GET /oauth/authorize``: the app's installation page as a retailer logged in to
+        team ``as_team`` (sandbox-only parameter, default the samples' team) sees it when
+        it approves: a 302 to the redirect url with ``code``, ``teamId`` and ``state``.
+        ``client_id`` must be the app's; ``redirect_uri``, when given, must be the
+        configured redirect url if one is configured (400 otherwise, like OAuth 2.0
+        servers). ReturnLogic documents no such page: this is the OAuth 2.0 shape."""
+        query = request.query
+        if query.get("client_id") != self._knobs.client_id:
+            return _error(400, "ValidateError", "unknown client_id")
+        if query.get("response_type", "code") != "code":
+            return _error(400, "ValidateError", "response_type must be code")
+        redirect_uri = query.get("redirect_uri")
+        configured = self._knobs.redirect_url
+        if redirect_uri and configured and redirect_uri != configured:
+            return _error(400, "ValidateError", "redirect_uri is not the app's redirect url")
+        if not (redirect_uri or configured):
+            return _error(400, "ValidateError", "the app has no redirect url")
+        location = self.install(
+            query.get("as_team", DEFAULT_TEAM), query.get("state"), redirect_uri or None
+        )
+        return web.Response(status=302, headers={"Location": location})
+
     async def install_view(self, request: web.Request) -> web.Response:
         body = await _control_body(request)
         team_id = str(body.get("teamId", DEFAULT_TEAM))
@@ -1896,6 +1935,7 @@ def make_app(sandbox: ReturnLogicSandbox) -> web.Application:
     app.cleanup_ctx.append(sandbox.client_session)
     r = app.router
     r.add_post(OAUTH_PATH, sandbox.oauth)
+    r.add_get(AUTHORIZE_PATH, sandbox.authorize_view)
     r.add_get("/v1/orders", sandbox.list_orders)
     r.add_post("/v1/orders", sandbox.post_order)
     r.add_get("/v1/orders/count", sandbox.count_orders)
