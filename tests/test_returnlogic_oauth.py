@@ -250,8 +250,10 @@ async def test_valid_install_once_replays_refused_concurrently_and_after_restart
         assert installed is not None
         assert sandbox.tokens_issued == 1
 
-        # the tokens work: the team's calls are authenticated
+        # the token call took no slot from the team's request budget
         team = daemon.runtime.extras[("returnlogic", RETAILER)]
+        assert (team.limits.limiter.admitted, team.token_limits.limiter.admitted) == (0, 1)
+        # the tokens work: the team's calls are authenticated
         response = await team.request("GET", "/v1/orders", params={"limit": 1})
         assert response.status == 200
 

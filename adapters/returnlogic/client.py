@@ -7,7 +7,8 @@ code at ``POST /v1/oauth`` (callback route) and keeps ``bearer_token`` and
 a request that waited re-reads the vault and uses the token another one obtained). The
 rotated refresh token is persisted (compare-and-set) *before* the new bearer is used, so a
 crash can never leave only a spent refresh token behind. A refresh that ReturnLogic
-refuses marks the retailer not ready and stops calls until a new installation.
+refuses marks the retailer not ready and stops calls until a new installation. Token calls
+have their own small governor (:attr:`RlTeam.token_limits`), never the team's budget.
 
 Rate. ReturnLogic allows 2 requests/s and 120/min per key: one :class:`RateLimiter` per
 team enforces both sliding windows for every caller, serving live requests before
@@ -19,6 +20,7 @@ failing a sync; a 503 (maintenance) backs off and retries too.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -136,6 +138,20 @@ class RlTeam:
                 return  # another process stored newer tokens: use theirs
             self.refreshes += 1
 
+    @functools.cached_property
+    def token_limits(self) -> DestinationLimits:
+        """The governor of token calls (``POST /v1/oauth``), apart from the team's: ReturnLogic
+        counts its windows per API key and a token call carries none, so an installation or
+        a refresh never takes a slot from the team's live request budget. Its own small
+        windows (1/s, 10/min) bound a refresh loop; the installation callback reaches it
+        only with a state the bridge issued (:mod:`adapters.returnlogic.inbound`)."""
+        return DestinationLimits(
+            f"returnlogic-oauth:{self.team_id}",
+            limiter=RateLimiter([Window(1, 1.0), Window(10, 60.0)], safety=0.02),
+            timeout=self.config.timeout,
+            default_pause_on_429=1.0,
+        )
+
     async def _oauth(self, grant: dict[str, str]) -> dict[str, Any]:
         if self.config.client_id is None or self.config.client_secret is None:
             raise NeedsInstallation("returnlogic: OAuth needs client_id and client_secret")
@@ -150,7 +166,7 @@ class RlTeam:
             },
         )
         try:
-            response = await self._http().call(request, self.limits, attempts=4)
+            response = await self._http().call(request, self.token_limits, attempts=4)
         except ReauthRequired as exc:
             raise PermanentDeliveryError(
                 "returnlogic: /v1/oauth refused the grant", status=401
