@@ -159,6 +159,8 @@ async def test_missing_forged_or_malformed_state_is_refused_without_a_call(
             assert status in (400, 403), (junk[:20], body)
             assert body["error"]["field"] == "state"
         refused(await callback(session, daemon, teamId=ACME_TEAM), 400, "code", "no code")
+        valid = StateSigner(token_key, 600).issue(RETAILER, ACME_TEAM)
+        refused(await callback(session, daemon, code=code, state=valid), 400, "teamId", "no")
         refused(
             await callback(session, daemon, "private", code=code, teamId="private-team"),
             409,
@@ -319,7 +321,7 @@ async def test_install_url_command_prints_a_url_the_callback_accepts(
 
         unknown = await asyncio.to_thread(command, "--retailer", "nobody", "--config", config)
         assert unknown.returncode == 2
-        assert "no retailer 'nobody'" in unknown.stderr
+        assert "no enabled retailer 'nobody'" in unknown.stderr
         private = await asyncio.to_thread(command, "--retailer", "private", "--config", config)
         assert private.returncode == 2
         assert "static_token" in private.stderr
@@ -328,3 +330,34 @@ async def test_install_url_command_prints_a_url_the_callback_accepts(
         assert keyless.returncode == 2
         assert KEY_ENV in keyless.stderr
         assert not keyless.stdout
+
+
+async def test_sandbox_installation_page(
+    sandbox: ReturnLogicSandbox, session: aiohttp.ClientSession
+) -> None:
+    """The fake's installation page: the app's client id only, its redirect url only, the
+    state handed back unchanged with a code of the approving team."""
+    sandbox.redirect_url = "http://127.0.0.1:9/callback?x=1"
+    page = f"{sandbox.url}{AUTHORIZE_PATH}"
+    for query, status in [
+        ({"client_id": "someone-else", "state": "s"}, 400),
+        ({"client_id": CLIENT_ID, "response_type": "token"}, 400),
+        ({"client_id": CLIENT_ID, "redirect_uri": "http://127.0.0.1:9/evil"}, 400),
+    ]:
+        async with session.get(f"{page}?{urlencode(query)}", allow_redirects=False) as response:
+            assert response.status == status, query
+
+    approved = await approve(session, f"{page}?client_id={CLIENT_ID}&state=s-1", OTHER_TEAM)
+    assert approved["x"] == "1"
+    assert (approved["state"], approved["teamId"]) == ("s-1", OTHER_TEAM)
+    async with session.post(
+        f"{sandbox.url}{OAUTH_PATH}",
+        json={
+            "grant_type": "authorization_code",
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
+            "code": approved["code"],
+        },
+    ) as response:
+        assert response.status == 200
+    assert sandbox.tokens_issued == 1

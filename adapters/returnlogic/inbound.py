@@ -87,6 +87,8 @@ class RlCallback:
             )
         except StateRefused as exc:
             return json_error(exc.status, str(exc), field=exc.field)
+        if not team_id:
+            return json_error(400, "the installation redirect carries no teamId", field="teamId")
         if team_id != self.config.team_id:
             return json_error(
                 403, "teamId does not match this retailer's configured team", field="teamId"

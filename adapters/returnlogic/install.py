@@ -75,10 +75,12 @@ def command(args: argparse.Namespace) -> int:
 
     config = load_config(Path(args.config))
     retailer = config.retailers.get(args.retailer)
-    if retailer is None or PLATFORM not in retailer.platforms:
-        known = ", ".join(sorted(r for r, c in config.retailers.items() if PLATFORM in c.platforms))
+    if retailer is None or not retailer.enabled or PLATFORM not in retailer.platforms:
+        known = ", ".join(
+            sorted(r for r, c in config.retailers.items() if c.enabled and PLATFORM in c.platforms)
+        )
         print(
-            f"install-url: no retailer {args.retailer!r} with a [returnlogic] table"
+            f"install-url: no enabled retailer {args.retailer!r} with a [returnlogic] table"
             f" (known: {known or 'none'})",
             file=sys.stderr,
         )
