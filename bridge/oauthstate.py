@@ -129,7 +129,7 @@ class StateSigner:
                 nonce=str(claims["n"]),
                 expires_at=float(claims["x"]),
             )
-        except (ValueError, KeyError, TypeError, binascii.Error):
+        except (ValueError, KeyError, TypeError, OverflowError, RecursionError, binascii.Error):
             raise StateRefused("state is not one the bridge issues", status=400) from None
         if issued.retailer != retailer:
             raise StateRefused("state was issued for another retailer")

@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -24,6 +24,7 @@ import pytest
 import pytest_asyncio
 from cryptography.fernet import Fernet
 
+from adapters.optoro.sandbox import running_sandbox as running_optoro
 from adapters.returnlogic.config import ReturnLogicConfig
 from adapters.returnlogic.install import install_url
 from adapters.returnlogic.sandbox import (
@@ -33,7 +34,15 @@ from adapters.returnlogic.sandbox import (
     running_sandbox,
 )
 from bridge.oauthstate import StateSigner
-from tests.harness import RETAILER, Daemon, running_daemon
+from tests.harness import ENV as HARNESS_ENV
+from tests.harness import (
+    OPTORO_CLIENT_ID,
+    OPTORO_SECRET,
+    RETAILER,
+    Daemon,
+    optoro_table,
+    running_daemon,
+)
 
 CLIENT_ID, CLIENT_SECRET = "rl-app", "rl-app-secret-0123456789"
 KEY_ENV = "RB_TEST_RL_TOKEN_KEY"
@@ -43,8 +52,8 @@ ATTACKER_TEAM = "e1e1e1e1-attacker-team"
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def tables(sandbox_url: str) -> str:
-    def retailer(rid: str, team: str) -> str:
+def tables(sandbox_url: str, acme_orders: str = "enabled = false") -> str:
+    def retailer(rid: str, team: str, orders: str = "enabled = false") -> str:
         return f"""
 [retailers.{rid}.returnlogic]
 base_url = "{sandbox_url}"
@@ -56,7 +65,7 @@ timeout = 5.0
 [retailers.{rid}.returnlogic.install]
 authorize_url = "{sandbox_url}{AUTHORIZE_PATH}"
 [retailers.{rid}.returnlogic.orders]
-enabled = false
+{orders}
 """
 
     private = f"""
@@ -65,7 +74,7 @@ base_url = "{sandbox_url}"
 team_id = "private-team"
 static_token = "private-app-token-000"
 """
-    return retailer(RETAILER, ACME_TEAM) + retailer("other", OTHER_TEAM) + private
+    return retailer(RETAILER, ACME_TEAM, acme_orders) + retailer("other", OTHER_TEAM) + private
 
 
 ENV = {"RL_SECRET": CLIENT_SECRET}
@@ -128,6 +137,15 @@ async def approve(
 
 def acme_config(daemon: Daemon, rid: str = RETAILER) -> ReturnLogicConfig:
     return daemon.runtime.config.retailers[rid].platform("returnlogic", ReturnLogicConfig)
+
+
+async def wait_for(check: Callable[[], bool], within: float = 10.0) -> None:
+    """Wait until ``check()`` holds (a condition with a deadline, not a fixed sleep)."""
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached")
+        await asyncio.sleep(0.02)
 
 
 def refused(answer: tuple[int, Any], status: int, field: str, words: str) -> None:
@@ -361,3 +379,38 @@ async def test_sandbox_installation_page(
     ) as response:
         assert response.status == 200
     assert sandbox.tokens_issued == 1
+
+
+async def test_install_brings_the_first_order_poll_forward(
+    tmp_path: Path,
+    token_key: bytes,
+    sandbox: ReturnLogicSandbox,
+    session: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The poll at startup found no token; polls are an hour apart, yet the installation
+    starts the first order sync at once."""
+    caplog.set_level(logging.WARNING, logger="adapters.returnlogic.orders")
+    async with running_optoro(client_id=OPTORO_CLIENT_ID, client_secret=OPTORO_SECRET) as optoro:
+        text = tables(sandbox.url, "poll_every = 3600.0") + optoro_table(optoro.url)
+        async with running_daemon(tmp_path, text, env={**HARNESS_ENV, **ENV}) as daemon:
+            register_redirect(sandbox, daemon)
+            job = daemon.runtime.scheduler.get_job(f"returnlogic-orders-poll:{RETAILER}")
+            assert job is not None
+
+            def orders_read() -> int:
+                return sum(1 for r in sandbox.requests if r.path == "/v1/orders")
+
+            def startup_poll_failed() -> bool:
+                return any(
+                    r.getMessage().startswith("returnlogic order sync failed")
+                    for r in caplog.records
+                )
+
+            await wait_for(startup_poll_failed)
+            url = install_url(RETAILER, acme_config(daemon))
+            assert orders_read() == 0
+            status, _ = await callback(session, daemon, **await approve(session, url))
+            assert status == 200
+
+            await wait_for(lambda: orders_read() >= 1)
