@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bridge.errors import BridgeError
 from bridge.store import ClaimState, Store
 
 MAX_STATE_LENGTH = 1024
@@ -41,7 +42,7 @@ _VERSION = "v1"
 _PURPOSE = b"returns-bridge oauth state v1"
 
 
-class StateRefused(Exception):
+class StateRefused(BridgeError):
     """The ``state`` (or the field named) does not prove the bridge issued this installation.
 
     ``status`` is the HTTP status to answer (400 malformed or missing, 403 refused); the
