@@ -4,6 +4,9 @@ Semantics callers rely on (and the conformance suite in ``tests/test_store.py`` 
 
 * ``accept`` returns only once the raw input is committed durably; duplicates (same
   ``(source, key)`` or same body bytes for that source) are counted, never stored twice.
+  Input refused at the edge is stored with ``quarantine=<reason>``: it is committed as
+  quarantined in that same commit, so no worker ever leases it (a duplicate keeps the
+  status of the row it repeats).
 * Work (inbox items, outbox effects) is *leased*: a lease has an owner and an expiry, so
   the items of a worker that died are picked up again once its lease runs out; every
   finishing call names the owner and is refused (``LeaseLost``) when the lease moved on.
@@ -242,8 +245,10 @@ class Store(ABC):
         body: bytes,
         headers: Mapping[str, str],
         retailer: str | None = None,
+        quarantine: str | None = None,
     ) -> Accepted:
-        """Store raw input durably; returns after commit."""
+        """Store raw input durably; returns after commit. ``quarantine``: the reason it is
+        refused; the new row is committed quarantined with that note."""
 
     @abstractmethod
     async def lease_inbox(
@@ -261,7 +266,7 @@ class Store(ABC):
 
     @abstractmethod
     async def requeue_inbox(self, inbox_id: int) -> bool:
-        """Put an item back to pending (quarantine replay)."""
+        """Put an item back to pending (quarantine replay), its lease attempts reset."""
 
     @abstractmethod
     def transaction(self) -> AbstractAsyncContextManager[Transaction]: ...

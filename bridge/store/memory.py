@@ -143,6 +143,7 @@ class MemoryStore(Store):
         body: bytes,
         headers: Mapping[str, str],
         retailer: str | None = None,
+        quarantine: str | None = None,
     ) -> Accepted:
         digest = body_hash(body)
         dedup_key = key or f"sha256:{digest}"
@@ -167,8 +168,8 @@ class MemoryStore(Store):
                 body=bytes(body),
                 headers=_json(dict(headers)),
                 received_at=self.clock(),
-                status=InboxStatus.PENDING,
-                note=None,
+                status=InboxStatus.PENDING if quarantine is None else InboxStatus.QUARANTINED,
+                note=quarantine,
                 attempts=0,
                 duplicates=0,
             )
@@ -224,7 +225,7 @@ class MemoryStore(Store):
             item = t.inbox.get(inbox_id)
             if item is None:
                 return False
-            t.inbox[inbox_id] = replace(item, status=InboxStatus.PENDING, note=None)
+            t.inbox[inbox_id] = replace(item, status=InboxStatus.PENDING, note=None, attempts=0)
             t.inbox_leases.pop(inbox_id, None)
             return True
 

@@ -113,7 +113,7 @@ def sqlite_path_from_url(url: str) -> Path:
 
 
 class _PendingAccept:
-    __slots__ = ("body", "digest", "future", "headers", "key", "retailer", "source")
+    __slots__ = ("body", "digest", "future", "headers", "key", "quarantine", "retailer", "source")
 
     def __init__(
         self,
@@ -124,6 +124,7 @@ class _PendingAccept:
         headers: str,
         retailer: str | None,
         future: asyncio.Future[Accepted],
+        quarantine: str | None = None,
     ) -> None:
         self.source = source
         self.key = key
@@ -132,6 +133,7 @@ class _PendingAccept:
         self.headers = headers
         self.retailer = retailer
         self.future = future
+        self.quarantine = quarantine
 
 
 class SqliteStore(Store):
@@ -258,6 +260,7 @@ class SqliteStore(Store):
         body: bytes,
         headers: Mapping[str, str],
         retailer: str | None = None,
+        quarantine: str | None = None,
     ) -> Accepted:
         if self._flusher is None:
             raise StoreError("store is not open")
@@ -272,6 +275,7 @@ class SqliteStore(Store):
                 canonical_json(dict(headers)),
                 retailer,
                 future,
+                quarantine,
             )
         )
         self._queue_ready.set()
@@ -321,10 +325,23 @@ class SqliteStore(Store):
         conn.execute("BEGIN IMMEDIATE")
         try:
             for p in batch:
+                status = InboxStatus.PENDING if p.quarantine is None else InboxStatus.QUARANTINED
                 cur = conn.execute(
                     "INSERT OR IGNORE INTO inbox (source, retailer, dedup_key, body_hash, body,"
-                    " headers, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (p.source, p.retailer, p.key, p.digest, p.body, p.headers, now),
+                    " headers, received_at, status, note, processed_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        p.source,
+                        p.retailer,
+                        p.key,
+                        p.digest,
+                        p.body,
+                        p.headers,
+                        now,
+                        status.value,
+                        p.quarantine,
+                        None if p.quarantine is None else now,
+                    ),
                 )
                 if cur.rowcount == 1 and cur.lastrowid is not None:
                     results.append(Accepted(cur.lastrowid, duplicate=False))
@@ -395,7 +412,7 @@ class SqliteStore(Store):
         async with self._write() as conn:
             cur = await conn.execute(
                 "UPDATE inbox SET status = 'pending', lease_owner = NULL, lease_until = NULL,"
-                " note = NULL WHERE id = ?",
+                " note = NULL, attempts = 0 WHERE id = ?",
                 (inbox_id,),
             )
             return cur.rowcount == 1
