@@ -262,8 +262,9 @@ class Engine:
 
         Total: any exception from the handler (a ``MappingError`` or a bug) quarantines this
         item alone with the exception's class and message, and nothing else it did is
-        written; a lease that moved on is dropped. Only cancellation and an unusable store
-        propagate."""
+        written; a lease that moved on is dropped; a transient store error leaves the item
+        to be handled again after its lease (counted by the attempt bound). Only
+        cancellation and an unusable store propagate."""
         owner = None if ctx.replay else self.owner
         handler = self.handler_for(item.source)
         try:
@@ -283,7 +284,13 @@ class Engine:
         except StoreError as exc:
             if not await self.store_usable():
                 raise
-            return await self._quarantine(item, owner, _describe(exc))
+            # transient (busy, a failed commit): nothing was written; the item is handled
+            # again when its lease expires, and the attempt bound ends a repeating failure
+            log.warning(
+                "inbox item not finished, retried after its lease",
+                extra={"inbox_id": item.id, "source": item.source, "error": _describe(exc)},
+            )
+            return Outcome(InboxStatus.PENDING)
         except Exception as exc:  # a bug in one item's handling ends that item alone
             return await self._quarantine(item, owner, _describe(exc))
         self.stats.processed += 1
