@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import signal
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -172,7 +174,8 @@ async def test_an_item_leased_more_than_three_times_without_an_outcome_is_quaran
         assert await restarted.take_back_leases() == 1
     engine = Engine(store, EngineSettings(), instance="host")
     engine.add_handler(KIND, handler)
-    assert await engine.process_available() == 2
+    assert await engine.process_available() == 1  # leased alone: it was leased before
+    assert await engine.process_available() == 1
     poisoned = await store.get_inbox(poison.inbox_id)
     kept = await store.get_inbox(survivor.inbox_id)
     assert poisoned is not None
@@ -350,3 +353,57 @@ async def test_a_retry_of_a_quarantined_body_that_now_validates_is_processed(
             return current is not None and current.status is InboxStatus.DONE
 
         await wait_until(processed, "the retried body processed")
+
+
+POISON_CHILD = Path(__file__).resolve().with_name("poison_child.py")
+
+
+async def test_an_item_that_kills_the_process_does_not_crash_loop_it(tmp_path: Path) -> None:
+    """A handler that SIGKILLs its process on one item: each restart leases it again, and
+    the fourth lease quarantines it unhandled, so the fourth process lives on and handles
+    the item behind it."""
+    db = tmp_path / "poison.db"
+    seed = SqliteStore(db)
+    await seed.open()
+    try:
+        poison = await seed.accept("test.poison", None, b'{"poison": true}', {})
+        after = await seed.accept("test.poison", None, b'{"n": 2}', {})
+    finally:
+        await seed.close()
+    codes = []
+    for _ in range(6):
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, str(POISON_CHILD), str(db), cwd=POISON_CHILD.parent.parent
+        )
+        codes.append(await asyncio.wait_for(child.wait(), DEADLINE))
+        if codes[-1] == 0:
+            break
+    assert codes == [-signal.SIGKILL] * 3 + [0]
+    check = SqliteStore(db)
+    await check.open()
+    try:
+        poisoned = await check.get_inbox(poison.inbox_id)
+        handled = await check.get_inbox(after.inbox_id)
+    finally:
+        await check.close()
+    assert poisoned is not None
+    assert poisoned.status is InboxStatus.QUARANTINED
+    assert (poisoned.note or "").startswith("leased 4 times without an outcome")
+    assert handled is not None
+    assert handled.status is InboxStatus.DONE
+
+
+async def test_an_item_leased_before_without_an_outcome_is_leased_alone(store: Store) -> None:
+    """So that a crash is blamed on the item being handled, not on its batch mates."""
+    ids = [
+        (await store.accept(KIND, None, f'{{"n": {n}}}'.encode(), {})).inbox_id for n in range(4)
+    ]
+    first = await store.lease_inbox("host/1/a", 10, 60.0)
+    assert [i.id for i in first] == ids
+    assert await Engine(store, instance="host").take_back_leases() == 4
+    again = await store.lease_inbox("host/2/a", 10, 60.0)
+    assert [(i.id, i.attempts) for i in again] == [(ids[0], 2)]
+    fresh = (await store.accept(KIND, None, b'{"n": 9}', {})).inbox_id
+    rest = await store.lease_inbox("host/2/a", 10, 60.0)
+    assert [(i.id, i.attempts) for i in rest] == [(ids[1], 2)]
+    assert fresh not in {i.id for i in rest}

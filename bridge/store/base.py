@@ -69,6 +69,26 @@ def canonical_json(value: JSON) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
+def lease_batch(candidates: list[tuple[int, int]]) -> list[int]:
+    """Which of the leasable ``(id, attempts)`` (in id order) one inbox lease takes.
+
+    An item leased before without an outcome (``attempts > 0``: its process died or its
+    lease ran out) is leased alone; otherwise the leading run of fresh items is. So when a
+    process dies handling an item, only that item's attempt count grows run after run (the
+    engine quarantines it past a bound); an item that merely shared its batch is counted at
+    most once for that crash."""
+    if not candidates:
+        return []
+    if candidates[0][1] > 0:
+        return [candidates[0][0]]
+    chosen = []
+    for inbox_id, attempts in candidates:
+        if attempts > 0:
+            break
+        chosen.append(inbox_id)
+    return chosen
+
+
 @dataclass(frozen=True)
 class Accepted:
     """Outcome of ``accept``: the inbox id and whether it was a duplicate delivery."""
@@ -253,7 +273,9 @@ class Store(ABC):
     @abstractmethod
     async def lease_inbox(
         self, owner: str, limit: int, lease_seconds: float, source_prefix: str = ""
-    ) -> list[InboxItem]: ...
+    ) -> list[InboxItem]:
+        """Pending items in id order, ``attempts`` incremented; see :func:`lease_batch` for
+        which ones are leased together."""
 
     @abstractmethod
     async def get_inbox(self, inbox_id: int) -> InboxItem | None: ...

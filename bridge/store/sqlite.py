@@ -41,6 +41,7 @@ from bridge.store.base import (
     Transaction,
     body_hash,
     canonical_json,
+    lease_batch,
 )
 
 GROUP_COMMIT_MAX = 512
@@ -367,12 +368,21 @@ class SqliteStore(Store):
         now = self.clock()
         async with self._write() as conn:
             cur = await conn.execute(
-                "UPDATE inbox SET lease_owner = ?, lease_until = ?, attempts = attempts + 1"
-                " WHERE id IN (SELECT id FROM inbox WHERE status = 'pending'"
+                "SELECT id, attempts FROM inbox WHERE status = 'pending'"
                 " AND (lease_until IS NULL OR lease_until < ?) AND substr(source, 1, length(?)) = ?"
-                " ORDER BY id LIMIT ?) RETURNING *",
-                (owner, now + lease_seconds, now, source_prefix, source_prefix, limit),
+                " ORDER BY id LIMIT ?",
+                (now, source_prefix, source_prefix, limit),
             )
+            chosen = lease_batch([(int(r[0]), int(r[1])) for r in await cur.fetchall()])
+            await cur.close()
+            if not chosen:
+                return []
+            marks = ", ".join("?" * len(chosen))
+            sql = (
+                "UPDATE inbox SET lease_owner = ?, lease_until = ?, attempts = attempts + 1"  # noqa: S608
+                f" WHERE id IN ({marks}) RETURNING *"
+            )
+            cur = await conn.execute(sql, (owner, now + lease_seconds, *chosen))
             rows = list(await cur.fetchall())
             await cur.close()
         return sorted((_inbox(r) for r in rows), key=lambda item: item.id)
