@@ -6,9 +6,10 @@ run`` subprocess wired to the Optoro, Kibo and ReturnLogic sandboxes. After each
 no 5xx, the process is alive, ``/healthz`` answers 200, nothing unauthenticated was stored,
 and an authenticated refused input is already quarantined with its reason when the answer
 arrives (read from the SQLite file). The 20-concurrent invalid-RMA race runs three rounds.
-Then the daemon is stopped, the store is given two rows as an older version would have
-left them (a body bomb pending, and an item already leased three times by processes that
-died), and the restarted daemon must settle both without dying and report ready.
+Then the daemon is stopped, the store is given rows as an older version (which stored
+before validating) would have left them -- a body bomb and a lone surrogate pending, and
+an item already leased three times by processes that died -- and the restarted daemon
+must quarantine each with its reason without dying, and report ready.
 """
 
 from __future__ import annotations
@@ -477,32 +478,33 @@ async def race(daemon: Daemon, rounds: int = 3, concurrent: int = 20) -> list[st
     return problems
 
 
-def plant_rows(db: Path) -> tuple[int, int]:
-    """Rows an older version left behind: a body bomb pending, and an item leased three
-    times by processes that died while handling it."""
+def plant_rows(db: Path) -> dict[str, int]:
+    """Rows an older version left behind (it stored before validating): a body bomb and a
+    Kibo notification whose ``externalOrderID`` is a lone surrogate, both pending, and an
+    item already leased three times by processes that died while handling it."""
     bomb = b'{"eventId": "old", "resourceAction": "rma.updated", "rlRmaId": ' + b"7" * 5000 + b"}"
+    surrogate = dumps({**KIBO_BODY, "returnID": 78, "externalOrderID": "\ud800"})
     leased = dumps({**RL_BODY, "eventId": "leased-thrice"})
+    rows = {
+        "bomb": ("returnlogic.webhooks", bomb, 0),
+        "surrogate": ("kibo.notifications", surrogate, 0),
+        "leased": ("returnlogic.webhooks", leased, 3),
+    }
     conn = sqlite3.connect(db)
     try:
-        ids = []
-        for body, attempts in ((bomb, 0), (leased, 3)):
+        ids = {}
+        for name, (kind, body, attempts) in rows.items():
+            digest = hashlib.sha256(body).hexdigest()
             cur = conn.execute(
                 "INSERT INTO inbox (source, retailer, dedup_key, body_hash, body, headers,"
                 " received_at, attempts) VALUES (?, ?, ?, ?, ?, '{}', 0, ?)",
-                (
-                    f"{RETAILER}:returnlogic.webhooks",
-                    RETAILER,
-                    f"sha256:{hashlib.sha256(body).hexdigest()}",
-                    hashlib.sha256(body).hexdigest(),
-                    body,
-                    attempts,
-                ),
+                (f"{RETAILER}:{kind}", RETAILER, f"sha256:{digest}", digest, body, attempts),
             )
-            ids.append(int(cur.lastrowid or 0))
+            ids[name] = int(cur.lastrowid or 0)
         conn.commit()
     finally:
         conn.close()
-    return ids[0], ids[1]
+    return ids
 
 
 @pytest.mark.timeout(240)
@@ -521,7 +523,7 @@ async def test_hostile_corpus_against_the_real_daemon(tmp_path: Path) -> None:
             assert secret not in log_text
 
         assert await daemon.stop() == 0
-        bomb_id, leased_id = plant_rows(daemon.db)
+        planted = plant_rows(daemon.db)
         await daemon.start()
 
         async def ready() -> bool:
@@ -531,14 +533,17 @@ async def test_hostile_corpus_against_the_real_daemon(tmp_path: Path) -> None:
 
         async def settled() -> bool:
             rows = {r["id"]: r for r in inbox_rows(daemon.db)}
-            return all(rows[i]["status"] == "quarantined" for i in (bomb_id, leased_id))
+            return all(rows[i]["status"] == "quarantined" for i in planted.values())
 
         await wait_until(settled, "the planted rows quarantined")
-        rows = {r["id"]: r for r in inbox_rows(daemon.db)}
-        assert "rlRmaId" in rows[bomb_id]["note"]
-        assert "5000 digits" in rows[bomb_id]["note"]
-        assert "leased 4 times without an outcome" in rows[leased_id]["note"]
+        by_id = {r["id"]: r for r in inbox_rows(daemon.db)}
+        notes = {name: by_id[inbox_id]["note"] for name, inbox_id in planted.items()}
+        assert "rlRmaId" in notes["bomb"]
+        assert "5000 digits" in notes["bomb"]
+        assert notes["surrogate"].startswith("UnicodeEncodeError"), notes["surrogate"]
+        assert "leased 4 times without an outcome" in notes["leased"]
         await check_alive(daemon, "the restart")
         assert (await daemon.get("/readyz")).status == 200
         assert all(r["status"] != "pending" for r in inbox_rows(daemon.db))
         assert await daemon.stop() == 0
+        assert "Traceback" not in daemon.log.read_text(errors="replace"), daemon.stderr()
