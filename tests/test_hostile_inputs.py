@@ -545,5 +545,5 @@ async def test_hostile_corpus_against_the_real_daemon(tmp_path: Path) -> None:
         await check_alive(daemon, "the restart")
         assert (await daemon.get("/readyz")).status == 200
         assert all(r["status"] != "pending" for r in inbox_rows(daemon.db))
-        assert await daemon.stop() == 0
         assert "Traceback" not in daemon.log.read_text(errors="replace"), daemon.stderr()
+        assert await daemon.stop() == 0
