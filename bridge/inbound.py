@@ -60,20 +60,13 @@ def kept_headers(
 
 
 def _printable(text: str) -> str:
-    """Header text as storable, loggable UTF-8: undecodable bytes become ``\\xNN``."""
-    return (
-        text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-        if (_has_surrogates(text))
-        else text
-    )
-
-
-def _has_surrogates(text: str) -> bool:
+    """Header text as storable, loggable UTF-8: raw bytes (kept by aiohttp as surrogates)
+    and any other lone surrogate become ``\\udcNN`` escapes."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        return True
-    return False
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def _credential_bytes(value: str | None) -> bytes | None:

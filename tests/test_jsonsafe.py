@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from decimal import Decimal
 
 import pytest
@@ -137,3 +138,24 @@ def test_rma_money_out_of_range_is_refused_naming_the_field(cents: int) -> None:
         parse_rma(_rma(cents))
     assert caught.value.field is not None
     assert "refund_financials.shopper_refund_amount_cents" in caught.value.field
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet='[]{}",:\\ 019eE.-+trufalsnNIy\ud800', max_size=200))
+def test_json_like_text_gives_a_value_or_a_mapping_error(text: str) -> None:
+    outcome = parse_or_error(text)
+    assert not isinstance(outcome, MappingError) or outcome.field
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '"' + '\\"' * 300_000,  # no closing quote: a scan restarting at each quote is quadratic
+        "[" + '"[' * 300_000,
+        '{"a":' * 200_000,
+    ],
+)
+def test_hostile_shapes_are_refused_in_linear_time(body: str) -> None:
+    started = time.perf_counter()
+    assert isinstance(parse_or_error(body), MappingError)
+    assert time.perf_counter() - started < 2.0
