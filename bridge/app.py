@@ -338,7 +338,8 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
     for task in tasks:
         task.cancel()
     for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
+        # a task that died has been reported (watch) and made the daemon stop already
+        with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
 
 

@@ -22,6 +22,7 @@ import pytest_asyncio
 from adapters.optoro.sandbox import scenario
 from bridge.app import Runtime
 from bridge.engine import Engine, EngineSettings, HandlerContext, Outcome
+from bridge.errors import StoreError
 from bridge.http import Backoff, OutboundRequest, Response
 from bridge.store import Effect, EffectState, InboxItem, InboxStatus, NewEffect, Store, Transaction
 from bridge.store.memory import MemoryStore
@@ -407,3 +408,36 @@ async def test_an_item_leased_before_without_an_outcome_is_leased_alone(store: S
     rest = await store.lease_inbox("host/2/a", 10, 60.0)
     assert [(i.id, i.attempts) for i in rest] == [(ids[1], 2)]
     assert fresh not in {i.id for i in rest}
+
+
+async def test_an_unusable_store_stops_the_daemon(tmp_path: Path) -> None:
+    """The one failure that is not isolated: with the store gone, the supervised worker's
+    crash is fatal (the daemon exits 1 through ``runtime.fatal``)."""
+    holder: dict[str, Runtime] = {}
+
+    def inject(runtime: Runtime) -> None:
+        holder["runtime"] = runtime
+        runtime.side_task_backoff = 0.01
+
+        async def store_gone() -> int:
+            raise StoreError("disk I/O error")
+
+        async def no_answer() -> bool:
+            return False
+
+        runtime.engine.process_available = store_gone  # type: ignore[method-assign]
+        runtime.store.ping = no_answer  # type: ignore[method-assign]
+
+    async def run_until_fatal() -> None:
+        async with running_daemon(
+            tmp_path, optoro_table("http://127.0.0.1:9"), before_start=inject
+        ) as d:
+
+            async def fatal() -> bool:
+                return d.runtime.fatal.is_set()
+
+            await wait_until(fatal, "the daemon giving up on its store")
+
+    with pytest.raises(AssertionError, match="inbox-worker crashed: StoreError: disk I/O error"):
+        await run_until_fatal()
+    assert holder["runtime"].side_task_restarts == {}
