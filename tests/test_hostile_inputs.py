@@ -396,6 +396,26 @@ async def running_daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
                 await daemon.proc.wait()
 
 
+async def operator_inbox(daemon: Daemon) -> str:
+    """``returns-bridge inbox``'s output for the daemon's store (the daemon stopped)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bridge",
+        "inbox",
+        "--config",
+        str(daemon.config),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **SECRETS},
+        cwd=REPO,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), DEADLINE)
+    assert proc.returncode == 0, err.decode(errors="replace")
+    return out.decode()
+
+
 # --- the store, read from the SQLite file --------------------------------------------------
 
 
@@ -547,3 +567,10 @@ async def test_hostile_corpus_against_the_real_daemon(tmp_path: Path) -> None:
         assert all(r["status"] != "pending" for r in inbox_rows(daemon.db))
         assert "Traceback" not in daemon.log.read_text(errors="replace"), daemon.stderr()
         assert await daemon.stop() == 0
+
+        listing = await operator_inbox(daemon)  # what an operator sees, with the reasons
+        quarantined = len([r for r in inbox_rows(daemon.db) if r["status"] == "quarantined"])
+        assert "pending 0  " in listing
+        assert f"quarantined {quarantined}  " in listing
+        assert "nesting deeper than 32 levels" in listing
+        assert "leased 4 times without an outcome" in listing
