@@ -62,6 +62,10 @@ class Runtime:
     fatal_reason: str | None = None
     services: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
+    side_task_backoff: float = 0.5
+    side_task_backoff_cap: float = 30.0
+    side_task_stable: float = 30.0
+    side_task_restarts: dict[str, int] = field(default_factory=dict)
 
     @property
     def http(self) -> HttpClient:
@@ -111,8 +115,65 @@ class Runtime:
         """Run ``hook`` once the store and HTTP session are open."""
         self.startup.append(hook)
 
+    def supervise(self, name: str, run: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+        """Run side task ``name`` (``run()``) and restart it whenever it dies.
+
+        A crash is logged with its traceback (through the redacting sink), the task is
+        restarted after a capped exponential backoff (``side_task_backoff`` doubling up to
+        ``side_task_backoff_cap`` s; the count resets once a run has lasted
+        ``side_task_stable`` s), and ``/readyz`` names it as ``task:<name>`` until the
+        restarted run has been stable that long. The one exception: when the store itself no
+        longer answers, the crash stops the daemon (exit 1), as nothing can work without it.
+        Cancelling the returned task stops the current run."""
+        state: dict[str, Any] = {"problem": None, "since": 0.0}
+
+        async def check() -> str | None:
+            problem = state["problem"]
+            if problem is None:
+                return None
+            if asyncio.get_running_loop().time() - state["since"] >= self.side_task_stable:
+                state["problem"] = None
+                return None
+            return str(problem)
+
+        async def supervised() -> None:
+            loop = asyncio.get_running_loop()
+            crashes = 0
+            while True:
+                started = loop.time()
+                try:
+                    await run()
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    if not await self.engine.store_usable():
+                        raise
+                    if loop.time() - started >= self.side_task_stable:
+                        crashes = 0
+                    crashes += 1
+                    delay = min(
+                        self.side_task_backoff_cap, self.side_task_backoff * 2 ** (crashes - 1)
+                    )
+                    reason = f"{type(exc).__name__}: {exc}"[:300]
+                    state["problem"] = f"crashed ({reason}); restart {crashes}"
+                    state["since"] = loop.time() + delay
+                    self.side_task_restarts[name] = self.side_task_restarts.get(name, 0) + 1
+                    log.error(
+                        "side task crashed, restarting",
+                        extra={"task": name, "restarts": crashes, "delay": delay},
+                        exc_info=exc,
+                    )
+                    await asyncio.sleep(delay)
+
+        self.add_readiness(f"task:{name}", check)
+        task = asyncio.create_task(supervised(), name=name)
+        self.watch(task)
+        return task
+
     def watch(self, task: asyncio.Task[Any]) -> None:
-        """A side task that ends with an error stops the daemon loudly."""
+        """A side task that ends with an error stops the daemon loudly. Supervised tasks
+        (:meth:`supervise`) end so only when the store is unusable."""
 
         def done(t: asyncio.Task[Any]) -> None:
             if t.cancelled():
@@ -191,7 +252,11 @@ async def readyz(request: web.Request) -> web.Response:
 
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error answer is JSON; an unexpected exception is a 500, never a crash."""
+    """Every error answer is JSON; an unexpected exception is a 500, never a crash.
+
+    A request whose parts cannot even be decoded (a ``UnicodeError`` from a header, query
+    or path value) is the sender's fault: 400 naming ``request``, logged without a
+    traceback or the values."""
     try:
         return await handler(request)
     except web.HTTPException as exc:
@@ -207,9 +272,24 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         if field_name:
             error["field"] = field_name
         return web.json_response({"error": error}, status=exc.status)
+    except UnicodeError as exc:
+        log.warning(
+            "request not decodable", extra={"method": request.method, "error": type(exc).__name__}
+        )
+        return web.json_response(
+            {"error": {"field": "request", "message": "request is not valid UTF-8 text"}},
+            status=400,
+        )
     except Exception:
-        log.exception("request failed", extra={"path": request.path, "method": request.method})
+        log.exception(
+            "request failed", extra={"path": _safe(request.path), "method": request.method}
+        )
         return web.json_response({"error": {"message": "internal error"}}, status=500)
+
+
+def _safe(text: str) -> str:
+    """A request part as loggable text (undecodable bytes escaped, bounded)."""
+    return text.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")[:300]
 
 
 def build_app(runtime: Runtime) -> web.Application:
@@ -251,16 +331,15 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
     runtime = app[RUNTIME]
     await runtime.engine.take_back_leases()
     tasks = [
-        asyncio.create_task(runtime.engine.run_inbox_worker(), name="inbox-worker"),
-        asyncio.create_task(runtime.engine.run_dispatcher(), name="dispatcher"),
+        runtime.supervise("inbox-worker", runtime.engine.run_inbox_worker),
+        runtime.supervise("dispatcher", runtime.engine.run_dispatcher),
     ]
-    for task in tasks:
-        runtime.watch(task)
     yield
     for task in tasks:
         task.cancel()
     for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
+        # a task that died has been reported (watch) and made the daemon stop already
+        with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
 
 

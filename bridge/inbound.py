@@ -1,10 +1,17 @@
-"""Receiving webhooks: authenticate, store durably, validate, answer.
+"""Receiving webhooks: authenticate, parse with limits, validate, store durably, answer.
 
 The order is the delivery guarantee: a sender that is not authenticated gets 401 and
-nothing is stored; an authenticated body is committed to the inbox *before* any answer;
-a body that fails validation is then quarantined with its reason (kept, never dropped)
-and the sender gets a JSON error naming the field, with the status the sender's contract
+nothing is stored (nor logged beyond the path); an authenticated body is parsed by the
+total parser (:mod:`bridge.jsonsafe`: depth, digits, sizes, surrogates, NaN, duplicate
+keys) and validated *before* it is stored, then committed to the inbox before any answer.
+A body that breaks a limit or fails validation is stored already quarantined, with its
+reason, in that same commit (kept, never dropped, and never visible to the worker as
+pending), and the sender gets a JSON error naming the field with the status its contract
 asks for (some senders retry anything but 2xx forever, so an adapter may choose 200).
+
+Authentication is total too: a malformed ``Authorization`` header, raw bytes or non-ASCII
+in a credential header, or a credential of absurd length is a mismatch (401), never an
+exception.
 """
 
 from __future__ import annotations
@@ -12,7 +19,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import json
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -22,11 +28,14 @@ from aiohttp import web
 from bridge.configbase import InboundApiKeyAuth, InboundBasicAuth
 from bridge.engine import Engine
 from bridge.errors import MappingError, StoreError
+from bridge.jsonsafe import check_text, loads
 from bridge.store import InboxStatus
 
 log = logging.getLogger(__name__)
 
 _CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+MAX_CREDENTIAL_CHARS = 4096
+"""Longer credential headers are refused unread (401)."""
 
 
 def json_error(status: int, message: str, field: str | None = None, **extra: Any) -> web.Response:
@@ -43,18 +52,42 @@ def kept_headers(
 ) -> dict[str, str]:
     """Request headers worth storing with the body: credentials removed."""
     drop = _CREDENTIAL_HEADERS | {h.lower() for h in secret_headers}
-    return {k: v for k, v in headers.items() if k.lower() not in drop}
+    return {
+        _printable(k): _printable(v)[:MAX_CREDENTIAL_CHARS]
+        for k, v in headers.items()
+        if k.lower() not in drop
+    }
+
+
+def _printable(text: str) -> str:
+    """Header text as storable, loggable UTF-8: raw bytes (kept by aiohttp as surrogates)
+    and any other lone surrogate become ``\\udcNN`` escapes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def _credential_bytes(value: str | None) -> bytes | None:
+    """A credential as bytes, or None when it cannot be one (raw bytes, surrogates, huge)."""
+    if value is None or len(value) > MAX_CREDENTIAL_CHARS:
+        return None
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError:  # aiohttp keeps undecodable header bytes as surrogates
+        return None
 
 
 def basic_auth_matches(request: web.Request, username: str, password: str) -> bool:
-    """HTTP Basic credentials compared in constant time."""
+    """HTTP Basic credentials compared in constant time; any malformed header is False."""
     header = request.headers.get("Authorization", "")
     scheme, _, encoded = header.partition(" ")
-    if scheme.lower() != "basic" or not encoded:
+    if scheme.lower() != "basic" or not encoded or _credential_bytes(encoded) is None:
         return False
     try:
-        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+        decoded = base64.b64decode(encoded.strip().encode("ascii"), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeError, ValueError):
         return False
     given_user, sep, given_password = decoded.partition(":")
     user_ok = hmac.compare_digest(given_user.encode(), username.encode())
@@ -63,16 +96,25 @@ def basic_auth_matches(request: web.Request, username: str, password: str) -> bo
 
 
 def header_secret_matches(request: web.Request, header: str, secret: str) -> bool:
-    """A shared-secret header compared in constant time."""
-    given = request.headers.get(header)
-    return given is not None and hmac.compare_digest(given.encode(), secret.encode())
+    """A shared-secret header compared in constant time; an unusable value is False."""
+    given = _credential_bytes(request.headers.get(header))
+    return given is not None and hmac.compare_digest(given, secret.encode())
+
+
+def secret_matches(given: str | None, secret: str) -> bool:
+    """A shared secret from a query string (or anywhere) compared in constant time."""
+    given_bytes = _credential_bytes(given)
+    return given_bytes is not None and hmac.compare_digest(given_bytes, secret.encode())
 
 
 def bearer_matches(request: web.Request, token: str) -> bool:
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(
-        given.strip().encode(), token.encode()
+    given_bytes = _credential_bytes(given.strip())
+    return (
+        scheme.lower() == "bearer"
+        and given_bytes is not None
+        and hmac.compare_digest(given_bytes, token.encode())
     )
 
 
@@ -95,14 +137,41 @@ def unauthorized() -> web.Response:
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
-    """The body as a JSON object, or ``MappingError`` saying why not."""
-    try:
-        value = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MappingError(f"body is not valid JSON: {exc}", field="body") from None
+    """The body as a JSON object within the limits of :mod:`bridge.jsonsafe`, or
+    ``MappingError`` naming the field that is wrong."""
+    value = loads(body)
     if not isinstance(value, dict):
         raise MappingError("body must be a JSON object", field="body")
     return value
+
+
+def refusal(body: bytes, validate: Callable[[bytes], Any] | None = None) -> MappingError | None:
+    """Why the bridge will never accept ``body`` (``None``: it may be accepted).
+
+    The body is parsed with limits first (nothing else sees a body that breaks one); then
+    ``validate`` runs. An unexpected exception in ``validate`` is a refusal too, with the
+    exception class in the reason: a bug in a mapping must not answer 500."""
+    try:
+        loads(body)
+        if validate is not None:
+            validate(body)
+    except MappingError as exc:
+        return exc
+    except Exception as exc:  # a mapping bug: refuse this body, keep serving
+        log.warning(
+            "validation raised unexpectedly",
+            extra={"error": type(exc).__name__},
+        )
+        return MappingError(f"body could not be validated ({type(exc).__name__})", field="body")
+    return None
+
+
+async def read_body(request: web.Request) -> bytes | web.Response:
+    """The request body, or the 413 answer when it is larger than the configured limit."""
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return json_error(413, "body is larger than the configured limit", field="body")
 
 
 async def receive(
@@ -116,50 +185,28 @@ async def receive(
     invalid_status: int = 422,
     secret_headers: frozenset[str] = frozenset(),
 ) -> web.Response:
-    """Store the (already authenticated) request in the inbox, then validate it.
+    """Parse and validate the (already authenticated) request, then store it in the inbox.
 
-    ``validate`` raises :class:`MappingError` for a body the bridge will never accept: it is
-    quarantined and answered with ``invalid_status``. Returns 200 ``{"status": "accepted"}``
+    A body that breaks a parsing limit, or for which ``validate`` raises
+    :class:`MappingError`, is stored already quarantined (one commit: the worker never sees
+    it pending) and answered ``invalid_status``. Returns 200 ``{"status": "accepted"}``
     otherwise, and 503 when the store could not commit (the sender should retry)."""
-    try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        return json_error(413, "body is larger than the configured limit", field="body")
+    body = await read_body(request)
+    if isinstance(body, web.Response):
+        return body
+    problem = refusal(body, validate)
+    headers = kept_headers(request.headers, secret_headers)
     try:
         accepted = await engine.accept_detailed(
-            retailer, kind, key, body, kept_headers(request.headers, secret_headers)
+            retailer, kind, key, body, headers, quarantine=_reason(problem) if problem else None
         )
-    except StoreError:
-        log.exception("inbox commit failed", extra={"retailer": retailer, "kind": kind})
-        response = json_error(503, "not stored, retry later")
-        response.headers["Retry-After"] = "5"
-        return response
-    inbox_id = accepted.inbox_id
-    if validate is not None:
-        try:
-            validate(body)
-        except MappingError as exc:
-            async with engine.store.transaction() as tx:
-                await tx.finish_inbox(inbox_id, None, InboxStatus.QUARANTINED, _reason(exc))
-            log.warning(
-                "webhook quarantined",
-                extra={
-                    "retailer": retailer,
-                    "kind": kind,
-                    "inbox_id": inbox_id,
-                    "reason": _reason(exc),
-                },
-            )
-            return json_error(
-                invalid_status,
-                str(exc),
-                field=exc.field or "body",
-                inbox_id=inbox_id,
-                quarantined=True,
-            )
+    except StoreError as exc:
+        return _not_stored(retailer, kind, exc)
+    if problem is not None:
+        return _quarantined(retailer, kind, accepted.inbox_id, problem, invalid_status)
     if accepted.duplicate:
-        await _requeue_if_quarantined(engine, inbox_id)
-    return web.json_response({"status": "accepted", "inbox_id": inbox_id})
+        await _requeue_if_quarantined(engine, accepted.inbox_id)
+    return web.json_response({"status": "accepted", "inbox_id": accepted.inbox_id})
 
 
 async def _requeue_if_quarantined(engine: Engine, inbox_id: int) -> None:
@@ -174,6 +221,28 @@ def _reason(exc: MappingError) -> str:
     return f"{exc.field}: {exc}" if exc.field else str(exc)
 
 
+def _not_stored(retailer: str, kind: str, exc: StoreError) -> web.Response:
+    log.error(
+        "inbox commit failed",
+        extra={"retailer": retailer, "kind": kind, "error": f"{type(exc).__name__}: {exc}"},
+    )
+    response = json_error(503, "not stored, retry later")
+    response.headers["Retry-After"] = "5"
+    return response
+
+
+def _quarantined(
+    retailer: str, kind: str, inbox_id: int, error: MappingError, status: int
+) -> web.Response:
+    log.warning(
+        "request quarantined",
+        extra={"retailer": retailer, "kind": kind, "inbox_id": inbox_id, "reason": _reason(error)},
+    )
+    return json_error(
+        status, str(error), field=error.field or "body", inbox_id=inbox_id, quarantined=True
+    )
+
+
 async def quarantine(
     request: web.Request,
     engine: Engine,
@@ -185,26 +254,24 @@ async def quarantine(
     status: int,
     secret_headers: frozenset[str] = frozenset(),
 ) -> web.Response:
-    """Keep an authenticated request the bridge refuses, and answer a JSON error naming
-    the field (``status`` as the sender's contract wants)."""
-    accepted = await engine.accept_detailed(
-        retailer, kind, None, body, kept_headers(request.headers, secret_headers)
-    )
-    async with engine.store.transaction() as tx:
-        await tx.finish_inbox(accepted.inbox_id, None, InboxStatus.QUARANTINED, _reason(error))
-    log.warning(
-        "request quarantined",
-        extra={
-            "retailer": retailer,
-            "kind": kind,
-            "inbox_id": accepted.inbox_id,
-            "reason": _reason(error),
-        },
-    )
-    return json_error(
-        status,
-        str(error),
-        field=error.field or "body",
-        inbox_id=accepted.inbox_id,
-        quarantined=True,
-    )
+    """Keep an authenticated request the bridge refuses, stored quarantined in one commit,
+    and answer a JSON error naming the field (``status`` as the sender's contract wants)."""
+    try:
+        accepted = await engine.accept_detailed(
+            retailer,
+            kind,
+            None,
+            body,
+            kept_headers(request.headers, secret_headers),
+            quarantine=_reason(error),
+        )
+    except StoreError as exc:
+        return _not_stored(retailer, kind, exc)
+    return _quarantined(retailer, kind, accepted.inbox_id, error, status)
+
+
+def header_text(request: web.Request, name: str, max_length: int = 1024) -> str | None:
+    """Header ``name`` as safe text (``None`` when absent); ``MappingError`` naming the
+    header when it holds raw bytes, surrogates, control characters or is too long."""
+    value = request.headers.get(name)
+    return None if value is None else check_text(value, name, max_length)

@@ -13,7 +13,7 @@ import aiohttp
 from adapters.kibo.client import CROSSWALK
 from adapters.optoro.sandbox import scenario as guide_scenario
 from bridge.engine import EngineSettings
-from bridge.store import EffectState
+from bridge.store import EffectState, InboxStatus
 from bridge.sync import publish_orders
 from demo.scenarios import settle
 from demo.world import (
@@ -199,12 +199,13 @@ async def test_rejection_and_cancel_after_creation_are_flagged(tmp_path: Path) -
         assert len(world.kibo.find_returns()) == 1
 
 
-async def test_bad_amounts_are_dead_lettered_and_replay_after_a_corrected_message(
+async def test_bad_amounts_are_quarantined_at_the_webhook_and_the_corrected_message_applies(
     tmp_path: Path,
 ) -> None:
-    """A shopper share no return can carry (negative) never reaches Kibo: the return is a
-    dead letter naming it; once Optoro sends the corrected RMA, the replayed dead letter
-    is built from the corrected state."""
+    """A shopper share no return can carry (negative) is refused at the webhook: the message
+    is quarantined naming the field (answered 200, as Optoro asks), nothing reaches Kibo and
+    nothing is dead-lettered; once Optoro sends the corrected RMA, the return is built from
+    it."""
     async with running_world(tmp_path, [1], settings=FAST) as world:
         bad = {
             "refund_financials": {
@@ -214,22 +215,19 @@ async def test_bad_amounts_are_dead_lettered_and_replay_after_a_corrected_messag
             }
         }
         await up_to_carrier_scan(world, bad)
-
-        async def dead() -> bool:
-            return bool(await world.runtime.store.list_effects(EffectState.DEAD))
-
-        await wait_for(dead)
-        (effect,) = await world.runtime.store.list_effects(EffectState.DEAD)
-        assert "returnSubtotal" in (effect.dead_reason or "") or "negative" in (
-            effect.dead_reason or ""
-        ), effect.dead_reason
+        store = world.runtime.store
+        kept = await store.list_inbox(InboxStatus.QUARANTINED)
+        assert kept
+        for item in kept:
+            assert "].refund_financials.shopper_refund_amount_cents" in (item.note or "")
+        await settle(world)
+        assert await store.list_effects(destination=f"kibo.returns:{RETAILER}") == []
+        assert await store.list_effects(EffectState.DEAD) == []
         assert world.kibo.find_returns() == []
 
         corrected = json.loads(json.dumps(SCENARIO.steps[3].request))  # the carrier scan
-        corrected["updated_at"] = "2023-01-29T00:00:00Z"  # newer than the bad one
+        corrected["updated_at"] = "2023-01-29T00:00:00Z"
         await post_rma(world, corrected)
-        await settle(world)
-        await world.runtime.engine.replay(effect.id)
         await settle(world)
         (created,) = world.kibo.find_returns()
         assert created["item"][0]["quantity"] == 4

@@ -32,12 +32,16 @@ from bridge.engine import HandlerContext, Outcome, apply_versioned
 from bridge.errors import DeliveryError, MappingError, RetriableDeliveryError
 from bridge.inbound import (
     authenticated,
+    header_text,
     json_error,
     quarantine,
+    read_body,
     receive,
+    refusal,
     secret_headers_of,
     unauthorized,
 )
+from bridge.jsonsafe import check_text
 from bridge.lifecycle import is_closed
 from bridge.services import CATALOG, EXCHANGE_ORDER_SINK, RMA_LIFECYCLE
 from bridge.store import ClaimState, InboxItem, InboxStatus, Transaction, canonical_json
@@ -91,7 +95,10 @@ class OptoroInbound:
         return authenticated(request, self.config.inbound_auth)
 
     def optiturn_problem(self, request: web.Request) -> MappingError | None:
-        given = request.headers.get(OPTITURN_ID)
+        try:
+            given = header_text(request, OPTITURN_ID)
+        except MappingError as exc:
+            return exc
         if given is None:
             return MappingError(f"header {OPTITURN_ID} is required", field=OPTITURN_ID)
         if given != self.config.optiturn_id:
@@ -112,10 +119,13 @@ class OptoroInbound:
             return self.unauthorized()
         problem = self.optiturn_problem(request)
         if problem is not None:
+            body = await read_body(request)
+            if isinstance(body, web.Response):
+                return body
             return await quarantine(
                 request,
                 self.runtime.engine,
-                await request.read(),
+                body,
                 retailer=self.retailer,
                 kind=RMA_KIND,
                 error=problem,
@@ -160,7 +170,12 @@ class OptoroInbound:
         problem = self.optiturn_problem(request)
         if problem is not None:
             return json_error(403, str(problem), field=problem.field)
-        variant_identifier = request.match_info["variant_identifier"]
+        try:
+            variant_identifier = check_text(
+                request.match_info["variant_identifier"], "variant_identifier", 256
+            )
+        except MappingError as exc:
+            return json_error(400, str(exc), field=exc.field)
         if not self.runtime.has_service(self.retailer, CATALOG):
             return json_error(501, "no catalog is configured for this retailer (routes.catalog)")
         catalog = self.runtime.service(self.retailer, CATALOG)
@@ -192,7 +207,15 @@ class OptoroInbound:
         try:
             body = variants_response(cached.value, self.config.size_dimensions)
         except MappingError as exc:
-            return json_error(500, f"catalog data cannot be sent to Optoro: {exc}", field=exc.field)
+            log.warning(
+                "exchange variants not mappable",
+                extra={
+                    "retailer": self.retailer,
+                    "variant": variant_identifier,
+                    "reason": str(exc),
+                },
+            )
+            return json_error(502, f"catalog data cannot be sent to Optoro: {exc}", field=exc.field)
         return web.json_response(body)
 
     # exchange orders ---------------------------------------------------------------------
@@ -200,12 +223,13 @@ class OptoroInbound:
     async def exchange_orders(self, request: web.Request) -> web.Response:
         if not self.authenticated(request):
             return self.unauthorized()
-        body = await request.read()
-        problem = self.optiturn_problem(request) or self._version_problem(request)
+        body = await read_body(request)
+        if isinstance(body, web.Response):
+            return body
+        problem = self.optiturn_problem(request) or self._version_problem(request) or refusal(body)
         if problem is not None:
-            return await self._refuse(
-                request, body, problem, 403 if problem.field == OPTITURN_ID else 400
-            )
+            status = {OPTITURN_ID: 403, OPTITURN_VERSION: 400}.get(problem.field or "", 422)
+            return await self._refuse(request, body, problem, status)
         if not self.runtime.has_service(self.retailer, EXCHANGE_ORDER_SINK):
             return await self._refuse(
                 request,
@@ -215,19 +239,23 @@ class OptoroInbound:
                 ),
                 501,
             )
-        version = int(request.headers.get(OPTITURN_VERSION, "2"))
+        version = int(request.headers.get(OPTITURN_VERSION, "2").strip())
         try:
             order = parse_exchange_order(body, version, gift_card_skus=self.config.gift_card_skus)
         except MappingError as exc:
             return await self._refuse(request, body, exc, 422)
+        except Exception as exc:  # a mapping bug refuses this body, never answers 500
+            error = MappingError(f"body could not be mapped ({type(exc).__name__})", field="body")
+            return await self._refuse(request, body, error, 422)
         request_hash = hashlib.sha256(
             canonical_json(order.model_dump(mode="json")).encode()
         ).hexdigest()
         return await self._create_once(request, body, order, request_hash)
 
     def _version_problem(self, request: web.Request) -> MappingError | None:
-        given = request.headers.get(OPTITURN_VERSION, "2")
-        if not given.isdigit() or int(given) not in EXCHANGE_VERSIONS:
+        given = request.headers.get(OPTITURN_VERSION, "2").strip()
+        # ASCII digits only: "²".isdigit() is true, and int("²") raises
+        if not (given.isascii() and given.isdigit()) or int(given) not in EXCHANGE_VERSIONS:
             return MappingError(
                 f"header {OPTITURN_VERSION} must be one of"
                 f" {', '.join(map(str, EXCHANGE_VERSIONS))}",

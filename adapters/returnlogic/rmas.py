@@ -76,7 +76,7 @@ from bridge.errors import (
     RetriableDeliveryError,
 )
 from bridge.http import Backoff, OutboundRequest, Priority, Response
-from bridge.inbound import json_error, parse_json_object, receive
+from bridge.inbound import json_error, parse_json_object, receive, secret_matches
 from bridge.lifecycle import is_closed
 from bridge.services import RMA_LIFECYCLE
 from bridge.store import Effect, EffectState, InboxItem, InboxStatus, NewEffect, Transaction
@@ -297,11 +297,8 @@ class RlRmas:
 
     def authenticated(self, request: web.Request) -> bool:
         secret = self.rmas.webhook_secret
-        given = request.query.get(SECRET_PARAM)
-        return (
-            secret is not None
-            and given is not None
-            and hmac.compare_digest(given.encode(), secret.get_secret_value().encode())
+        return secret is not None and secret_matches(
+            request.query.get(SECRET_PARAM), secret.get_secret_value()
         )
 
     async def receive(self, request: web.Request) -> web.Response:

@@ -29,7 +29,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from bridge.errors import BridgeError, DeliveryError, MappingError, RetriableDeliveryError
+from bridge.errors import (
+    BridgeError,
+    DeliveryError,
+    MappingError,
+    RetriableDeliveryError,
+    StoreError,
+)
 from bridge.http import Backoff, OutboundRequest, Response
 from bridge.store import (
     Accepted,
@@ -127,6 +133,8 @@ class EngineSettings:
     effect_lease: float = 120.0
     idle_poll: float = 0.5
     max_concurrent_deliveries: int = 16
+    max_inbox_attempts: int = 3
+    """An inbox item leased more often than this without an outcome is quarantined."""
 
 
 @dataclass
@@ -142,6 +150,12 @@ class EngineStats:
     def count(self, destination: str, what: str) -> None:
         bucket = self.by_destination.setdefault(destination, {})
         bucket[what] = bucket.get(what, 0) + 1
+
+
+def _describe(exc: BaseException) -> str:
+    """``"ClassName: message"`` for a quarantine or dead-letter reason (bounded length)."""
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return text if len(text) <= 500 else text[:497] + "..."
 
 
 class _Rollback(Exception):
@@ -201,27 +215,56 @@ class Engine:
         return (await self.accept_detailed(retailer, kind, key, body, headers)).inbox_id
 
     async def accept_detailed(
-        self, retailer: str | None, kind: str, key: str | None, body: bytes, headers: dict[str, str]
+        self,
+        retailer: str | None,
+        kind: str,
+        key: str | None,
+        body: bytes,
+        headers: dict[str, str],
+        quarantine: str | None = None,
     ) -> Accepted:
-        """:meth:`accept`, also saying whether this was a duplicate delivery."""
+        """:meth:`accept`, also saying whether this was a duplicate delivery.
+
+        ``quarantine``: the reason the edge refused the input; it is committed quarantined
+        in the same commit that stores it (no worker ever sees it pending)."""
         accepted = await self.store.accept(
-            inbox_source(retailer, kind), key, body, headers, retailer
+            inbox_source(retailer, kind), key, body, headers, retailer, quarantine
         )
-        if not accepted.duplicate:
+        if quarantine is not None and not accepted.duplicate:
+            self.stats.quarantined += 1
+        elif not accepted.duplicate:
             self._inbox_wakeup.set()
         return accepted
 
     async def process_available(self) -> int:
-        """Lease and process one batch of inbox items; returns how many were leased."""
+        """Lease and process one batch of inbox items; returns how many were leased.
+
+        An item leased more than ``max_inbox_attempts`` times without an outcome (the
+        process died or hung while handling it: kill -9, OOM, a segfault) is quarantined
+        instead of handled again, so one such item cannot crash-loop the daemon."""
         items = await self.store.lease_inbox(
             self.owner, self.settings.inbox_batch, self.settings.inbox_lease
         )
         for item in items:
+            if item.attempts > self.settings.max_inbox_attempts:
+                await self._quarantine(
+                    item,
+                    self.owner,
+                    f"leased {item.attempts} times without an outcome (the process died or"
+                    " hung while handling it); not handled again",
+                )
+                continue
             await self.process(item)
         return len(items)
 
     async def process(self, item: InboxItem, ctx: HandlerContext = HandlerContext()) -> Outcome:
-        """Handle one leased item; its state, effects and outcome commit together."""
+        """Handle one leased item; its state, effects and outcome commit together.
+
+        Total: any exception from the handler (a ``MappingError`` or a bug) quarantines this
+        item alone with the exception's class and message, and nothing else it did is
+        written; a lease that moved on is dropped; a transient store error leaves the item
+        to be handled again after its lease (counted by the attempt bound). Only
+        cancellation and an unusable store propagate."""
         owner = None if ctx.replay else self.owner
         handler = self.handler_for(item.source)
         try:
@@ -232,19 +275,24 @@ class Engine:
                 for effect in outcome.effects:
                     await tx.add_effect(replace(effect, source_inbox_id=item.id))
                 await tx.finish_inbox(item.id, owner, outcome.status, outcome.note)
-        except MappingError as exc:
-            note = f"{exc.field}: {exc}" if exc.field else str(exc)
-            async with self.store.transaction() as tx:
-                await tx.finish_inbox(item.id, owner, InboxStatus.QUARANTINED, note)
-            self.stats.quarantined += 1
-            log.warning(
-                "inbox item quarantined",
-                extra={"inbox_id": item.id, "source": item.source, "reason": note},
-            )
-            return Outcome(InboxStatus.QUARANTINED, (), note)
         except LeaseLost:
             log.warning("inbox lease lost", extra={"inbox_id": item.id})
             return Outcome(InboxStatus.PENDING)
+        except MappingError as exc:
+            note = f"{exc.field}: {exc}" if exc.field else str(exc)
+            return await self._quarantine(item, owner, note)
+        except StoreError as exc:
+            if not await self.store_usable():
+                raise
+            # transient (busy, a failed commit): nothing was written; the item is handled
+            # again when its lease expires, and the attempt bound ends a repeating failure
+            log.warning(
+                "inbox item not finished, retried after its lease",
+                extra={"inbox_id": item.id, "source": item.source, "error": _describe(exc)},
+            )
+            return Outcome(InboxStatus.PENDING)
+        except Exception as exc:  # a bug in one item's handling ends that item alone
+            return await self._quarantine(item, owner, _describe(exc))
         self.stats.processed += 1
         if outcome.status is InboxStatus.SUPERSEDED:
             self.stats.superseded += 1
@@ -252,11 +300,39 @@ class Engine:
             self._outbox_wakeup.set()
         return outcome
 
+    async def _quarantine(self, item: InboxItem, owner: str | None, note: str) -> Outcome:
+        """Record ``item`` as quarantined with ``note`` (logged once); a lost lease is fine."""
+        try:
+            async with self.store.transaction() as tx:
+                await tx.finish_inbox(item.id, owner, InboxStatus.QUARANTINED, note)
+        except LeaseLost:
+            log.warning("inbox lease lost", extra={"inbox_id": item.id})
+            return Outcome(InboxStatus.PENDING)
+        self.stats.quarantined += 1
+        log.warning(
+            "inbox item quarantined",
+            extra={"inbox_id": item.id, "source": item.source, "reason": note},
+        )
+        return Outcome(InboxStatus.QUARANTINED, (), note)
+
+    async def store_usable(self) -> bool:
+        """The store answers a trivial query (an unusable store is the one fatal error)."""
+        try:
+            return await self.store.ping()
+        except Exception:
+            return False
+
     async def run_inbox_worker(self) -> None:
-        """Process inbox items until cancelled."""
+        """Process inbox items until cancelled. One item's failure never ends the loop; a
+        store error does only when the store no longer answers (the supervisor decides)."""
         while True:
-            if await self.process_available():
-                continue
+            try:
+                if await self.process_available():
+                    continue
+            except StoreError as exc:
+                if not await self.store_usable():
+                    raise
+                log.warning("inbox lease failed, retrying", extra={"error": _describe(exc)})
             self._inbox_wakeup.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._inbox_wakeup.wait(), self.settings.idle_poll)
@@ -283,8 +359,31 @@ class Engine:
         return len(effects)
 
     async def deliver(self, effect: Effect) -> None:
-        """One delivery attempt of a leased effect and its recorded outcome."""
-        destination = self.destinations[effect.destination]
+        """One delivery attempt of a leased effect and its recorded outcome.
+
+        Never raises but ``CancelledError``: any unexpected exception from the destination
+        (or from ``on_delivered``) dead-letters this effect alone with the exception class
+        and message; a lease that moved on is handled; a store failure leaves the effect to
+        its lease expiry (it is delivered again with its idempotency key)."""
+        try:
+            await self._deliver(effect)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error(
+                "delivery outcome not recorded",
+                extra={
+                    "effect_id": effect.id,
+                    "destination": effect.destination,
+                    "error": _describe(exc),
+                },
+            )
+
+    async def _deliver(self, effect: Effect) -> None:
+        destination = self.destinations.get(effect.destination)
+        if destination is None:
+            await self._dead(effect, f"destination {effect.destination!r} is not configured")
+            return
         fields = {
             "effect_id": effect.id,
             "destination": effect.destination,
@@ -312,6 +411,9 @@ class Engine:
         except (DeliveryError, MappingError) as exc:
             await self._dead(effect, str(exc), exc)
             return
+        except Exception as exc:  # a bug in a destination ends this effect alone
+            await self._dead(effect, _describe(exc), exc)
+            return
         result = response.describe(500) if response is not None else None
         on_delivered = getattr(destination, "on_delivered", None)
         try:
@@ -325,6 +427,13 @@ class Engine:
                 self._outbox_wakeup.set()
         except LeaseLost:
             await self._flag_if_canceled(effect)
+        except StoreError:
+            raise
+        except Exception as exc:  # on_delivered failed: the partner has it, record that
+            await self._dead(
+                effect, f"delivered, but recording what it causes failed: {_describe(exc)}", exc
+            )
+            return
         self.stats.delivered += 1
         self.stats.count(effect.destination, "delivered")
         log.info("effect delivered", extra=fields)
@@ -346,12 +455,19 @@ class Engine:
                     "delivered although canceled meanwhile: check the partner",
                 )
 
-    async def _dead(self, effect: Effect, reason: str, exc: BaseException) -> None:
-        destination = self.destinations[effect.destination]
+    async def _dead(self, effect: Effect, reason: str, exc: BaseException | None = None) -> None:
+        """Park ``effect`` as a dead letter with ``reason``, the request it would send and
+        the partner's answer (when there was one); never raises but for the store."""
+        destination = self.destinations.get(effect.destination)
+        request: Any
         try:
-            request: Any = (await destination.build_request(effect)).describe()
-        except (BridgeError, ValueError, KeyError) as build_error:
-            request = {"unavailable": str(build_error)}
+            if destination is None:
+                raise BridgeError(f"destination {effect.destination!r} is not configured")
+            request = (await destination.build_request(effect)).describe()
+        except asyncio.CancelledError:
+            raise
+        except Exception as build_error:
+            request = {"unavailable": _describe(build_error)}
         response = None
         if isinstance(exc, DeliveryError) and exc.status is not None:
             response = {"status": exc.status, "body": exc.body}

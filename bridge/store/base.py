@@ -4,6 +4,9 @@ Semantics callers rely on (and the conformance suite in ``tests/test_store.py`` 
 
 * ``accept`` returns only once the raw input is committed durably; duplicates (same
   ``(source, key)`` or same body bytes for that source) are counted, never stored twice.
+  Input refused at the edge is stored with ``quarantine=<reason>``: it is committed as
+  quarantined in that same commit, so no worker ever leases it (a duplicate keeps the
+  status of the row it repeats).
 * Work (inbox items, outbox effects) is *leased*: a lease has an owner and an expiry, so
   the items of a worker that died are picked up again once its lease runs out; every
   finishing call names the owner and is refused (``LeaseLost``) when the lease moved on.
@@ -64,6 +67,26 @@ def body_hash(body: bytes) -> str:
 
 def canonical_json(value: JSON) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def lease_batch(candidates: list[tuple[int, int]]) -> list[int]:
+    """Which of the leasable ``(id, attempts)`` (in id order) one inbox lease takes.
+
+    An item leased before without an outcome (``attempts > 0``: its process died or its
+    lease ran out) is leased alone; otherwise the leading run of fresh items is. So when a
+    process dies handling an item, only that item's attempt count grows run after run (the
+    engine quarantines it past a bound); an item that merely shared its batch is counted at
+    most once for that crash."""
+    if not candidates:
+        return []
+    if candidates[0][1] > 0:
+        return [candidates[0][0]]
+    chosen = []
+    for inbox_id, attempts in candidates:
+        if attempts > 0:
+            break
+        chosen.append(inbox_id)
+    return chosen
 
 
 @dataclass(frozen=True)
@@ -242,13 +265,17 @@ class Store(ABC):
         body: bytes,
         headers: Mapping[str, str],
         retailer: str | None = None,
+        quarantine: str | None = None,
     ) -> Accepted:
-        """Store raw input durably; returns after commit."""
+        """Store raw input durably; returns after commit. ``quarantine``: the reason it is
+        refused; the new row is committed quarantined with that note."""
 
     @abstractmethod
     async def lease_inbox(
         self, owner: str, limit: int, lease_seconds: float, source_prefix: str = ""
-    ) -> list[InboxItem]: ...
+    ) -> list[InboxItem]:
+        """Pending items in id order, ``attempts`` incremented; see :func:`lease_batch` for
+        which ones are leased together."""
 
     @abstractmethod
     async def get_inbox(self, inbox_id: int) -> InboxItem | None: ...
@@ -261,7 +288,7 @@ class Store(ABC):
 
     @abstractmethod
     async def requeue_inbox(self, inbox_id: int) -> bool:
-        """Put an item back to pending (quarantine replay)."""
+        """Put an item back to pending (quarantine replay), its lease attempts reset."""
 
     @abstractmethod
     def transaction(self) -> AbstractAsyncContextManager[Transaction]: ...

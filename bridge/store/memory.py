@@ -37,6 +37,7 @@ from bridge.store.base import (
     Transaction,
     body_hash,
     canonical_json,
+    lease_batch,
 )
 
 Lease = tuple[str, float]  # owner, lease_until
@@ -143,6 +144,7 @@ class MemoryStore(Store):
         body: bytes,
         headers: Mapping[str, str],
         retailer: str | None = None,
+        quarantine: str | None = None,
     ) -> Accepted:
         digest = body_hash(body)
         dedup_key = key or f"sha256:{digest}"
@@ -167,8 +169,8 @@ class MemoryStore(Store):
                 body=bytes(body),
                 headers=_json(dict(headers)),
                 received_at=self.clock(),
-                status=InboxStatus.PENDING,
-                note=None,
+                status=InboxStatus.PENDING if quarantine is None else InboxStatus.QUARANTINED,
+                note=quarantine,
                 attempts=0,
                 duplicates=0,
             )
@@ -181,9 +183,9 @@ class MemoryStore(Store):
     ) -> list[InboxItem]:
         now = self.clock()
         async with self._write() as t:
-            leased: list[InboxItem] = []
+            candidates: list[tuple[int, int]] = []
             for item in sorted(t.inbox.values(), key=lambda i: i.id):
-                if len(leased) >= limit:
+                if len(candidates) >= limit:
                     break
                 lease = t.inbox_leases.get(item.id)
                 if (
@@ -191,9 +193,13 @@ class MemoryStore(Store):
                     and (lease is None or lease[1] < now)
                     and item.source.startswith(source_prefix)
                 ):
-                    t.inbox[item.id] = replace(item, attempts=item.attempts + 1)
-                    t.inbox_leases[item.id] = (owner, now + lease_seconds)
-                    leased.append(t.inbox[item.id])
+                    candidates.append((item.id, item.attempts))
+            leased: list[InboxItem] = []
+            for inbox_id in lease_batch(candidates):
+                item = t.inbox[inbox_id]
+                t.inbox[inbox_id] = replace(item, attempts=item.attempts + 1)
+                t.inbox_leases[inbox_id] = (owner, now + lease_seconds)
+                leased.append(t.inbox[inbox_id])
             return _out(leased)
 
     async def get_inbox(self, inbox_id: int) -> InboxItem | None:
@@ -224,7 +230,7 @@ class MemoryStore(Store):
             item = t.inbox.get(inbox_id)
             if item is None:
                 return False
-            t.inbox[inbox_id] = replace(item, status=InboxStatus.PENDING, note=None)
+            t.inbox[inbox_id] = replace(item, status=InboxStatus.PENDING, note=None, attempts=0)
             t.inbox_leases.pop(inbox_id, None)
             return True
 

@@ -41,6 +41,7 @@ from bridge.store.base import (
     Transaction,
     body_hash,
     canonical_json,
+    lease_batch,
 )
 
 GROUP_COMMIT_MAX = 512
@@ -113,7 +114,7 @@ def sqlite_path_from_url(url: str) -> Path:
 
 
 class _PendingAccept:
-    __slots__ = ("body", "digest", "future", "headers", "key", "retailer", "source")
+    __slots__ = ("body", "digest", "future", "headers", "key", "quarantine", "retailer", "source")
 
     def __init__(
         self,
@@ -124,6 +125,7 @@ class _PendingAccept:
         headers: str,
         retailer: str | None,
         future: asyncio.Future[Accepted],
+        quarantine: str | None = None,
     ) -> None:
         self.source = source
         self.key = key
@@ -132,6 +134,7 @@ class _PendingAccept:
         self.headers = headers
         self.retailer = retailer
         self.future = future
+        self.quarantine = quarantine
 
 
 class SqliteStore(Store):
@@ -258,6 +261,7 @@ class SqliteStore(Store):
         body: bytes,
         headers: Mapping[str, str],
         retailer: str | None = None,
+        quarantine: str | None = None,
     ) -> Accepted:
         if self._flusher is None:
             raise StoreError("store is not open")
@@ -272,6 +276,7 @@ class SqliteStore(Store):
                 canonical_json(dict(headers)),
                 retailer,
                 future,
+                quarantine,
             )
         )
         self._queue_ready.set()
@@ -321,10 +326,23 @@ class SqliteStore(Store):
         conn.execute("BEGIN IMMEDIATE")
         try:
             for p in batch:
+                status = InboxStatus.PENDING if p.quarantine is None else InboxStatus.QUARANTINED
                 cur = conn.execute(
                     "INSERT OR IGNORE INTO inbox (source, retailer, dedup_key, body_hash, body,"
-                    " headers, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (p.source, p.retailer, p.key, p.digest, p.body, p.headers, now),
+                    " headers, received_at, status, note, processed_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        p.source,
+                        p.retailer,
+                        p.key,
+                        p.digest,
+                        p.body,
+                        p.headers,
+                        now,
+                        status.value,
+                        p.quarantine,
+                        None if p.quarantine is None else now,
+                    ),
                 )
                 if cur.rowcount == 1 and cur.lastrowid is not None:
                     results.append(Accepted(cur.lastrowid, duplicate=False))
@@ -350,12 +368,21 @@ class SqliteStore(Store):
         now = self.clock()
         async with self._write() as conn:
             cur = await conn.execute(
-                "UPDATE inbox SET lease_owner = ?, lease_until = ?, attempts = attempts + 1"
-                " WHERE id IN (SELECT id FROM inbox WHERE status = 'pending'"
+                "SELECT id, attempts FROM inbox WHERE status = 'pending'"
                 " AND (lease_until IS NULL OR lease_until < ?) AND substr(source, 1, length(?)) = ?"
-                " ORDER BY id LIMIT ?) RETURNING *",
-                (owner, now + lease_seconds, now, source_prefix, source_prefix, limit),
+                " ORDER BY id LIMIT ?",
+                (now, source_prefix, source_prefix, limit),
             )
+            chosen = lease_batch([(int(r[0]), int(r[1])) for r in await cur.fetchall()])
+            await cur.close()
+            if not chosen:
+                return []
+            marks = ", ".join("?" * len(chosen))
+            sql = (
+                "UPDATE inbox SET lease_owner = ?, lease_until = ?, attempts = attempts + 1"  # noqa: S608
+                f" WHERE id IN ({marks}) RETURNING *"
+            )
+            cur = await conn.execute(sql, (owner, now + lease_seconds, *chosen))
             rows = list(await cur.fetchall())
             await cur.close()
         return sorted((_inbox(r) for r in rows), key=lambda item: item.id)
@@ -395,7 +422,7 @@ class SqliteStore(Store):
         async with self._write() as conn:
             cur = await conn.execute(
                 "UPDATE inbox SET status = 'pending', lease_owner = NULL, lease_until = NULL,"
-                " note = NULL WHERE id = ?",
+                " note = NULL, attempts = 0 WHERE id = ?",
                 (inbox_id,),
             )
             return cur.rowcount == 1

@@ -61,8 +61,10 @@ Currency = Annotated[StrictStr, StringConstraints(pattern=r"^[A-Z]{3}$")]
 """ISO 4217, e.g. ``USD``."""
 Bool = StrictBool
 Int = StrictInt
-Cents = Annotated[StrictInt, Field(ge=0)]
-SignedCents = StrictInt
+MAX_CENTS = 10**12
+"""Money above ten billion (in any currency's minor unit) is refused as a typo or an attack."""
+Cents = Annotated[StrictInt, Field(ge=0, le=MAX_CENTS)]
+SignedCents = Annotated[StrictInt, Field(ge=-MAX_CENTS, le=MAX_CENTS)]
 Count = Annotated[StrictInt, Field(ge=0)]
 Timestamp = Annotated[AwareDatetime, BeforeValidator(_timestamp_text)]
 """An ISO 8601 timestamp with an offset (``Z`` or ``+00:00``); epoch numbers are refused."""

@@ -78,9 +78,12 @@ def _one_of(table: Iterable[str], what: str, value: str) -> str:
 
 
 class RefundFinancialsIn(WireIn):
-    estimated_refund_amount_cents: SignedCents
-    optoro_refund_amount_cents: SignedCents
-    shopper_refund_amount_cents: SignedCents
+    """Refund amounts Optoro sends: never negative (a negative share is refused at the
+    webhook, not turned into a dead letter later), never above ``MAX_CENTS``."""
+
+    estimated_refund_amount_cents: Cents
+    optoro_refund_amount_cents: Cents
+    shopper_refund_amount_cents: Cents
 
 
 class RmaItemIn(WireIn):
