@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 from bridge.errors import BridgeError, DeliveryError, MappingError, RetriableDeliveryError
 from bridge.http import Backoff, OutboundRequest, Response
+from bridge.http.sent import SendRecord, SendTracker
 from bridge.store import (
     Accepted,
     Effect,
@@ -142,6 +143,18 @@ class EngineStats:
     def count(self, destination: str, what: str) -> None:
         bucket = self.by_destination.setdefault(destination, {})
         bucket[what] = bucket.get(what, 0) + 1
+
+
+@dataclass
+class DrainReport:
+    """What a graceful stop of the dispatcher did with the deliveries in flight (ids)."""
+
+    finished: list[int] = field(default_factory=list)
+    """Finished within the grace period (delivered, retried or dead-lettered)."""
+    released_unsent: list[int] = field(default_factory=list)
+    """Cancelled before their request left the process: released as never sent."""
+    cancelled: list[int] = field(default_factory=list)
+    """Cancelled while their request may have been with the partner: outcome unknown."""
 
 
 class _Rollback(Exception):
@@ -368,15 +381,31 @@ class Engine:
         """New effects were committed outside an inbox handler (e.g. an order sync)."""
         self._outbox_wakeup.set()
 
-    async def run_dispatcher(self) -> None:
-        """Deliver effects until cancelled. Up to ``max_concurrent_deliveries`` run at once
-        and a free slot is filled as soon as it frees up, so one slow partner call does not
-        hold back the others; between deliveries it sleeps until the next effect is due."""
-        in_flight: set[asyncio.Task[None]] = set()
+    async def run_dispatcher(
+        self,
+        stop: asyncio.Event | None = None,
+        drain_seconds: float = 10.0,
+        sends: SendTracker | None = None,
+    ) -> DrainReport:
+        """Deliver effects until ``stop`` is set (then drain and return) or cancelled.
+
+        Up to ``max_concurrent_deliveries`` run at once and a free slot is filled as soon
+        as it frees up, so one slow partner call does not hold back the others; between
+        deliveries it sleeps until the next effect is due.
+
+        Draining (``stop`` set): nothing new is leased; a delivery whose request has not
+        left the process (``sends`` tells, when given) is cancelled at once and its lease
+        released as not sent, so the next start sends it without an unknown-outcome wait;
+        the others get ``drain_seconds`` to finish, then are cancelled and keep their
+        lease (the next start takes it back as of unknown outcome). Without ``sends``
+        every cancelled delivery counts as maybe sent. Cancelling the task does the same
+        as a drain of 0 seconds."""
+        in_flight: dict[asyncio.Task[None], tuple[Effect, SendRecord | None]] = {}
+        stopping = stop or asyncio.Event()
         try:
-            while True:
+            while not stopping.is_set():
                 for task in [t for t in in_flight if t.done()]:
-                    in_flight.discard(task)
+                    del in_flight[task]
                     task.result()  # a bug in delivery stops the daemon loudly
                 room = self.settings.max_concurrent_deliveries - len(in_flight)
                 leased: list[Effect] = []
@@ -388,7 +417,15 @@ class Engine:
                         frozenset(self.destinations),
                     )
                 for effect in leased:
-                    in_flight.add(asyncio.create_task(self.deliver(effect)))
+                    name = f"deliver-{effect.id}"
+                    if sends is None:
+                        in_flight[asyncio.create_task(self.deliver(effect), name=name)] = (
+                            effect,
+                            None,
+                        )
+                    else:
+                        task, record = sends.start(self.deliver(effect), name=name)
+                        in_flight[task] = (effect, record)
                 if leased:
                     continue
                 due = await self.store.next_effect_due()
@@ -397,16 +434,74 @@ class Engine:
                     wait = min(wait, max(0.01, due - self.store.clock()))
                 self._outbox_wakeup.clear()
                 woken = asyncio.ensure_future(self._outbox_wakeup.wait())
+                stopped = asyncio.ensure_future(stopping.wait())
                 try:
                     await asyncio.wait(
-                        {woken, *in_flight}, timeout=wait, return_when=asyncio.FIRST_COMPLETED
+                        {woken, stopped, *in_flight},
+                        timeout=wait,
+                        return_when=asyncio.FIRST_COMPLETED,
                     )
                 finally:
                     woken.cancel()
+                    stopped.cancel()
+            report = await self._drain(in_flight, drain_seconds)
+            in_flight.clear()
+            return report
         finally:
-            for task in in_flight:
-                task.cancel()
-            await asyncio.gather(*in_flight, return_exceptions=True)
+            if in_flight:  # cancelled: drain without grace
+                await asyncio.shield(self._drain(dict(in_flight), 0.0))
+
+    async def _drain(
+        self,
+        in_flight: dict[asyncio.Task[None], tuple[Effect, SendRecord | None]],
+        grace: float,
+    ) -> DrainReport:
+        report = DrainReport()
+        unsent = [
+            t
+            for t, (_, record) in in_flight.items()
+            if not t.done() and record is not None and not record.may_have_left
+        ]
+        for task in unsent:  # decided and cancelled in one step: none can connect meanwhile
+            task.cancel()
+        await asyncio.gather(*unsent, return_exceptions=True)
+        on_the_wire = [t for t in in_flight if t not in unsent]
+        if on_the_wire and grace > 0:
+            await asyncio.wait(on_the_wire, timeout=grace)
+        late = [t for t in on_the_wire if not t.done()]
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+        for task, (effect, record) in in_flight.items():
+            if not task.cancelled():
+                report.finished.append(effect.id)
+                if task.exception() is not None:
+                    log.error(
+                        "delivery failed while draining",
+                        extra={"effect_id": effect.id},
+                        exc_info=task.exception(),
+                    )
+            elif record is not None and not record.may_have_left:
+                kept = effect.last_error
+                if effect.outcome_unknown and not (kept or "").startswith(OUTCOME_UNKNOWN):
+                    kept = f"{OUTCOME_UNKNOWN}an earlier attempt may have reached the partner"
+                if await self.store.release_unsent(effect.id, self.owner, kept):
+                    report.released_unsent.append(effect.id)
+                else:
+                    report.cancelled.append(effect.id)
+            else:
+                report.cancelled.append(effect.id)
+        if in_flight:
+            log.info(
+                "deliveries drained",
+                extra={
+                    "finished": report.finished,
+                    "released_unsent": report.released_unsent,
+                    "cancelled_outcome_unknown": report.cancelled,
+                    "grace": grace,
+                },
+            )
+        return report
 
     # operator actions --------------------------------------------------------------------
 
