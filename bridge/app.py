@@ -356,6 +356,7 @@ async def serve(runtime: Runtime, on_listening: Callable[[str, int], None] | Non
         shutdown_timeout=server.shutdown_timeout,
         handle_signals=False,
         keepalive_timeout=server.keepalive_timeout,
+        lingering_time=0,  # bodies are read in full by the middleware, or cut: then close
     )
     await runner.setup()
     stop = asyncio.Event()
