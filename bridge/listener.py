@@ -162,6 +162,9 @@ class _GuardedProtocol(asyncio.Protocol):
         if transport.is_closing():
             return
         self.guard.head_timeouts += 1
+        if transport.get_write_buffer_size():
+            transport.abort()  # the previous answer is still unread: no room for a 408
+            return
         transport.write(self.guard.head_timeout_answer)
         if transport.get_write_buffer_size():
             transport.abort()  # a peer that does not read gets no grace either
@@ -223,8 +226,9 @@ class ConnectionGuard:
         self.open[proto.peer] -= 1
         if self.open[proto.peer] <= 0:
             del self.open[proto.peer]
-        refused = self._capped.pop(proto.peer, None) if proto.peer not in self.open else None
-        if refused is not None:
+        cap = self.limits.max_connections_per_peer
+        if proto.peer in self._capped and self.open[proto.peer] < cap:
+            refused = self._capped.pop(proto.peer)
             log.info(
                 "connection cap no longer reached", extra={"peer": proto.peer, "refused": refused}
             )

@@ -299,7 +299,7 @@ async def test_slow_and_greedy_clients(tmp_path: Path) -> None:
         answered_408 = sum(1 for d in drips if status_of(d.received) == 408)
         assert answered_408 == DRIPPERS
         assert json_body(drips[0].received)["error"]["field"] == "headers"
-        assert min(lifetimes) >= HEADER_TIMEOUT - 0.1
+        assert min(lifetimes) > HEADER_TIMEOUT / 2  # cut by the deadline, not at once
         print(
             f"\n{DRIPPERS} header drips: {still_open} open after {HEADER_TIMEOUT:g} s + 3 s,"
             f" closed after {min(lifetimes):.2f}-{max(lifetimes):.2f} s, {answered_408} x 408"
@@ -353,7 +353,8 @@ async def test_slow_and_greedy_clients(tmp_path: Path) -> None:
         assert bridge.proc.returncode is None
         bridge.proc.send_signal(signal.SIGTERM)
         assert await bridge.exit_code(15) == 0
-        assert any(m["message"] == "connection cap reached" for m in bridge.logs())
+        assert bridge.messages("connection cap reached")[0]["peer"] == "127.0.10.1"
+        assert bridge.messages("connection cap no longer reached")[0]["refused"] == 1
 
 
 # --- back-pressure --------------------------------------------------------------------------
