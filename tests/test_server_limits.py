@@ -306,6 +306,16 @@ async def test_slow_and_greedy_clients(tmp_path: Path) -> None:
         )
         assert await healthz(session, bridge.url) == 200
 
+        # on a keep-alive connection the next request's head has the same deadline
+        reader, writer = await asyncio.open_connection(host, port, local_addr=("127.0.8.1", 0))
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: bridge\r\n\r\n")
+        assert status_of(await reader.readuntil(b'{"status": "ok"}')) == 200
+        second = Drip(reader, writer, time.monotonic())
+        await second.run(b"GET /healthz HTTP/1.1\r\n", b"X-Drip: " + b"a" * 30)
+        assert status_of(second.received) == 408
+        assert second.closed is not None
+        assert second.closed - second.opened < HEADER_TIMEOUT + 3.0
+
         # a body that drips is cut
         body = json.dumps(rma("DRIP1", "ORD-DRIP")).encode()
         auth = "".join(f"{k}: {v}\r\n" for k, v in AUTH.items())
@@ -484,8 +494,35 @@ async def test_sigterm_drains_on_the_wire_and_releases_unsent(tmp_path: Path) ->
 
             await wait_for(lambda: len(creates_for(kibo, "ORD-A")) == 1 and b_leased_again(), 15)
             assert creates_for(kibo, "ORD-A")[0].status is None  # still at Kibo
+            host, port = host_port(bridge.url)
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: bridge\r\n\r\n")
+            assert status_of(await reader.readuntil(b'{"status": "ok"}')) == 200
             stopped_at = time.monotonic()
             bridge.proc.send_signal(signal.SIGTERM)
+
+            async def refused() -> bool:
+                try:
+                    _, probe = await asyncio.open_connection(host, port)
+                except ConnectionRefusedError:
+                    return True
+                probe.close()
+                return False
+
+            await wait_for(refused, 5)  # no longer listening, A still on the wire
+            assert bridge.proc.returncode is None
+            late = json.dumps(rma("RMA-C", "ORD-C")).encode()
+            writer.write(
+                b"POST /retailers/r1/optoro/rmas HTTP/1.1\r\nHost: bridge\r\n"
+                + "".join(f"{k}: {v}\r\n" for k, v in AUTH.items()).encode()
+                + f"Content-Length: {len(late)}\r\n\r\n".encode()
+                + late
+            )
+            answer = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            assert status_of(answer) == 503
+            assert b"Retry-After: 5" in answer
+            assert "stopping" in json_body(answer)["error"]["message"]
             assert await bridge.exit_code(20) == 0
             took = time.monotonic() - stopped_at
             assert took < 10.0
@@ -505,6 +542,7 @@ async def test_sigterm_drains_on_the_wire_and_releases_unsent(tmp_path: Path) ->
         assert b.attempts == 1
         assert not b.outcome_unknown
         assert [r.status for r in creates_for(kibo, "ORD-B")] == [429]  # never sent again
+        assert query(bridge.db, "SELECT COUNT(*) FROM inbox") == [(2,)]  # C was not stored
         print(
             f"\nSIGTERM: exit 0 after {took:.1f} s; drained {drained['finished']},"
             f" released unsent {drained['released_unsent']}, cancelled 0"
