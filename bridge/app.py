@@ -32,6 +32,7 @@ from bridge.listener import (
     GuardedSite,
     InboxBacklog,
     ListenerLimits,
+    ProtocolLog,
     backpressured,
     limits_middleware,
 )
@@ -357,6 +358,7 @@ async def serve(runtime: Runtime, on_listening: Callable[[str, int], None] | Non
         handle_signals=False,
         keepalive_timeout=server.keepalive_timeout,
         lingering_time=0,  # bodies are read in full by the middleware, or cut: then close
+        logger=ProtocolLog(),
     )
     await runner.setup()
     stop = asyncio.Event()

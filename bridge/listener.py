@@ -29,13 +29,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Middleware
 from aiohttp.web_protocol import RequestHandler
 
@@ -58,6 +61,40 @@ class ListenerLimits:
     body_timeout: float = 30.0
     max_connections_per_peer: int = 64
     """0: no cap."""
+
+
+class ProtocolLog(logging.Logger):
+    """aiohttp's server log (``logger=`` of the runner): a request the HTTP parser refuses
+    (bad framing, bad header line; aiohttp answers 400) is one warning line naming the
+    error class and status, never a traceback nor the bytes the client sent."""
+
+    def __init__(self) -> None:
+        super().__init__(f"{__name__}.protocol")
+        self.parent = log
+
+    def exception(
+        self,
+        msg: object,
+        *args: object,
+        exc_info: bool
+        | tuple[type[BaseException], BaseException, TracebackType | None]
+        | tuple[None, None, None]
+        | BaseException
+        | None = True,
+        stack_info: bool = False,
+        stacklevel: int = 1,
+        extra: Mapping[str, object] | None = None,
+    ) -> None:
+        exc = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
+        if isinstance(exc, HttpProcessingError):
+            self.warning(
+                "malformed request refused",
+                extra={"error": type(exc).__name__, "status": exc.code},
+            )
+            return
+        super().exception(
+            msg, *args, exc_info=exc_info, stack_info=stack_info, stacklevel=stacklevel, extra=extra
+        )
 
 
 def raw_json_response(

@@ -316,6 +316,15 @@ async def test_slow_and_greedy_clients(tmp_path: Path) -> None:
         assert second.closed is not None
         assert second.closed - second.opened < HEADER_TIMEOUT + 3.0
 
+        # a request the HTTP parser refuses: 400, one log line, no traceback
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(
+            b"POST /healthz HTTP/1.1\r\nHost: bridge\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"ZZZ-secret-looking-bytes\r\n"
+        )
+        assert status_of(await asyncio.wait_for(reader.read(), 5)) == 400
+        writer.close()
+
         # a body that drips is cut
         body = json.dumps(rma("DRIP1", "ORD-DRIP")).encode()
         auth = "".join(f"{k}: {v}\r\n" for k, v in AUTH.items())
@@ -364,6 +373,10 @@ async def test_slow_and_greedy_clients(tmp_path: Path) -> None:
         bridge.proc.send_signal(signal.SIGTERM)
         assert await bridge.exit_code(15) == 0
         assert bridge.messages("connection cap reached")[0]["peer"] == "127.0.10.1"
+        (malformed,) = bridge.messages("malformed request refused")
+        assert (malformed["error"], malformed["status"]) == ("BadHttpMessage", 400)
+        assert "Traceback" not in bridge.log.read_text()
+        assert "secret-looking" not in bridge.log.read_text()
         assert bridge.messages("connection cap no longer reached")[0]["refused"] == 1
 
 
@@ -481,7 +494,7 @@ async def test_sigterm_drains_on_the_wire_and_releases_unsent(tmp_path: Path) ->
             kibo.configure(reject_next=1, reject_status=429)
             await post(session, bridge.rmas_url("r2"), rma("RMA-B", "ORD-B"))
             await wait_for(lambda: [r.status for r in creates_for(kibo, "ORD-B")] == [429], 15)
-            kibo.configure(latency=3.0)
+            kibo.configure(latency=4.0)
             await post(session, bridge.rmas_url("r1"), rma("RMA-A", "ORD-A"))
 
             def b_leased_again() -> bool:
