@@ -28,6 +28,7 @@ from bridge.http import HttpClient
 from bridge.http.sent import SendTracker
 from bridge.lifecycle import Lifecycle
 from bridge.listener import (
+    LINGER_SECONDS,
     ConnectionGuard,
     GuardedSite,
     InboxBacklog,
@@ -357,7 +358,7 @@ async def serve(runtime: Runtime, on_listening: Callable[[str, int], None] | Non
         shutdown_timeout=server.shutdown_timeout,
         handle_signals=False,
         keepalive_timeout=server.keepalive_timeout,
-        lingering_time=0,  # bodies are read in full by the middleware, or cut: then close
+        lingering_time=LINGER_SECONDS,  # after a 408 for a slow body, read it this long
         logger=ProtocolLog(),
     )
     await runner.setup()

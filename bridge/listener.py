@@ -51,6 +51,8 @@ BACKLOG_REFRESH = 1.0
 BACKLOG_RECHECK = 0.1
 """Seconds a counted backlog is trusted once it (plus what was accepted since) reaches the
 limit: the 503 is answered only on a recent count."""
+LINGER_SECONDS = 2.0
+"""Seconds a connection answered and half-closed waits for the client to close."""
 HEALTH_PATHS = frozenset({"/healthz"})
 """Paths that still answer while the daemon drains."""
 
@@ -124,9 +126,12 @@ class _GuardedProtocol(asyncio.Protocol):
         self.peer = "unknown"
         self.transport: asyncio.Transport | None = None
         self.refused = False
+        self.answered = False
+        """A ready-made answer went out (refusal, head timeout): input is dropped now."""
         self.in_request = False
         self.awaiting_head = True
         self.deadline: asyncio.TimerHandle | None = None
+        self.linger: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -135,8 +140,7 @@ class _GuardedProtocol(asyncio.Protocol):
             self.peer = str(peername[0])
         if not self.guard.admit(self.peer):
             self.refused = True
-            transport.write(self.guard.refusal)
-            transport.close()
+            self._answer_and_close(transport, self.guard.refusal)
             return
         self.transport = transport
         self.guard.opened(self)
@@ -144,20 +148,23 @@ class _GuardedProtocol(asyncio.Protocol):
         self._arm()
 
     def data_received(self, data: bytes) -> None:
-        if self.refused:
-            return
+        if self.refused or self.answered:
+            return  # read and dropped: a close with unread input would reset the answer
         if not self.in_request and not self.awaiting_head and data:
             self.awaiting_head = True
             self._arm()
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
-        if not self.refused:
+        if not self.refused and not self.answered:
             self.inner.eof_received()
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self.linger is not None:
+            self.linger.cancel()
+            self.linger = None
         if self.refused:
             return
         self.guard.closed(self)
@@ -202,11 +209,19 @@ class _GuardedProtocol(asyncio.Protocol):
         if transport.get_write_buffer_size():
             transport.abort()  # the previous answer is still unread: no room for a 408
             return
-        transport.write(self.guard.head_timeout_answer)
-        if transport.get_write_buffer_size():
-            transport.abort()  # a peer that does not read gets no grace either
-        else:
+        self.answered = True
+        self._answer_and_close(transport, self.guard.head_timeout_answer)
+
+    def _answer_and_close(self, transport: asyncio.Transport, answer: bytes) -> None:
+        """Write ``answer``, half-close, and drop what the client still sends until it
+        closes too, at most :data:`LINGER_SECONDS`: closing at once with its input unread
+        would make the kernel reset the connection, and the answer could be lost."""
+        transport.write(answer)
+        if transport.can_write_eof():
+            transport.write_eof()
+        else:  # pragma: no cover - TCP transports can
             transport.close()
+        self.linger = asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.abort)
 
 
 class ConnectionGuard:

@@ -337,7 +337,7 @@ async def test_slow_and_greedy_clients(tmp_path: Path) -> None:
         assert drip.closed is not None
         assert status_of(drip.received) == 408
         assert json_body(drip.received)["error"]["field"] == "body"
-        assert drip.closed - drip.opened < BODY_TIMEOUT + 3.0
+        assert drip.closed - drip.opened < BODY_TIMEOUT + 2.0 + 3.0  # + lingering
         assert query(bridge.db, "SELECT COUNT(*) FROM inbox") == [(0,)]
 
         # a peer at its cap: the next connection is answered 503 and closed; others go on
@@ -377,7 +377,7 @@ async def test_slow_and_greedy_clients(tmp_path: Path) -> None:
         assert (malformed["error"], malformed["status"]) == ("BadHttpMessage", 400)
         assert "Traceback" not in bridge.log.read_text()
         assert "secret-looking" not in bridge.log.read_text()
-        assert bridge.messages("connection cap no longer reached")[0]["refused"] == 1
+        assert bridge.messages("connection cap no longer reached")[0]["refused"] >= 1
 
 
 # --- back-pressure --------------------------------------------------------------------------
