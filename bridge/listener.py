@@ -130,6 +130,8 @@ class _GuardedProtocol(asyncio.Protocol):
         """A ready-made answer went out (refusal, head timeout): input is dropped now."""
         self.in_request = False
         self.awaiting_head = True
+        self.last_answer_closes = False
+        """The last answer ends the connection: what still arrives is its body's rest."""
         self.deadline: asyncio.TimerHandle | None = None
         self.linger: asyncio.TimerHandle | None = None
 
@@ -150,7 +152,7 @@ class _GuardedProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.refused or self.answered:
             return  # read and dropped: a close with unread input would reset the answer
-        if not self.in_request and not self.awaiting_head and data:
+        if not self.in_request and not self.awaiting_head and not self.last_answer_closes and data:
             self.awaiting_head = True
             self._arm()
         self.inner.data_received(data)
@@ -185,8 +187,9 @@ class _GuardedProtocol(asyncio.Protocol):
         self.awaiting_head = False
         self._disarm()
 
-    def request_finished(self) -> None:
+    def request_finished(self, closes: bool) -> None:
         self.in_request = False
+        self.last_answer_closes = closes
 
     def _arm(self) -> None:
         self._disarm()
@@ -290,10 +293,11 @@ class ConnectionGuard:
         if proto is not None:
             proto.request_started()
 
-    def request_finished(self, request: web.BaseRequest) -> None:
+    def request_finished(self, request: web.BaseRequest, closes: bool = False) -> None:
+        """``closes``: the answer ends the connection (no next request to wait for)."""
         proto = self._by_handler.get(request.protocol)
         if proto is not None:
-            proto.request_finished()
+            proto.request_finished(closes)
 
 
 class GuardedSite(web.TCPSite):
@@ -339,41 +343,51 @@ def limits_middleware(guard: ConnectionGuard, draining: asyncio.Event) -> Middle
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         guard.request_started(request)
+        response: web.StreamResponse | None = None
         try:
-            if draining.is_set() and request.path not in HEALTH_PATHS:
+            response = await limited(request, handler)
+            return response
+        finally:
+            # the connection ends after this answer (aiohttp's rule: a body not read to
+            # its end, or an answer that closes): its remaining bytes start no deadline
+            closes = (response is not None and response.keep_alive is False) or not (
+                request.content.is_eof()
+            )
+            guard.request_finished(request, closes)
+
+    async def limited(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if draining.is_set() and request.path not in HEALTH_PATHS:
+            response = web.json_response(
+                {"error": {"message": "the bridge is stopping: retry later"}}, status=503
+            )
+            response.headers["Retry-After"] = "5"
+            response.force_close()
+            return response
+        if request.can_read_body:
+            try:
+                async with asyncio.timeout(body_timeout):
+                    await request.read()  # kept by aiohttp for the handler
+            except TimeoutError:
+                guard.body_timeouts += 1
                 response = web.json_response(
-                    {"error": {"message": "the bridge is stopping: retry later"}}, status=503
+                    {
+                        "error": {
+                            "field": "body",
+                            "message": f"request body not received within {body_timeout:g} s",
+                        }
+                    },
+                    status=408,
                 )
-                response.headers["Retry-After"] = "5"
                 response.force_close()
                 return response
-            if request.can_read_body:
-                try:
-                    async with asyncio.timeout(body_timeout):
-                        await request.read()  # kept by aiohttp for the handler
-                except TimeoutError:
-                    guard.body_timeouts += 1
-                    response = web.json_response(
-                        {
-                            "error": {
-                                "field": "body",
-                                "message": f"request body not received within {body_timeout:g} s",
-                            }
-                        },
-                        status=408,
-                    )
-                    response.force_close()
-                    return response
-                except ConnectionResetError:
-                    response = web.json_response(
-                        {"error": {"field": "body", "message": "connection lost mid-body"}},
-                        status=400,
-                    )
-                    response.force_close()
-                    return response
-            return await handler(request)
-        finally:
-            guard.request_finished(request)
+            except ConnectionResetError:
+                response = web.json_response(
+                    {"error": {"field": "body", "message": "connection lost mid-body"}},
+                    status=400,
+                )
+                response.force_close()
+                return response
+        return await handler(request)
 
     return middleware
 
