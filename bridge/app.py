@@ -350,7 +350,8 @@ async def serve(runtime: Runtime, on_listening: Callable[[str, int], None] | Non
 
     A graceful stop: stop listening and answer 503 on open connections (``/healthz``
     excepted), stop the scheduler and the inbox worker, let the dispatcher drain
-    (``[server] drain_seconds``), then close the rest in the usual order."""
+    (``[server] drain_seconds``), then close the rest in the usual order. A second
+    signal cuts the drain short (what is on the wire is cancelled at once)."""
     app = build_app(runtime)
     server = runtime.config.server
     runner = web.AppRunner(
@@ -361,19 +362,28 @@ async def serve(runtime: Runtime, on_listening: Callable[[str, int], None] | Non
         lingering_time=LINGER_SECONDS,  # after a 408 for a slow body, read it this long
         logger=ProtocolLog(),
     )
-    await runner.setup()
     stop = asyncio.Event()
     received: list[str] = []
     loop = asyncio.get_running_loop()
+    shutdown = app[SHUTDOWN]
 
     def on_signal(sig: signal.Signals) -> None:
         if not received:
             log.info("signal received", extra={"signal": sig.name})
+        elif shutdown.dispatcher is not None and not shutdown.dispatcher.done():
+            log.warning("second signal: deliveries cancelled now", extra={"signal": sig.name})
+            shutdown.dispatcher.cancel()
         received.append(sig.name)
         stop.set()
 
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        await runner.setup()
+    except BaseException:
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+        raise
     try:
         site = GuardedSite(runner, server.host, server.port, app[SHUTDOWN].guard, backlog=1024)
         await site.start()

@@ -652,3 +652,25 @@ async def test_release_unsent_undoes_the_attempt_and_keeps_an_unknown_outcome(
     assert await store.release_unsent(third.id, "w", third.last_error)
     (fourth,) = await store.lease_effects("w", 1, 60.0)
     assert (fourth.attempts, fourth.outcome_unknown) == (2, True)  # still to be settled
+
+
+async def test_a_second_signal_cuts_the_drain_short(tmp_path: Path) -> None:
+    async with (
+        running_kibo(token=KIBO_TOKEN, latency=8.0) as kibo,
+        aiohttp.ClientSession() as session,
+    ):
+        tables = retailer_toml("acme", kibo.url)
+        async with daemon(tmp_path, {"drain_seconds": 30.0}, tables) as bridge:
+            await post(session, bridge.rmas_url("acme"), rma("RMA-S", "ORD-S"))
+            await wait_for(lambda: len(creates_for(kibo, "ORD-S")) == 1, 15)
+            stopped_at = time.monotonic()
+            bridge.proc.send_signal(signal.SIGTERM)
+            await wait_for(lambda: bool(bridge.messages("stopping")), 5)
+            bridge.proc.send_signal(signal.SIGINT)
+            assert await bridge.exit_code(15) == 0
+            took = time.monotonic() - stopped_at
+            assert bridge.messages("second signal: deliveries cancelled now")
+            (drained,) = bridge.messages("deliveries drained")
+        effect = await effect_of(bridge.db, "kibo.returns:acme")
+        assert drained["cancelled_outcome_unknown"] == [effect.id]
+        assert took < 8.0  # neither the 30 s grace nor Kibo's 8 s answer was waited for

@@ -401,6 +401,7 @@ class Engine:
         every cancelled delivery counts as maybe sent. Cancelling the task does the same
         as a drain of 0 seconds."""
         in_flight: dict[asyncio.Task[None], tuple[Effect, SendRecord | None]] = {}
+        report = DrainReport()
         stopping = stop or asyncio.Event()
         try:
             while not stopping.is_set():
@@ -444,19 +445,29 @@ class Engine:
                 finally:
                     woken.cancel()
                     stopped.cancel()
-            report = await self._drain(in_flight, drain_seconds)
-            in_flight.clear()
+            await self._drain(in_flight, drain_seconds, report)
             return report
         finally:
-            if in_flight:  # cancelled: drain without grace
-                await asyncio.shield(self._drain(dict(in_flight), 0.0))
+            if in_flight:  # cancelled (also mid-drain): what is left goes without grace
+                await asyncio.shield(self._drain(in_flight, 0.0, report))
+            if report.finished or report.released_unsent or report.cancelled:
+                log.info(
+                    "deliveries drained",
+                    extra={
+                        "finished": report.finished,
+                        "released_unsent": report.released_unsent,
+                        "cancelled_outcome_unknown": report.cancelled,
+                    },
+                )
 
     async def _drain(
         self,
         in_flight: dict[asyncio.Task[None], tuple[Effect, SendRecord | None]],
         grace: float,
+        report: DrainReport,
     ) -> DrainReport:
-        report = DrainReport()
+        """Cancel and release what has not left, wait ``grace`` for the rest, cancel it;
+        each task leaves ``in_flight`` once counted in ``report``."""
         unsent = [
             t
             for t, (_, record) in in_flight.items()
@@ -465,14 +476,24 @@ class Engine:
         for task in unsent:  # decided and cancelled in one step: none can connect meanwhile
             task.cancel()
         await asyncio.gather(*unsent, return_exceptions=True)
-        on_the_wire = [t for t in in_flight if t not in unsent]
-        if on_the_wire and grace > 0:
-            await asyncio.wait(on_the_wire, timeout=grace)
-        late = [t for t in on_the_wire if not t.done()]
+        await self._count_drained(in_flight, unsent, report)
+        if in_flight and grace > 0:
+            await asyncio.wait(list(in_flight), timeout=grace)
+        late = [t for t in in_flight if not t.done()]
         for task in late:
             task.cancel()
         await asyncio.gather(*late, return_exceptions=True)
-        for task, (effect, record) in in_flight.items():
+        await self._count_drained(in_flight, list(in_flight), report)
+        return report
+
+    async def _count_drained(
+        self,
+        in_flight: dict[asyncio.Task[None], tuple[Effect, SendRecord | None]],
+        tasks: list[asyncio.Task[None]],
+        report: DrainReport,
+    ) -> None:
+        for task in tasks:
+            effect, record = in_flight.pop(task)
             if not task.cancelled():
                 report.finished.append(effect.id)
                 if task.exception() is not None:
@@ -491,17 +512,6 @@ class Engine:
                     report.cancelled.append(effect.id)
             else:
                 report.cancelled.append(effect.id)
-        if in_flight:
-            log.info(
-                "deliveries drained",
-                extra={
-                    "finished": report.finished,
-                    "released_unsent": report.released_unsent,
-                    "cancelled_outcome_unknown": report.cancelled,
-                    "grace": grace,
-                },
-            )
-        return report
 
     # operator actions --------------------------------------------------------------------
 
