@@ -97,7 +97,7 @@ class ServerConfig(ConfigModel):
         default=60.0, gt=0, description="seconds an idle keep-alive connection stays open"
     )
     max_connections_per_peer: int = Field(
-        default=64,
+        default=256,
         ge=0,
         description="open connections allowed per client address; more are answered 503 and"
         " closed at once. 0: no cap (behind a reverse proxy every client is the proxy)",

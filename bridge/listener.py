@@ -61,7 +61,7 @@ HEALTH_PATHS = frozenset({"/healthz"})
 class ListenerLimits:
     header_timeout: float = 10.0
     body_timeout: float = 30.0
-    max_connections_per_peer: int = 64
+    max_connections_per_peer: int = 256
     """0: no cap."""
 
 
