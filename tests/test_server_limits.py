@@ -35,6 +35,7 @@ import pytest_asyncio
 
 from adapters.kibo.sandbox import KiboSandbox
 from adapters.kibo.sandbox import running_sandbox as running_kibo
+from bridge.listener import BACKLOG_RECHECK, BACKLOG_REFRESH, InboxBacklog
 from bridge.store import InboxStatus, NewEffect, Store
 from bridge.store.base import OUTCOME_UNKNOWN
 from bridge.store.memory import MemoryStore
@@ -674,3 +675,35 @@ async def test_a_second_signal_cuts_the_drain_short(tmp_path: Path) -> None:
         effect = await effect_of(bridge.db, "kibo.returns:acme")
         assert drained["cancelled_outcome_unknown"] == [effect.id]
         assert took < 8.0  # neither the 30 s grace nor Kibo's 8 s answer was waited for
+
+
+async def test_backlog_estimate_recounts_before_refusing() -> None:
+    """The daemon's backlog check: accepted requests count until the next store count, and
+    a 503 is answered only on a count at most ``BACKLOG_RECHECK`` old."""
+    pending = [0]
+    counts: list[float] = []
+    now = [100.0]
+
+    async def count() -> int:
+        counts.append(now[0])
+        return pending[0]
+
+    backlog = InboxBacklog(count, limit=10, clock=lambda: now[0])
+    assert not await backlog.full()
+    for _ in range(10):
+        backlog.accepted()
+    assert await backlog.full()  # 0 counted + 10 accepted since, counted just now
+    assert len(counts) == 1
+    now[0] += BACKLOG_RECHECK * 1.5
+    assert not await backlog.full()  # recounted: the worker handled them meanwhile
+    assert len(counts) == 2
+    pending[0] = 12
+    now[0] += BACKLOG_REFRESH
+    assert await backlog.full()
+    assert backlog.refused == 2
+    pending[0] = 3
+    now[0] += BACKLOG_RECHECK * 1.5
+    assert not await backlog.full()
+    assert InboxBacklog(count, limit=0).limit == 0
+    assert not await InboxBacklog(count, limit=0).full()  # 0: no limit, never counted
+    assert len(counts) == 4
