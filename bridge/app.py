@@ -22,9 +22,21 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bridge.config import AppConfig, RetailerConfig
 from bridge.engine import Engine, EngineSettings
+from bridge.engine.core import DrainReport
 from bridge.errors import BridgeError, ConfigError
 from bridge.http import HttpClient
+from bridge.http.sent import SendTracker
 from bridge.lifecycle import Lifecycle
+from bridge.listener import (
+    LINGER_SECONDS,
+    ConnectionGuard,
+    GuardedSite,
+    InboxBacklog,
+    ListenerLimits,
+    ProtocolLog,
+    backpressured,
+    limits_middleware,
+)
 from bridge.registry import AdapterRegistry, load_registry
 from bridge.services import RMA_LIFECYCLE
 from bridge.store import Store, store_from_url
@@ -43,6 +55,8 @@ class Route:
     path: str
     handler: Handler
     name: str = ""
+    inbox: bool = False
+    """The endpoint stores into the inbox: it answers 503 while the backlog is too long."""
 
 
 @dataclass
@@ -74,11 +88,19 @@ class Runtime:
         return HttpClient(self.session)
 
     def add_route(
-        self, retailer: str, platform: str, method: str, subpath: str, handler: Handler
+        self,
+        retailer: str,
+        platform: str,
+        method: str,
+        subpath: str,
+        handler: Handler,
+        *,
+        inbox: bool = False,
     ) -> str:
-        """Mount ``handler`` at ``/retailers/<retailer>/<platform>/<subpath>``."""
+        """Mount ``handler`` at ``/retailers/<retailer>/<platform>/<subpath>``. ``inbox``:
+        a webhook that stores into the inbox (back-pressure applies to it)."""
         path = f"/retailers/{retailer}/{platform}/{subpath.lstrip('/')}"
-        self.routes.append(Route(method, path, handler))
+        self.routes.append(Route(method, path, handler, inbox=inbox))
         return path
 
     def provide(self, retailer: str, capability: str, adapter: str, service: Any) -> None:
@@ -190,6 +212,25 @@ class Runtime:
 RUNTIME = web.AppKey("runtime", Runtime)
 
 
+@dataclass
+class Shutdown:
+    """How the app stops gracefully: ``draining`` makes the listener answer 503 (but
+    ``/healthz``), ``stop_dispatch`` makes the dispatcher drain, ``sends`` tells a
+    delivery still waiting from one on the wire."""
+
+    guard: ConnectionGuard
+    backlog: InboxBacklog
+    draining: asyncio.Event = field(default_factory=asyncio.Event)
+    stop_dispatch: asyncio.Event = field(default_factory=asyncio.Event)
+    sends: SendTracker = field(default_factory=SendTracker)
+    inbox_worker: asyncio.Task[None] | None = None
+    dispatcher: asyncio.Task[None] | None = None
+    drain_report: DrainReport | None = None
+
+
+SHUTDOWN = web.AppKey("shutdown", Shutdown)
+
+
 def build_runtime(
     config: AppConfig,
     registry: AdapterRegistry | None = None,
@@ -293,15 +334,34 @@ def _safe(text: str) -> str:
 
 
 def build_app(runtime: Runtime) -> web.Application:
-    """The aiohttp application serving the runtime's routes and owning its resources."""
+    """The aiohttp application serving the runtime's routes and owning its resources.
+
+    Inbox webhooks answer 503 with ``Retry-After`` above ``[server] max_inbox_backlog``;
+    every body is read within ``body_timeout`` (see :mod:`bridge.listener`)."""
+    server = runtime.config.server
+    shutdown = Shutdown(
+        guard=ConnectionGuard(
+            ListenerLimits(
+                header_timeout=server.header_timeout,
+                body_timeout=server.body_timeout,
+                max_connections_per_peer=server.max_connections_per_peer,
+            )
+        ),
+        backlog=InboxBacklog(runtime.store.pending_inbox_count, server.max_inbox_backlog),
+    )
     app = web.Application(
-        client_max_size=runtime.config.server.max_body_bytes, middlewares=[json_errors]
+        client_max_size=server.max_body_bytes,
+        middlewares=[json_errors, limits_middleware(shutdown.guard, shutdown.draining)],
     )
     app[RUNTIME] = runtime
+    app[SHUTDOWN] = shutdown
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     for route in runtime.routes:
-        app.router.add_route(route.method, route.path, route.handler)
+        handler = route.handler
+        if route.inbox:
+            handler = backpressured(handler, shutdown.backlog, server.backlog_retry_after)
+        app.router.add_route(route.method, route.path, handler)
     app.cleanup_ctx.extend([_store_ctx, _session_ctx, _startup_ctx, _engine_ctx, _scheduler_ctx])
     return app
 
@@ -315,7 +375,9 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
     runtime = app[RUNTIME]
-    runtime.session = aiohttp.ClientSession(raise_for_status=False)
+    runtime.session = aiohttp.ClientSession(
+        raise_for_status=False, trace_configs=[app[SHUTDOWN].sends.trace_config]
+    )
     yield
     await runtime.session.close()
     runtime.session = None
@@ -329,11 +391,17 @@ async def _startup_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
     runtime = app[RUNTIME]
+    shutdown = app[SHUTDOWN]
     await runtime.engine.take_back_leases()
-    tasks = [
-        runtime.supervise("inbox-worker", runtime.engine.run_inbox_worker),
-        runtime.supervise("dispatcher", runtime.engine.run_dispatcher),
-    ]
+
+    async def dispatch() -> None:
+        shutdown.drain_report = await runtime.engine.run_dispatcher(
+            shutdown.stop_dispatch, runtime.config.server.drain_seconds, shutdown.sends
+        )
+
+    shutdown.inbox_worker = runtime.supervise("inbox-worker", runtime.engine.run_inbox_worker)
+    shutdown.dispatcher = runtime.supervise("dispatcher", dispatch)
+    tasks = [shutdown.inbox_worker, shutdown.dispatcher]
     yield
     for task in tasks:
         task.cancel()
@@ -350,18 +418,53 @@ async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     scheduler.shutdown(wait=False)
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+"""SIGHUP stops like SIGTERM (documented in the README): the configuration is read at
+start only, so a supervisor restarts the daemon to apply a change."""
+
+
 async def serve(runtime: Runtime, on_listening: Callable[[str, int], None] | None = None) -> int:
-    """Run until SIGTERM/SIGINT (exit 0) or a crashed side task (exit 1)."""
+    """Run until SIGTERM/SIGINT/SIGHUP (exit 0, after a graceful drain) or a crashed side
+    task (exit 1).
+
+    A graceful stop: stop listening and answer 503 on open connections (``/healthz``
+    excepted), stop the scheduler and the inbox worker, let the dispatcher drain
+    (``[server] drain_seconds``), then close the rest in the usual order. A second
+    signal cuts the drain short (what is on the wire is cancelled at once)."""
     app = build_app(runtime)
     server = runtime.config.server
-    runner = web.AppRunner(app, shutdown_timeout=server.shutdown_timeout, handle_signals=False)
-    await runner.setup()
+    runner = web.AppRunner(
+        app,
+        shutdown_timeout=server.shutdown_timeout,
+        handle_signals=False,
+        keepalive_timeout=server.keepalive_timeout,
+        lingering_time=LINGER_SECONDS,  # after a 408 for a slow body, read it this long
+        logger=ProtocolLog(),
+    )
     stop = asyncio.Event()
+    received: list[str] = []
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    shutdown = app[SHUTDOWN]
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not received:
+            log.info("signal received", extra={"signal": sig.name})
+        elif shutdown.dispatcher is not None and not shutdown.dispatcher.done():
+            log.warning("second signal: deliveries cancelled now", extra={"signal": sig.name})
+            shutdown.dispatcher.cancel()
+        received.append(sig.name)
+        stop.set()
+
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, on_signal, sig)
     try:
-        site = web.TCPSite(runner, server.host, server.port)
+        await runner.setup()
+    except BaseException:
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+        raise
+    try:
+        site = GuardedSite(runner, server.host, server.port, app[SHUTDOWN].guard, backlog=1024)
         await site.start()
         port = _bound_port(runner) or server.port
         log.info("listening", extra={"host": server.host, "port": port})
@@ -372,12 +475,52 @@ async def serve(runtime: Runtime, on_listening: Callable[[str, int], None] | Non
         await asyncio.wait({stopper, fatal}, return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
         fatal.cancel()
-        log.info("stopping", extra={"reason": runtime.fatal_reason or "signal"})
+        reason = runtime.fatal_reason or (received[0] if received else "signal")
+        log.info("stopping", extra={"reason": reason})
+        site.stop_listening()
+        if not runtime.fatal.is_set():
+            await _drain(app)
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
         await runner.cleanup()
     return 1 if runtime.fatal.is_set() else 0
+
+
+async def _drain(app: web.Application) -> None:
+    """Stop taking work, let the deliveries in flight finish (see
+    :meth:`~bridge.engine.Engine.run_dispatcher`), log what happened."""
+    runtime = app[RUNTIME]
+    shutdown = app[SHUTDOWN]
+    shutdown.draining.set()
+    if runtime.scheduler.running:
+        runtime.scheduler.pause()
+    if shutdown.inbox_worker is not None:
+        shutdown.inbox_worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await shutdown.inbox_worker
+    dispatcher = shutdown.dispatcher
+    if dispatcher is None or dispatcher.done():
+        return
+    shutdown.stop_dispatch.set()
+    margin = 5.0  # the dispatcher keeps its own deadline; this bounds a stuck store
+    done, _ = await asyncio.wait({dispatcher}, timeout=runtime.config.server.drain_seconds + margin)
+    if not done:
+        log.error("dispatcher did not drain in time: cancelled")
+        dispatcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await dispatcher
+        return
+    report = shutdown.drain_report
+    if report is not None:
+        log.info(
+            "drained",
+            extra={
+                "finished": len(report.finished),
+                "released_unsent": len(report.released_unsent),
+                "cancelled_outcome_unknown": len(report.cancelled),
+            },
+        )
 
 
 def _bound_port(runner: web.AppRunner) -> int | None:

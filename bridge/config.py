@@ -70,7 +70,47 @@ class ServerConfig(ConfigModel):
         default=1_048_576, ge=1, description="larger request bodies are refused with 413"
     )
     shutdown_timeout: float = Field(
-        default=8.0, gt=0, description="seconds in-flight work gets to finish on shutdown"
+        default=8.0,
+        gt=0,
+        description="seconds in-flight inbound requests get to finish on shutdown, after the"
+        " deliveries drained",
+    )
+    drain_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="on SIGTERM/SIGINT/SIGHUP: seconds deliveries already on the wire get to"
+        " finish; then they are cancelled (outcome unknown). Deliveries whose request has"
+        " not left yet are released at once as not sent",
+    )
+    header_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="seconds a client has to send a complete request head, from the"
+        " connection's start or the first byte of its next request; then 408 and closed",
+    )
+    body_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="seconds a client has to send the whole request body once the head is"
+        " in; then 408 and closed",
+    )
+    keepalive_timeout: float = Field(
+        default=60.0, gt=0, description="seconds an idle keep-alive connection stays open"
+    )
+    max_connections_per_peer: int = Field(
+        default=256,
+        ge=0,
+        description="open connections allowed per client address; more are answered 503 and"
+        " closed at once. 0: no cap (behind a reverse proxy every client is the proxy)",
+    )
+    max_inbox_backlog: int = Field(
+        default=10_000,
+        ge=0,
+        description="pending inbox items above which the webhook endpoints answer 503 with"
+        " Retry-After (senders retry 5xx); 0: no limit",
+    )
+    backlog_retry_after: int = Field(
+        default=30, ge=1, description="Retry-After seconds of a back-pressure 503"
     )
     instance: str | None = Field(
         default=None,

@@ -34,7 +34,9 @@ class KiboNotifications:
         self.event_names = {**DEFAULT_EVENT_NAMES, **config.event_names}
 
     def routes(self) -> None:
-        self.runtime.add_route(self.retailer, "kibo", "POST", "notifications", self.receive)
+        self.runtime.add_route(
+            self.retailer, "kibo", "POST", "notifications", self.receive, inbox=True
+        )
         self.runtime.engine.add_handler(NOTIFICATION_KIND, self.handle, retailer=self.retailer)
 
     def _parse(self, body: bytes) -> Any:

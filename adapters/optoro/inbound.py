@@ -76,7 +76,7 @@ class OptoroInbound:
 
     def routes(self) -> None:
         add = self.runtime.add_route
-        add(self.retailer, "optoro", "POST", "rmas", self.rmas)
+        add(self.retailer, "optoro", "POST", "rmas", self.rmas, inbox=True)
         add(self.retailer, "optoro", "GET", "sku/{variant_identifier}/variants", self.variants)
         add(
             self.retailer,

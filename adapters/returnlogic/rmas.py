@@ -233,7 +233,7 @@ class RlRmas:
 
     def wire(self) -> None:
         runtime, rid = self.runtime, self.retailer
-        runtime.add_route(rid, SOURCE, "POST", "webhooks", self.receive)
+        runtime.add_route(rid, SOURCE, "POST", "webhooks", self.receive, inbox=True)
         runtime.engine.add_handler(WEBHOOK_KIND, self.handle, retailer=rid)
         runtime.engine.add_destination(self.destination)
         now = datetime.now(UTC)

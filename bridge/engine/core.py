@@ -37,6 +37,7 @@ from bridge.errors import (
     StoreError,
 )
 from bridge.http import Backoff, OutboundRequest, Response
+from bridge.http.sent import SendRecord, SendTracker
 from bridge.store import (
     Accepted,
     Effect,
@@ -156,6 +157,18 @@ def _describe(exc: BaseException) -> str:
     """``"ClassName: message"`` for a quarantine or dead-letter reason (bounded length)."""
     text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     return text if len(text) <= 500 else text[:497] + "..."
+
+
+@dataclass
+class DrainReport:
+    """What a graceful stop of the dispatcher did with the deliveries in flight (ids)."""
+
+    finished: list[int] = field(default_factory=list)
+    """Finished within the grace period (delivered, retried or dead-lettered)."""
+    released_unsent: list[int] = field(default_factory=list)
+    """Cancelled before their request left the process: released as never sent."""
+    cancelled: list[int] = field(default_factory=list)
+    """Cancelled while their request may have been with the partner: outcome unknown."""
 
 
 class _Rollback(Exception):
@@ -484,15 +497,32 @@ class Engine:
         """New effects were committed outside an inbox handler (e.g. an order sync)."""
         self._outbox_wakeup.set()
 
-    async def run_dispatcher(self) -> None:
-        """Deliver effects until cancelled. Up to ``max_concurrent_deliveries`` run at once
-        and a free slot is filled as soon as it frees up, so one slow partner call does not
-        hold back the others; between deliveries it sleeps until the next effect is due."""
-        in_flight: set[asyncio.Task[None]] = set()
+    async def run_dispatcher(
+        self,
+        stop: asyncio.Event | None = None,
+        drain_seconds: float = 10.0,
+        sends: SendTracker | None = None,
+    ) -> DrainReport:
+        """Deliver effects until ``stop`` is set (then drain and return) or cancelled.
+
+        Up to ``max_concurrent_deliveries`` run at once and a free slot is filled as soon
+        as it frees up, so one slow partner call does not hold back the others; between
+        deliveries it sleeps until the next effect is due.
+
+        Draining (``stop`` set): nothing new is leased; a delivery whose request has not
+        left the process (``sends`` tells, when given) is cancelled at once and its lease
+        released as not sent, so the next start sends it without an unknown-outcome wait;
+        the others get ``drain_seconds`` to finish, then are cancelled and keep their
+        lease (the next start takes it back as of unknown outcome). Without ``sends``
+        every cancelled delivery counts as maybe sent. Cancelling the task does the same
+        as a drain of 0 seconds."""
+        in_flight: dict[asyncio.Task[None], tuple[Effect, SendRecord | None]] = {}
+        report = DrainReport()
+        stopping = stop or asyncio.Event()
         try:
-            while True:
+            while not stopping.is_set():
                 for task in [t for t in in_flight if t.done()]:
-                    in_flight.discard(task)
+                    del in_flight[task]
                     task.result()  # a bug in delivery stops the daemon loudly
                 room = self.settings.max_concurrent_deliveries - len(in_flight)
                 leased: list[Effect] = []
@@ -504,7 +534,15 @@ class Engine:
                         frozenset(self.destinations),
                     )
                 for effect in leased:
-                    in_flight.add(asyncio.create_task(self.deliver(effect)))
+                    name = f"deliver-{effect.id}"
+                    if sends is None:
+                        in_flight[asyncio.create_task(self.deliver(effect), name=name)] = (
+                            effect,
+                            None,
+                        )
+                    else:
+                        task, record = sends.start(self.deliver(effect), name=name)
+                        in_flight[task] = (effect, record)
                 if leased:
                     continue
                 due = await self.store.next_effect_due()
@@ -513,16 +551,83 @@ class Engine:
                     wait = min(wait, max(0.01, due - self.store.clock()))
                 self._outbox_wakeup.clear()
                 woken = asyncio.ensure_future(self._outbox_wakeup.wait())
+                stopped = asyncio.ensure_future(stopping.wait())
                 try:
                     await asyncio.wait(
-                        {woken, *in_flight}, timeout=wait, return_when=asyncio.FIRST_COMPLETED
+                        {woken, stopped, *in_flight},
+                        timeout=wait,
+                        return_when=asyncio.FIRST_COMPLETED,
                     )
                 finally:
                     woken.cancel()
+                    stopped.cancel()
+            await self._drain(in_flight, drain_seconds, report)
+            return report
         finally:
-            for task in in_flight:
-                task.cancel()
-            await asyncio.gather(*in_flight, return_exceptions=True)
+            if in_flight:  # cancelled (also mid-drain): what is left goes without grace
+                await asyncio.shield(self._drain(in_flight, 0.0, report))
+            if report.finished or report.released_unsent or report.cancelled:
+                log.info(
+                    "deliveries drained",
+                    extra={
+                        "finished": report.finished,
+                        "released_unsent": report.released_unsent,
+                        "cancelled_outcome_unknown": report.cancelled,
+                    },
+                )
+
+    async def _drain(
+        self,
+        in_flight: dict[asyncio.Task[None], tuple[Effect, SendRecord | None]],
+        grace: float,
+        report: DrainReport,
+    ) -> DrainReport:
+        """Cancel and release what has not left, wait ``grace`` for the rest, cancel it;
+        each task leaves ``in_flight`` once counted in ``report``."""
+        unsent = [
+            t
+            for t, (_, record) in in_flight.items()
+            if not t.done() and record is not None and not record.may_have_left
+        ]
+        for task in unsent:  # decided and cancelled in one step: none can connect meanwhile
+            task.cancel()
+        await asyncio.gather(*unsent, return_exceptions=True)
+        await self._count_drained(in_flight, unsent, report)
+        if in_flight and grace > 0:
+            await asyncio.wait(list(in_flight), timeout=grace)
+        late = [t for t in in_flight if not t.done()]
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+        await self._count_drained(in_flight, list(in_flight), report)
+        return report
+
+    async def _count_drained(
+        self,
+        in_flight: dict[asyncio.Task[None], tuple[Effect, SendRecord | None]],
+        tasks: list[asyncio.Task[None]],
+        report: DrainReport,
+    ) -> None:
+        for task in tasks:
+            effect, record = in_flight.pop(task)
+            if not task.cancelled():
+                report.finished.append(effect.id)
+                if task.exception() is not None:
+                    log.error(
+                        "delivery failed while draining",
+                        extra={"effect_id": effect.id},
+                        exc_info=task.exception(),
+                    )
+            elif record is not None and not record.may_have_left:
+                kept = effect.last_error
+                if effect.outcome_unknown and not (kept or "").startswith(OUTCOME_UNKNOWN):
+                    kept = f"{OUTCOME_UNKNOWN}an earlier attempt may have reached the partner"
+                if await self.store.release_unsent(effect.id, self.owner, kept):
+                    report.released_unsent.append(effect.id)
+                else:
+                    report.cancelled.append(effect.id)
+            else:
+                report.cancelled.append(effect.id)
 
     # operator actions --------------------------------------------------------------------
 

@@ -379,3 +379,15 @@ class Store(ABC):
     # flags
     @abstractmethod
     async def list_flags(self, include_resolved: bool = False) -> list[Flag]: ...
+
+    # back-pressure and graceful stop
+    @abstractmethod
+    async def pending_inbox_count(self) -> int:
+        """How many inbox items wait to be handled (cheap: an index count)."""
+
+    @abstractmethod
+    async def release_unsent(self, effect_id: int, owner: str, last_error: str | None) -> bool:
+        """Give back ``owner``'s lease of an effect whose request never left the process, as
+        if this attempt had not been made: ``attempts`` goes back down by one and
+        ``last_error`` is set to ``last_error`` (the caller keeps an earlier attempt's
+        unknown outcome in it). False when the lease moved on."""

@@ -428,6 +428,25 @@ class MemoryStore(Store):
     async def list_flags(self, include_resolved: bool = False) -> list[Flag]:
         return sorted(self._t.flags.values(), key=lambda f: f.id)  # nothing resolves here
 
+    # back-pressure and graceful stop -----------------------------------------------------
+
+    async def pending_inbox_count(self) -> int:
+        return sum(1 for i in self._t.inbox.values() if i.status is InboxStatus.PENDING)
+
+    async def release_unsent(self, effect_id: int, owner: str, last_error: str | None) -> bool:
+        async with self._write() as t:
+            effect = t.effects.get(effect_id)
+            lease = t.effect_leases.get(effect_id)
+            if effect is None or effect.state is not EffectState.PENDING or lease is None:
+                return False
+            if lease[0] != owner:
+                return False
+            t.effects[effect_id] = replace(
+                effect, attempts=max(effect.attempts - 1, 0), last_error=last_error
+            )
+            del t.effect_leases[effect_id]
+            return True
+
 
 class _MemoryTransaction(Transaction):
     """Writes into the staged tables of :meth:`MemoryStore.transaction`."""

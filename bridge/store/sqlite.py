@@ -672,6 +672,22 @@ class SqliteStore(Store):
             for r in rows
         ]
 
+    # back-pressure and graceful stop -----------------------------------------------------
+
+    async def pending_inbox_count(self) -> int:
+        rows = await self._fetchall("SELECT COUNT(*) FROM inbox WHERE status = 'pending'")
+        return int(rows[0][0])
+
+    async def release_unsent(self, effect_id: int, owner: str, last_error: str | None) -> bool:
+        async with self._write() as conn:
+            cur = await conn.execute(
+                "UPDATE outbox SET lease_owner = NULL, lease_until = NULL,"
+                " attempts = MAX(attempts - 1, 0), last_error = ?"
+                " WHERE id = ? AND state = 'pending' AND lease_owner = ?",
+                (last_error, effect_id, owner),
+            )
+            return cur.rowcount == 1
+
 
 class _SqliteTransaction(Transaction):
     def __init__(self, conn: aiosqlite.Connection, now: float) -> None:
