@@ -25,6 +25,7 @@ from bridge.engine import Engine, EngineSettings
 from bridge.errors import BridgeError, ConfigError
 from bridge.http import HttpClient
 from bridge.lifecycle import Lifecycle
+from bridge.logs import install_loop_handler, register_secrets_of
 from bridge.registry import AdapterRegistry, load_registry
 from bridge.services import RMA_LIFECYCLE
 from bridge.store import Store, store_from_url
@@ -67,7 +68,7 @@ class Runtime:
     def http(self) -> HttpClient:
         if self.session is None:
             raise BridgeError("the HTTP session is not open yet")
-        return HttpClient(self.session)
+        return HttpClient(self.session, self.store)  # the store keeps governors' admissions
 
     def add_route(
         self, retailer: str, platform: str, method: str, subpath: str, handler: Handler
@@ -137,6 +138,7 @@ def build_runtime(
 ) -> Runtime:
     """The runtime with every enabled retailer's adapters wired, nothing opened yet."""
     registry = registry or load_registry()
+    register_secrets_of(config)  # redacted by value wherever they would be logged
     store = store or store_from_url(config.store.url)
     runtime = Runtime(
         config=config,
@@ -273,6 +275,7 @@ async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def serve(runtime: Runtime, on_listening: Callable[[str, int], None] | None = None) -> int:
     """Run until SIGTERM/SIGINT (exit 0) or a crashed side task (exit 1)."""
+    install_loop_handler()
     app = build_app(runtime)
     server = runtime.config.server
     runner = web.AppRunner(app, shutdown_timeout=server.shutdown_timeout, handle_signals=False)

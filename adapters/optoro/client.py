@@ -5,7 +5,15 @@ Duplicates: ``POST /returns_portal_orders`` is an upsert keyed by the order
 outcome changes nothing; refunds inside it are deduplicated by Optoro on their unique
 ``identifier``. Optoro has no idempotency header, and none is sent.
 Rate limiting: Optoro answers a bare 429 without headers; the destination's limiter then
-pauses for ``default_pause_on_429`` seconds and the effect is retried with backoff.
+pauses for the destination's next backoff delay (``[retailers.<id>.optoro.retry]``,
+growing with consecutive bare 429s) and the effect is retried with that backoff.
+Credentials: the bearer token is attached after the governor admits the request
+(:class:`OptoroAuth` is the destination's :class:`~bridge.http.Credentials`); a 401 drops
+the token once however many requests saw it refused, and the request goes again.
+Lanes: orders are spread over ``RPO_LANES`` ordering lanes; a batch waiting for its retry
+holds its lane (one order's snapshots must not overtake each other), for at most the
+backoff cap while Optoro is down, and only seconds after Optoro answers again: the first
+success after an outage makes every waiting batch due (``Store.expedite``).
 """
 
 from __future__ import annotations
@@ -22,7 +30,14 @@ from adapters.optoro.config import OptoroConfig
 from bridge.domain import Order, OrderStatus
 from bridge.engine import HttpDestination
 from bridge.errors import MappingError, PermanentDeliveryError, ReauthRequired
-from bridge.http import DestinationLimits, HttpClient, OutboundRequest, Response
+from bridge.http import (
+    Authorized,
+    DestinationLimits,
+    HttpClient,
+    OutboundRequest,
+    with_headers,
+)
+from bridge.logs import register_secret
 from bridge.store import Effect, NewEffect, Transaction, canonical_json
 from bridge.tokens import Token, TokenCache
 from mappings.optoro import order_to_rpo
@@ -38,7 +53,8 @@ def _base(config: OptoroConfig) -> str:
 
 
 class OptoroAuth:
-    """Client-credentials tokens for one Optoro account, cached until near expiry."""
+    """Client-credentials tokens for one Optoro account, cached until near expiry; the
+    :class:`~bridge.http.Credentials` of the Returns Portal Orders destination."""
 
     def __init__(self, config: OptoroConfig, http: Callable[[], HttpClient]) -> None:
         self.config = config
@@ -56,6 +72,7 @@ class OptoroAuth:
                 "client_id": self.config.client_id,
                 "client_secret": self.config.client_secret.get_secret_value(),
             },
+            credentials_exchange=True,
         )
         try:
             response = await self._http().call(request, self.limits, attempts=3)
@@ -67,14 +84,22 @@ class OptoroAuth:
         if not isinstance(body, dict) or not isinstance(body.get("access_token"), str):
             raise PermanentDeliveryError("optoro: POST /oauth/token answered without access_token")
         expires_in = body.get("expires_in")
+        register_secret(body["access_token"])
         return Token(
             SecretStr(body["access_token"]),
             float(expires_in) if isinstance(expires_in, int | float) else None,
         )
 
-    async def headers(self) -> tuple[dict[str, str], SecretStr]:
+    async def ready(self) -> None:
+        """Nothing to wait for: a refused token is dropped at once, the next caller fetches."""
+
+    async def authorize(self, request: OutboundRequest) -> Authorized:
         token = await self.cache.get()
-        return {"Authorization": f"Bearer {token.get_secret_value()}"}, token
+        bearer = {"Authorization": f"Bearer {token.get_secret_value()}"}
+        return Authorized(with_headers(request, bearer), token)
+
+    async def refused(self, credential: SecretStr) -> None:
+        self.cache.invalidate(credential)
 
 
 class RpoDestination(HttpDestination):
@@ -87,39 +112,25 @@ class RpoDestination(HttpDestination):
     ) -> None:
         self.config = config
         self.auth = auth
-        super().__init__(name, http, DestinationLimits(name, timeout=config.timeout))
+        super().__init__(
+            name,
+            http,
+            DestinationLimits(name, timeout=config.timeout, backoff=config.retry.backoff()),
+            credentials=auth,
+        )
 
     async def render(self, effect: Effect) -> OutboundRequest:
-        auth_headers, _ = await self.auth.headers()
-        return self._request(effect, auth_headers)
-
-    def _request(self, effect: Effect, auth_headers: dict[str, str]) -> OutboundRequest:
+        """The request without credentials (attached when the governor admits it)."""
         return OutboundRequest(
             "POST",
             f"{_base(self.config)}/returns_portal_orders",
             {
-                **auth_headers,
                 "Api-Version": str(self.config.api_version),
                 "Content-Type": "application/json",
                 "Accept": "application/json",
             },
             json={"returns_portal_order": {"orders": effect.payload["orders"]}},
         )
-
-    async def deliver(self, effect: Effect) -> Response | None:
-        """One send; a 401 refreshes the token once (shared by concurrent senders) and
-        sends again."""
-        for attempt in (1, 2):
-            auth_headers, token = await self.auth.headers()
-            try:
-                return await self.http.send(
-                    self._request(effect, auth_headers), self.limits, self.priority
-                )
-            except ReauthRequired:
-                self.auth.cache.invalidate(token)
-                if attempt == 2:
-                    raise
-        return None  # pragma: no cover
 
 
 class RpoPublisher:
