@@ -229,12 +229,13 @@ class HttpClient:
         the policy says done; raises otherwise."""
         where = f"{request.method} {request.path}"
         refused: list[SecretStr] = []
+        ticket = dest.limiter.ticket()  # a request sent again keeps its place in line
         while True:
             if credentials is not None:
                 await credentials.ready()
             if self.admissions is not None:
                 await dest.journal.seed(self.admissions, dest.limiter)
-            slot = await dest.limiter.acquire(priority)
+            slot = await dest.limiter.acquire(priority, ticket)
             try:
                 authorized = await credentials.authorize(request) if credentials else None
             except BaseException:

@@ -143,15 +143,22 @@ class RateLimiter:
                 delay = max(delay, oldest_blocking + window.period - now + self._safety)
         return delay
 
-    async def acquire(self, priority: Priority = Priority.LIVE) -> Slot:
+    def ticket(self) -> int:
+        """A place in line: pass it to every :meth:`acquire` of one request, so a request
+        that must go again (its credential was refused and replaced) keeps its turn."""
+        return next(self._seq)
+
+    async def acquire(self, priority: Priority = Priority.LIVE, ticket: int | None = None) -> Slot:
         """Wait until a call may be made, then record it. Call :meth:`Slot.done` when the
         answer arrived: the call then counts from that moment, since the partner saw it
-        somewhere between admission and answer (a busy client may send it late)."""
+        somewhere between admission and answer (a busy client may send it late). Waiters
+        are served by priority, then by ``ticket`` (arrival when none is given)."""
         if self.unlimited and self._paused_until <= self._clock():
             self.admitted += 1
             return Slot([self._clock()], self._clock, None)
         future: asyncio.Future[list[float | None]] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiters, (int(priority), next(self._seq), future))
+        place = ticket if ticket is not None else next(self._seq)
+        heapq.heappush(self._waiters, (int(priority), place, future))
         self._schedule()
         try:
             entry = await future

@@ -1,0 +1,319 @@
+"""Limits that hold across restarts, credentials attached after admission, configurable
+backoff and prompt recovery: over real HTTP against the sandboxes, with a real SQLite file
+and the real daemon (in this process through ``tests/harness.py``, or as a subprocess that
+is killed with SIGKILL)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from cryptography.fernet import Fernet
+
+from adapters.optoro.sandbox import OptoroSandbox
+from adapters.optoro.sandbox import running_sandbox as optoro_sandbox
+from adapters.returnlogic.client import RlTeam
+from adapters.returnlogic.config import ReturnLogicConfig
+from adapters.returnlogic.sandbox import DEFAULT_TEAM, ReturnLogicSandbox
+from adapters.returnlogic.sandbox import running_sandbox as rl_sandbox
+from bridge.http import HttpClient, Priority
+from bridge.store import EffectState
+from bridge.store.sqlite import SqliteStore
+from bridge.sync import publish_orders
+from bridge.vault import TokenVault
+from tests.harness import (
+    OPTORO_CLIENT_ID,
+    OPTORO_SECRET,
+    RETAILER,
+    config_text,
+    optoro_table,
+    running_daemon,
+)
+from tests.test_optoro_rpo import guide_orders
+
+REPO = Path(__file__).resolve().parent.parent
+RL_TOKEN = "rl-static-key-7d1f9a"
+RL_CLIENT_ID, RL_CLIENT_SECRET = "rl-app", "rl-app-secret-93c2"
+
+
+async def until(condition, within: float, what: str, step: float = 0.02) -> None:  # type: ignore[no-untyped-def]
+    """Wait for ``condition()`` (sync or async) to be true, or fail after ``within`` s."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        result = condition()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        await asyncio.sleep(step)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def rl_table(url: str, per_second: int = 2, per_minute: int = 120) -> str:
+    """A ReturnLogic order source reading one order per request (a steady demand)."""
+    return (
+        f"[retailers.{RETAILER}.returnlogic]\n"
+        f'base_url = "{url}"\nteam_id = "{DEFAULT_TEAM}"\nstatic_token = "${{RL_TOKEN}}"\n'
+        f"timeout = 5.0\nrequests_per_second = {per_second}\n"
+        f"requests_per_minute = {per_minute}\n"
+        f"[retailers.{RETAILER}.returnlogic.orders]\npage_size = 1\n"
+    )
+
+
+def fill_rl(rl: ReturnLogicSandbox, orders: int = 400) -> None:
+    rl.generate(orders=orders, seed=3, anchor=datetime.now(UTC), days=1)
+    rl.issue_api_key(DEFAULT_TEAM, RL_TOKEN)
+
+
+def api_requests(rl: ReturnLogicSandbox) -> list[float]:
+    return [r.at for r in rl.requests if r.path.startswith("/v1/orders")]
+
+
+# --- limits across restarts -----------------------------------------------------------------
+
+
+async def test_restarted_daemon_starts_with_its_predecessors_windows(tmp_path: Path) -> None:
+    """Two daemon lifetimes on one SQLite file, back to back (a restart takes milliseconds
+    here, so the second window is what a fresh limiter would overrun): ReturnLogic at its
+    real 2/s + 120/min sees no 429 and never more than 2 requests in a rolling second."""
+    async with (
+        rl_sandbox() as rl,
+        optoro_sandbox(client_id=OPTORO_CLIENT_ID, client_secret=OPTORO_SECRET) as optoro,
+    ):
+        fill_rl(rl)
+        tables = optoro_table(optoro.url) + rl_table(rl.url)
+        env = {"RL_TOKEN": RL_TOKEN}
+        for lifetime in (1, 2, 3):
+            async with running_daemon(tmp_path, tables, env=env) as daemon:
+                seen = len(api_requests(rl))
+                await until(lambda s=seen: len(api_requests(rl)) >= s + 5, 15, "requests")
+                team = daemon.runtime.extras[("returnlogic", RETAILER)]
+                if lifetime > 1:
+                    assert team.limits.journal.seeded_calls >= 2  # its predecessor's calls
+        assert rl.rate_limited == 0
+        assert rl.max_in_any_second() <= 2
+        assert rl.max_in_any_minute() <= 120
+
+
+class DaemonProcess:
+    """``python -m bridge run`` as a child process (stderr kept in a file)."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, log: Path) -> None:
+        self.proc = proc
+        self.log = log
+
+    @classmethod
+    async def start(cls, config: Path, log: Path, env: dict[str, str]) -> DaemonProcess:
+        with log.open("ab") as err:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "bridge",
+                "run",
+                "--config",
+                str(config),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=err,
+                cwd=REPO,
+                env={**os.environ, **env},
+            )
+        daemon = cls(proc, log)
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        if b"listening on" not in line:
+            await daemon.stop(signal.SIGKILL)
+            text = await asyncio.to_thread(log.read_text)
+            raise AssertionError(f"daemon did not start: {line!r}\n{text[-4000:]}")
+        return daemon
+
+    async def stop(self, sig: int) -> int:
+        if self.proc.returncode is None:
+            self.proc.send_signal(sig)
+        assert self.proc.stdout is not None
+        await self.proc.stdout.read()
+        return await asyncio.wait_for(self.proc.wait(), 30)
+
+
+@pytest.mark.slow
+async def test_kill_9_never_lets_the_next_process_exceed_the_minute_window(
+    tmp_path: Path,
+) -> None:
+    """A daemon uses its whole minute budget (10/s, 30/min at the sandbox and in the
+    config), is killed with SIGKILL, and starts again at once: the new process waits for
+    its predecessor's calls to leave the window instead of sending (0 x 429), then goes on.
+    Lasts one window (about 65 s): the only way to see the minute window hold."""
+    async with (
+        rl_sandbox(rate_limit_second=10, rate_limit_minute=30) as rl,
+        optoro_sandbox(client_id=OPTORO_CLIENT_ID, client_secret=OPTORO_SECRET) as optoro,
+    ):
+        fill_rl(rl)
+        config = tmp_path / "bridge.toml"
+        tables = optoro_table(optoro.url) + rl_table(rl.url, per_second=10, per_minute=30)
+        config.write_text(config_text(tmp_path / "bridge.db", tables))
+        env = {"RL_TOKEN": RL_TOKEN, "OPTORO_SECRET": OPTORO_SECRET}
+        env["WEBHOOK_PASSWORD"] = "hook-pass-123"
+        log = tmp_path / "daemon.log"
+        first = await DaemonProcess.start(config, log, env)
+        await until(lambda: len(api_requests(rl)) >= 30, 30, "the minute budget spent")
+        assert await first.stop(signal.SIGKILL) == -signal.SIGKILL
+        killed_at = time.monotonic()
+        second = await DaemonProcess.start(config, log, env)
+        try:
+            await until(lambda: len(api_requests(rl)) >= 36, 90, "calls after the window moved")
+        finally:
+            await second.stop(signal.SIGTERM)
+        first_call = api_requests(rl)[0]
+        resumed = api_requests(rl)[30]
+        assert rl.rate_limited == 0
+        assert rl.max_in_any_minute() <= 30
+        assert rl.max_in_any_second() <= 10
+        assert resumed - first_call >= 60.0  # it waited for the window, as the partner counts
+        print(
+            f"restart: resumed {resumed - first_call:.1f}s after the first call of the window,"
+            f" {time.monotonic() - killed_at:.1f}s after the kill; 0 x 429"
+        )
+
+
+# --- credentials after admission ------------------------------------------------------------
+
+
+@pytest_asyncio.fixture
+async def rl_oauth(tmp_path: Path) -> AsyncIterator[tuple[RlTeam, ReturnLogicSandbox]]:
+    async with rl_sandbox(
+        client_id=RL_CLIENT_ID,
+        client_secret=RL_CLIENT_SECRET,
+        token_ttl=2.0,
+        rate_limit_second=4,
+        rate_limit_minute=240,
+    ) as rl:
+        rl.generate(orders=20, seed=5)
+        store = SqliteStore(tmp_path / "rl.db")
+        await store.open()
+        vault = TokenVault(store, Fernet.generate_key())
+        try:
+            async with aiohttp.ClientSession() as session:
+                config = ReturnLogicConfig(
+                    base_url=rl.url,
+                    team_id=DEFAULT_TEAM,
+                    client_id=RL_CLIENT_ID,
+                    client_secret=RL_CLIENT_SECRET,
+                    timeout=5.0,
+                    requests_per_second=4,
+                    requests_per_minute=240,
+                )
+                team = RlTeam(config, http=lambda: HttpClient(session, store), vault=lambda: vault)
+                yield team, rl
+        finally:
+            await store.close()
+
+
+async def test_a_token_that_expires_while_queued_is_never_sent_stale(rl_oauth) -> None:  # type: ignore[no-untyped-def]
+    """Bearers live 2 s; 40 requests queue at 4/s (10 s of queue, five lifetimes): each
+    request gets the bearer current when it is admitted, so none ends in "credentials
+    refused (401) after re-authentication", and a 401 happens only to the calls admitted
+    together when a bearer expires (then the team refreshes once and the queue waits)."""
+    team, rl = rl_oauth
+    await team.install(rl.issue_code())
+    started = time.monotonic()
+    results = await asyncio.gather(
+        *(team.request("GET", "/v1/orders/count", priority=Priority.LIVE) for _ in range(40)),
+        return_exceptions=True,
+    )
+    elapsed = time.monotonic() - started
+    failures = [r for r in results if isinstance(r, BaseException)]
+    assert failures == []
+    assert rl.rate_limited == 0
+    assert rl.max_in_any_second() <= 4
+    refreshes = team.refreshes
+    assert refreshes >= 3  # the bearer really expired again and again under the queue
+    assert rl.unauthorized <= 4 * refreshes  # only what was admitted with it at each expiry
+    print(
+        f"40 queued calls in {elapsed:.1f}s: {refreshes} refreshes, {rl.unauthorized} x 401,"
+        " 0 refused after re-authentication"
+    )
+
+
+# --- backoff and recovery -------------------------------------------------------------------
+
+
+def retry_table(initial: float, cap: float) -> str:
+    return f"[retailers.{RETAILER}.optoro.retry]\ninitial = {initial}\ncap = {cap}\n"
+
+
+def rpo_attempts(sandbox: OptoroSandbox) -> list[tuple[float, int | None]]:
+    return [(r.at, r.status) for r in sandbox.rpo_requests()]
+
+
+async def test_configured_backoff_is_used_and_a_bare_429_pauses_by_it(tmp_path: Path) -> None:
+    """``[retailers.acme.optoro.retry]`` initial 0.05 s, cap 0.2 s: three bare 429s (no
+    ``Retry-After``) are retried within the cap each (the old fixed pause was 5 s)."""
+    async with optoro_sandbox(client_id=OPTORO_CLIENT_ID, client_secret=OPTORO_SECRET) as sandbox:
+        tables = optoro_table(sandbox.url, batch_size="1") + retry_table(0.05, 0.2)
+        async with running_daemon(tmp_path, tables) as daemon:
+            destination = daemon.runtime.engine.destinations[f"optoro.rpo:{RETAILER}"]
+            assert (destination.backoff.initial, destination.backoff.cap) == (0.05, 0.2)
+            sandbox.rate_limit_next = 3
+            await publish_orders(daemon.runtime, RETAILER, guide_orders()[:1])
+            await daemon.settle(within=10)
+        attempts = rpo_attempts(sandbox)
+        statuses = [status for _, status in attempts]
+        assert statuses == [429, 429, 429, 200]
+        gaps = [b - a for (a, _), (b, _) in itertools.pairwise(attempts)]
+        assert max(gaps) < 1.0  # cap 0.2 s plus dispatch and HTTP time; never 5 s
+
+
+async def test_waiting_retries_go_out_when_the_destination_answers_again(tmp_path: Path) -> None:
+    """A 5xx storm at Optoro: 12 batches retry with a long backoff (initial 4 s, cap 120 s)
+    until each has failed 3 times. Optoro recovers; the first batch whose retry comes
+    succeeds and the rest are sent at once, each well before its own retry time."""
+    orders = guide_orders()[:12]
+    async with optoro_sandbox(client_id=OPTORO_CLIENT_ID, client_secret=OPTORO_SECRET) as sandbox:
+        tables = optoro_table(sandbox.url, batch_size="1") + retry_table(4.0, 120.0)
+        async with running_daemon(tmp_path, tables) as daemon:
+            store = daemon.runtime.store
+            sandbox.error_rate = 1.0
+            await publish_orders(daemon.runtime, RETAILER, orders)
+
+            async def storm_is_long() -> bool:
+                pending = await store.list_effects(EffectState.PENDING)
+                heads = {e.order_key: e for e in reversed(pending)}  # lowest id per lane
+                return bool(pending) and all(e.attempts >= 3 for e in heads.values())
+
+            await until(storm_is_long, 60, "three failed attempts per lane", step=0.1)
+            sandbox.error_rate = 0.0
+            recovered_at = time.time()
+            waiting = {
+                e.id: e.next_attempt_at for e in await store.list_effects(EffectState.PENDING)
+            }
+            await daemon.settle(within=150)
+            delivered = await store.list_effects(EffectState.DELIVERED)
+        assert {o.id for o in orders} <= set(sandbox.orders)
+        first_ok = min(r.at for r in sandbox.rpo_requests() if r.status == 200)
+        last_ok = max(r.at for r in sandbox.rpo_requests() if r.status == 200)
+        early = [e for e in delivered if e.id in waiting and waiting[e.id] > first_ok + 3.0]
+        sent_at = {
+            json.dumps(r.body, sort_keys=True): r.at
+            for r in sandbox.rpo_requests()
+            if r.status == 200
+        }
+        assert early, "some retries were scheduled well after the recovery"
+        for effect in early:
+            body = {"returns_portal_order": {"orders": effect.payload["orders"]}}
+            assert sent_at[json.dumps(body, sort_keys=True)] < waiting[effect.id]
+        print(
+            f"recovery: first success {first_ok - recovered_at:.1f}s after Optoro was healthy,"
+            f" all {len(orders)} orders delivered {last_ok - first_ok:.2f}s after it;"
+            f" latest own retry time was {max(waiting.values()) - first_ok:.1f}s after it"
+        )
