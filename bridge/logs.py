@@ -4,7 +4,7 @@ Redaction happens where text leaves the process (:class:`JsonFormatter`), for me
 extra fields and tracebacks alike:
 
 * values under secret-looking keys (``secret``, ``password``, ``token``, ``authorization``,
-  ``api_key``, ``cookie``) and ``SecretStr`` values;
+  ``api_key``, ``cookie``; and ``code`` exactly, an OAuth code) and ``SecretStr`` values;
 * credentials in text: ``Bearer``/``Basic`` values, quoted ``"client_secret": "..."`` or
   ``'code': '...'`` pairs (JSON, reprs), ``key=``/``token=``/``code=`` query parameters;
 * every secret the process knows by value: configuration ``SecretStr`` values and tokens
@@ -37,6 +37,7 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys()
     "taskName",
 }
 _SECRET_KEY = re.compile(r"(secret|password|token|authorization|api[-_]?key|cookie)", re.I)
+_SECRET_EXACT_KEYS = frozenset({"code"})  # an OAuth authorization code
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
 _SECRET_PAIR = re.compile(
     r"""(?ix)
@@ -95,7 +96,7 @@ def redact_text(text: str) -> str:
 
 def redact(value: Any, key: str = "") -> Any:
     """A copy of ``value`` with secret-looking keys and credentials replaced."""
-    if key and _SECRET_KEY.search(key):
+    if key and (_SECRET_KEY.search(key) or key.lower() in _SECRET_EXACT_KEYS):
         return REDACTED
     if isinstance(value, dict):
         return {k: redact(v, str(k)) for k, v in value.items()}
