@@ -41,7 +41,7 @@ _SECRET_EXACT_KEYS = frozenset({"code"})  # an OAuth authorization code
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
 _SECRET_PAIR = re.compile(
     r"""(?ix)
-    (["']?(?:[\w-]*(?:secret|password|token|api[-_]?key|authorization|cookie)[\w-]*|code)["']?
+    (?<![\w-])(["']?(?:[\w-]*(?:secret|password|token|api[-_]?key|authorization|cookie)[\w-]*|code)["']?
     \s*[:=]\s*)
     (["'])(?:(?!\2).)*\2
     """

@@ -1,23 +1,19 @@
 """Limits that hold across restarts, credentials attached after admission, configurable
 backoff and prompt recovery: over real HTTP against the sandboxes, with a real SQLite file
-and the real daemon (in this process through ``tests/harness.py``, or as a subprocess that
-is killed with SIGKILL)."""
+and the real daemon in this process (``tests/harness.py``). The kill -9 variant, which
+lasts one minute window, is ``tests/test_limits_kill9.py``."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import json
-import os
-import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
-import pytest
 import pytest_asyncio
 from cryptography.fernet import Fernet
 
@@ -32,11 +28,11 @@ from bridge.store import EffectState
 from bridge.store.sqlite import SqliteStore
 from bridge.sync import publish_orders
 from bridge.vault import TokenVault
+from tests.daemon_process import until
 from tests.harness import (
     OPTORO_CLIENT_ID,
     OPTORO_SECRET,
     RETAILER,
-    config_text,
     optoro_table,
     running_daemon,
 )
@@ -45,19 +41,6 @@ from tests.test_optoro_rpo import guide_orders
 REPO = Path(__file__).resolve().parent.parent
 RL_TOKEN = "rl-static-key-7d1f9a"
 RL_CLIENT_ID, RL_CLIENT_SECRET = "rl-app", "rl-app-secret-93c2"
-
-
-async def until(condition, within: float, what: str, step: float = 0.02) -> None:  # type: ignore[no-untyped-def]
-    """Wait for ``condition()`` (sync or async) to be true, or fail after ``within`` s."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        result = condition()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        await asyncio.sleep(step)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def rl_table(url: str, per_second: int = 2, per_minute: int = 120) -> str:
@@ -104,86 +87,6 @@ async def test_restarted_daemon_starts_with_its_predecessors_windows(tmp_path: P
         assert rl.rate_limited == 0
         assert rl.max_in_any_second() <= 2
         assert rl.max_in_any_minute() <= 120
-
-
-class DaemonProcess:
-    """``python -m bridge run`` as a child process (stderr kept in a file)."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, log: Path) -> None:
-        self.proc = proc
-        self.log = log
-
-    @classmethod
-    async def start(cls, config: Path, log: Path, env: dict[str, str]) -> DaemonProcess:
-        with log.open("ab") as err:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "bridge",
-                "run",
-                "--config",
-                str(config),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=err,
-                cwd=REPO,
-                env={**os.environ, **env},
-            )
-        daemon = cls(proc, log)
-        assert proc.stdout is not None
-        line = await asyncio.wait_for(proc.stdout.readline(), 30)
-        if b"listening on" not in line:
-            await daemon.stop(signal.SIGKILL)
-            text = await asyncio.to_thread(log.read_text)
-            raise AssertionError(f"daemon did not start: {line!r}\n{text[-4000:]}")
-        return daemon
-
-    async def stop(self, sig: int) -> int:
-        if self.proc.returncode is None:
-            self.proc.send_signal(sig)
-        assert self.proc.stdout is not None
-        await self.proc.stdout.read()
-        return await asyncio.wait_for(self.proc.wait(), 30)
-
-
-@pytest.mark.slow
-async def test_kill_9_never_lets_the_next_process_exceed_the_minute_window(
-    tmp_path: Path,
-) -> None:
-    """A daemon uses its whole minute budget (10/s, 30/min at the sandbox and in the
-    config), is killed with SIGKILL, and starts again at once: the new process waits for
-    its predecessor's calls to leave the window instead of sending (0 x 429), then goes on.
-    Lasts one window (about 65 s): the only way to see the minute window hold."""
-    async with (
-        rl_sandbox(rate_limit_second=10, rate_limit_minute=30) as rl,
-        optoro_sandbox(client_id=OPTORO_CLIENT_ID, client_secret=OPTORO_SECRET) as optoro,
-    ):
-        fill_rl(rl)
-        config = tmp_path / "bridge.toml"
-        tables = optoro_table(optoro.url) + rl_table(rl.url, per_second=10, per_minute=30)
-        config.write_text(config_text(tmp_path / "bridge.db", tables))
-        env = {"RL_TOKEN": RL_TOKEN, "OPTORO_SECRET": OPTORO_SECRET}
-        env["WEBHOOK_PASSWORD"] = "hook-pass-123"
-        log = tmp_path / "daemon.log"
-        first = await DaemonProcess.start(config, log, env)
-        await until(lambda: len(api_requests(rl)) >= 30, 30, "the minute budget spent")
-        assert await first.stop(signal.SIGKILL) == -signal.SIGKILL
-        killed_at = time.monotonic()
-        second = await DaemonProcess.start(config, log, env)
-        try:
-            await until(lambda: len(api_requests(rl)) >= 36, 90, "calls after the window moved")
-        finally:
-            await second.stop(signal.SIGTERM)
-        first_call = api_requests(rl)[0]
-        resumed = api_requests(rl)[30]
-        assert rl.rate_limited == 0
-        assert rl.max_in_any_minute() <= 30
-        assert rl.max_in_any_second() <= 10
-        assert resumed - first_call >= 60.0  # it waited for the window, as the partner counts
-        print(
-            f"restart: resumed {resumed - first_call:.1f}s after the first call of the window,"
-            f" {time.monotonic() - killed_at:.1f}s after the kill; 0 x 429"
-        )
 
 
 # --- credentials after admission ------------------------------------------------------------

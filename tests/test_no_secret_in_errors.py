@@ -21,6 +21,7 @@ from adapters.returnlogic.sandbox import running_sandbox as rl_sandbox
 from bridge.errors import RetriableDeliveryError
 from bridge.http import OutboundRequest, Response
 from bridge.logs import JsonFormatter, register_secret
+from tests.daemon_process import DaemonProcess, until
 from tests.harness import (
     OPTORO_CLIENT_ID,
     OPTORO_SECRET,
@@ -28,7 +29,6 @@ from tests.harness import (
     config_text,
     optoro_table,
 )
-from tests.test_limits_recovery import DaemonProcess, until
 
 REPO = Path(__file__).resolve().parent.parent
 BEARER = "eyJhbGciOi.bearer-value-4f1c"

@@ -913,12 +913,14 @@ async def test_expedite_makes_only_waiting_retries_of_that_destination_due(
 
     assert await store.expedite("kibo") == 1  # not the leased, the new or optoro's
     now_due = await store.get_effect(retrying)
-    assert now_due is not None and now_due.next_attempt_at == clock.now
+    assert now_due is not None
+    assert now_due.next_attempt_at == clock.now
     assert await lease_ids(store, owner="w2") == [retrying]
     await store.mark_delivered(retrying, "w2")
     assert await lease_ids(store, owner="w2") == [later]  # the lane moves on
     untouched = await store.get_effect(elsewhere)
-    assert untouched is not None and untouched.next_attempt_at == clock.now + 3600
+    assert untouched is not None
+    assert untouched.next_attempt_at == clock.now + 3600
     assert (await store.get_effect(fresh)).next_attempt_at == clock.now + 600  # type: ignore[union-attr]
     assert await store.expedite("kibo") == 0
 
