@@ -9,6 +9,7 @@ import asyncio
 import itertools
 import json
 import time
+import zlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +18,7 @@ import aiohttp
 import pytest_asyncio
 from cryptography.fernet import Fernet
 
+from adapters.optoro.client import ISOLATE_AFTER, RPO_LANES
 from adapters.optoro.sandbox import OptoroSandbox
 from adapters.optoro.sandbox import running_sandbox as optoro_sandbox
 from adapters.returnlogic.client import RlTeam
@@ -220,3 +222,33 @@ async def test_waiting_retries_go_out_when_the_destination_answers_again(tmp_pat
             f" all {len(orders)} orders delivered {last_ok - first_ok:.2f}s after it;"
             f" latest own retry time was {max(waiting.values()) - first_ok:.1f}s after it"
         )
+
+
+async def test_a_batch_optoro_cannot_take_does_not_hold_its_lane(tmp_path: Path) -> None:
+    """One order Optoro answers 500 for, in a batch of two: after three failed attempts the
+    batch is sent order by order, its other order is delivered, the batch is dead-lettered
+    naming the refused order, and the orders queued behind it in its lane are delivered."""
+    orders = guide_orders()
+    lanes: dict[int, list[str]] = {}
+    for order in orders:  # as the publisher spreads them
+        lanes.setdefault(zlib.crc32(order.id.encode()) % RPO_LANES, []).append(order.id)
+    lane, ids = next((k, v) for k, v in sorted(lanes.items()) if len(v) >= 3)
+    poison = ids[0]
+    async with optoro_sandbox(
+        client_id=OPTORO_CLIENT_ID, client_secret=OPTORO_SECRET, fail_orders=[poison]
+    ) as sandbox:
+        tables = optoro_table(sandbox.url, batch_size="2") + retry_table(0.05, 0.2)
+        async with running_daemon(tmp_path, tables) as daemon:
+            store = daemon.runtime.store
+            await publish_orders(daemon.runtime, RETAILER, orders)
+            await daemon.settle(within=20)
+            dead = await store.list_effects(EffectState.DEAD)
+            in_lane = await store.list_effects(order_key=f"optoro.rpo:{RETAILER}:lane{lane}")
+        assert len(dead) == 1
+        assert [o["identifier"] for o in dead[0].payload["orders"]] == ids[:2]
+        assert poison in (dead[0].dead_reason or "")
+        assert set(sandbox.orders) == {o.id for o in orders} - {poison}
+        assert len(in_lane) >= 2
+        assert all(e.state is EffectState.DELIVERED for e in in_lane if e.id != dead[0].id)
+        statuses = [r.status for r in sandbox.rpo_requests() if r.status != 200]
+        assert statuses == [500] * (ISOLATE_AFTER + 1)  # 3 batch tries, then the order alone

@@ -13,7 +13,13 @@ the token once however many requests saw it refused, and the request goes again.
 Lanes: orders are spread over ``RPO_LANES`` ordering lanes; a batch waiting for its retry
 holds its lane (one order's snapshots must not overtake each other), for at most the
 backoff cap while Optoro is down, and only seconds after Optoro answers again: the first
-success after an outage makes every waiting batch due (``Store.expedite``).
+success after an outage makes every waiting batch due (``Store.expedite``). A batch that
+keeps failing (5xx ``ISOLATE_AFTER`` times) is sent order by order: the orders Optoro takes
+are delivered (an upsert: sending them again is harmless), and when some order alone is
+refused while others pass, the batch is dead-lettered naming it, so the orders behind it
+in the lane go on (an operator replays it after the fix). Two orders refused before any
+is taken look like Optoro being down: the batch is retried as a whole. A one-order batch
+cannot be told apart from an outage of Optoro and keeps retrying with backoff.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import hashlib
 import logging
 import zlib
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from pydantic import SecretStr
@@ -29,12 +36,18 @@ from pydantic import SecretStr
 from adapters.optoro.config import OptoroConfig
 from bridge.domain import Order, OrderStatus
 from bridge.engine import HttpDestination
-from bridge.errors import MappingError, PermanentDeliveryError, ReauthRequired
+from bridge.errors import (
+    MappingError,
+    PermanentDeliveryError,
+    ReauthRequired,
+    RetriableDeliveryError,
+)
 from bridge.http import (
     Authorized,
     DestinationLimits,
     HttpClient,
     OutboundRequest,
+    Response,
     with_headers,
 )
 from bridge.logs import register_secret
@@ -46,6 +59,9 @@ log = logging.getLogger(__name__)
 
 RPO_KIND = "optoro.rpo.upsert"
 RPO_LANES = 8
+ISOLATE_AFTER = 3
+"""Failed attempts (5xx) after which a batch is sent order by order, to find the order
+Optoro cannot take."""
 
 
 def _base(config: OptoroConfig) -> str:
@@ -130,6 +146,54 @@ class RpoDestination(HttpDestination):
                 "Accept": "application/json",
             },
             json={"returns_portal_order": {"orders": effect.payload["orders"]}},
+        )
+
+    async def deliver(self, effect: Effect) -> Response | None:
+        """Send the batch; one that keeps failing with 5xx is sent order by order."""
+        try:
+            return await super().deliver(effect)
+        except RetriableDeliveryError as exc:
+            if not (
+                (exc.status or 0) >= 500
+                and effect.attempts >= ISOLATE_AFTER
+                and len(effect.payload["orders"]) > 1
+            ):
+                raise
+            return await self._isolate(effect, exc)
+
+    async def _isolate(self, effect: Effect, failure: RetriableDeliveryError) -> Response | None:
+        """Orders one by one. Two refused before any is taken looks like Optoro being down:
+        stop there (at most two extra calls to a failing Optoro) and retry the batch."""
+        orders = effect.payload["orders"]
+        refused: list[str] = []
+        answer: Response | None = None
+        for order in orders:
+            try:
+                answer = await super().deliver(replace(effect, payload={"orders": [order]}))
+            except RetriableDeliveryError as exc:
+                if (exc.status or 0) < 500:
+                    raise failure from exc  # rate limited or no answer: nothing learnt
+                refused.append(str(order.get("identifier")))
+            except PermanentDeliveryError:
+                refused.append(str(order.get("identifier")))
+            if answer is None and len(refused) >= 2:
+                raise failure
+        if not refused:
+            return answer
+        if answer is None:
+            raise failure
+        log.warning(
+            "optoro refuses orders of a batch",
+            extra={"effect_id": effect.id, "orders": refused, "status": failure.status},
+        )
+        raise PermanentDeliveryError(
+            f"optoro: POST /returns_portal_orders answered {failure.status} for order(s)"
+            f" {', '.join(refused)} sent alone, while it took the other"
+            f" {len(orders) - len(refused)} of the batch: dead-lettered so the lane goes on"
+            " (the others are delivered; a replay sends the batch again, an upsert)",
+            status=failure.status,
+            destination=self.name,
+            body=failure.body,
         )
 
 

@@ -146,13 +146,16 @@ class Credentials(Protocol):
 class DestinationHealth:
     """Whether a destination is failing (5xx, 429, timeouts, no connection) or answering.
 
-    ``recovered`` becomes true when it answers after an outage of at least ``min_outage``
-    seconds (first failure to first answer); the engine takes it (:meth:`take_recovery`)
-    and makes the destination's waiting retries due at once. The minimum keeps one effect
-    that fails on its own, between answers to others, from being expedited over and over."""
+    ``recovered`` becomes true when it answers after an outage: at least ``min_failures``
+    failed calls over at least ``min_outage`` seconds (first failure to first answer); the
+    engine takes it (:meth:`take_recovery`) and makes the destination's waiting retries due
+    at once. Both minimums keep one call that fails on its own, between answers to others,
+    from being expedited over and over."""
 
     min_outage: float = 1.0
+    min_failures: int = 2
     failing_since: float | None = None
+    failures: int = 0
     bare_429s: int = 0
     """Consecutive 429s without ``Retry-After``: the attempt number of the pause backoff."""
     recovered: bool = False
@@ -161,14 +164,16 @@ class DestinationHealth:
     def failed(self, now: float) -> None:
         if self.failing_since is None:
             self.failing_since = now
+        self.failures += 1
 
     def answered(self, now: float) -> None:
         self.bare_429s = 0
         if self.failing_since is not None:
-            if now - self.failing_since >= self.min_outage:
+            if now - self.failing_since >= self.min_outage and self.failures >= self.min_failures:
                 self.recovered = True
                 self.outages += 1
             self.failing_since = None
+            self.failures = 0
 
     def take_recovery(self) -> bool:
         recovered, self.recovered = self.recovered, False
