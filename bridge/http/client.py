@@ -10,9 +10,10 @@ values or bodies' secrets; ``repr`` of requests and responses redacts credential
 Order of one attempt: wait for the governor's admission, *then* attach credentials
 (:class:`Credentials`), record the admission in the store (:mod:`bridge.http.journal`), send.
 A token is therefore never aged by the queue: a token that expired while its request waited
-is never sent. A 401 hands the refused credential back once (one refresh however many
-callers saw it refused) and the request waits for a new admission; this is the only
-re-authentication loop of the bridge.
+is never sent. A 401 hands the refused credential back (one refresh however many callers
+saw it refused) and the request goes again, keeping its place in line; it fails ("credentials
+refused (401) after re-authentication") when a credential it was refused with comes back
+or after ``MAX_REAUTH`` refreshes. This is the only re-authentication loop of the bridge.
 """
 
 from __future__ import annotations
@@ -288,6 +289,9 @@ class HttpClient:
                     f" ({type(exc).__name__}); not sent",
                     destination=dest.name,
                 ) from exc
+            except BaseException:  # cancelled: the slot must not stay "in flight" for ever
+                slot.release()
+                raise
         try:
             async with self.session.request(
                 request.method,
