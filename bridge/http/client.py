@@ -163,11 +163,13 @@ class DestinationHealth:
     outages: int = 0
 
     def failed(self, now: float) -> None:
+        """A call failed as an unavailable destination fails (5xx, 429, no answer)."""
         if self.failing_since is None:
             self.failing_since = now
         self.failures += 1
 
     def answered(self, now: float) -> None:
+        """The destination answered a call (success, or a refusal of that call alone)."""
         self.bare_429s = 0
         if self.failing_since is not None:
             if now - self.failing_since >= self.min_outage and self.failures >= self.min_failures:
@@ -177,6 +179,7 @@ class DestinationHealth:
             self.failures = 0
 
     def take_recovery(self) -> bool:
+        """True once after each recovery."""
         recovered, self.recovered = self.recovered, False
         return recovered
 
@@ -202,6 +205,7 @@ class DestinationLimits:
         self.journal = AdmissionJournal(self.name, self.timeout)
 
     def pause_for_429(self) -> float:
+        """Seconds to pause after a 429 without ``Retry-After``."""
         if self.default_pause_on_429 is not None:
             return self.default_pause_on_429
         self.health.bare_429s += 1
