@@ -40,7 +40,6 @@ from tests.harness import (
 )
 from tests.test_optoro_rpo import guide_orders
 
-REPO = Path(__file__).resolve().parent.parent
 RL_TOKEN = "rl-static-key-7d1f9a"
 RL_CLIENT_ID, RL_CLIENT_SECRET = "rl-app", "rl-app-secret-93c2"
 
