@@ -37,6 +37,7 @@ from bridge.listener import (
     backpressured,
     limits_middleware,
 )
+from bridge.logs import install_loop_handler, register_secrets_of
 from bridge.registry import AdapterRegistry, load_registry
 from bridge.services import RMA_LIFECYCLE
 from bridge.store import Store, store_from_url
@@ -85,7 +86,7 @@ class Runtime:
     def http(self) -> HttpClient:
         if self.session is None:
             raise BridgeError("the HTTP session is not open yet")
-        return HttpClient(self.session)
+        return HttpClient(self.session, self.store)  # the store keeps governors' admissions
 
     def add_route(
         self,
@@ -239,6 +240,7 @@ def build_runtime(
 ) -> Runtime:
     """The runtime with every enabled retailer's adapters wired, nothing opened yet."""
     registry = registry or load_registry()
+    register_secrets_of(config)  # redacted by value wherever they would be logged
     store = store or store_from_url(config.store.url)
     runtime = Runtime(
         config=config,
@@ -431,6 +433,7 @@ async def serve(runtime: Runtime, on_listening: Callable[[str, int], None] | Non
     excepted), stop the scheduler and the inbox worker, let the dispatcher drain
     (``[server] drain_seconds``), then close the rest in the usual order. A second
     signal cuts the drain short (what is on the wire is cancelled at once)."""
+    install_loop_handler()
     app = build_app(runtime)
     server = runtime.config.server
     runner = web.AppRunner(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from bridge.http.policy import Backoff
 
 
 class ConfigModel(BaseModel):
@@ -30,3 +32,27 @@ class InboundApiKeyAuth(ConfigModel):
 
 
 InboundAuth = Annotated[InboundBasicAuth | InboundApiKeyAuth, Field(discriminator="kind")]
+
+
+class RetryConfig(ConfigModel):
+    """``[retailers.<id>.<platform>.retry]``: how failed calls to one destination are retried.
+
+    Attempt ``n`` waits a random time up to ``min(cap, initial * 2**n)`` (full jitter), never
+    less than a ``Retry-After`` the partner sent. A 429 without ``Retry-After`` pauses the
+    destination's governor by the same backoff (consecutive bare 429s grow it). When the
+    destination answers again after an outage, its waiting retries are sent at once, so
+    ``cap`` bounds what one effect waits for a partner that is down, not the recovery."""
+
+    initial: float = Field(
+        default=1.0, gt=0, description="seconds: the base of the first retry's delay"
+    )
+    cap: float = Field(default=300.0, gt=0, description="seconds: the longest delay between tries")
+
+    @model_validator(mode="after")
+    def _cap_not_below_initial(self) -> Self:
+        if self.cap < self.initial:
+            raise ValueError("cap must be at least initial")
+        return self
+
+    def backoff(self) -> Backoff:
+        return Backoff(initial=self.initial, cap=self.cap)

@@ -482,6 +482,20 @@ async def test_bare_429_for_the_next_n(
     assert (await fetch_token(session, sandbox)).status == 429
 
 
+async def test_fail_orders_answers_500_to_requests_carrying_them(
+    sandbox: OptoroSandbox, session: aiohttp.ClientSession
+) -> None:
+    access = await token(session, sandbox)
+    order = conforming_rpo_order(scenario(1).steps[0].rpo_orders()[0])
+    sandbox.fail_orders = [order["identifier"]]
+    status, _, _ = await post_rpo(session, sandbox, rpo_request(order), access)
+    assert status == 500
+    assert sandbox.orders == {}
+    sandbox.fail_orders = []
+    status, _, _ = await post_rpo(session, sandbox, rpo_request(order), access)
+    assert status == 200
+
+
 async def test_error_rate_is_seeded_and_reproducible(session: aiohttp.ClientSession) -> None:
     body = rpo_request(conforming_rpo_order(scenario(1).steps[0].rpo_orders()[0]))
 

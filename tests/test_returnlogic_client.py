@@ -157,3 +157,26 @@ async def test_crash_between_refresh_and_persist_is_reported_not_hammered(
             assert (await restarted.request("GET", "/v1/orders/count")).status == 200
     finally:
         await store.close()
+
+
+async def test_a_new_governor_on_the_same_store_starts_with_the_last_window(
+    tmp_path: Path, sandbox: ReturnLogicSandbox
+) -> None:
+    """Two lifetimes of the team's governor (as two processes would build them) on one
+    SQLite file: the second counts the first one's calls and waits, 0 x 429."""
+    store = SqliteStore(tmp_path / "rl.db")
+    await store.open()
+    key = sandbox.issue_api_key(DEFAULT_TEAM)
+    config = ReturnLogicConfig(
+        base_url=sandbox.url, team_id=DEFAULT_TEAM, static_token=key, timeout=5.0
+    )
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(3):
+                team = RlTeam(config, http=lambda: HttpClient(session, store), vault=lambda: None)
+                await asyncio.gather(*(team.request("GET", "/v1/orders/count") for _ in range(3)))
+            assert team.limits.journal.seeded_calls >= 2
+    finally:
+        await store.close()
+    assert sandbox.rate_limited == 0
+    assert sandbox.max_in_any_second() <= 2

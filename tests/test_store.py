@@ -890,3 +890,53 @@ async def test_release_leases_frees_only_the_named_instances_work(
     assert effect_again.id == e
     assert effect_again.outcome_unknown  # the dead process may have sent it
     assert theirs.id != mine.id
+
+
+# recovery and rate limits (expedite, governor admissions) ----------------------------------
+
+
+async def test_expedite_makes_only_waiting_retries_of_that_destination_due(
+    store: Store, clock: FakeClock
+) -> None:
+    retrying, leased, fresh, later, elsewhere = await add_effects(
+        store,
+        effect("retrying", order_key="lane1"),
+        effect("leased"),
+        effect("fresh", not_before=clock.now + 600),
+        effect("later", order_key="lane1"),
+        effect("elsewhere", destination="optoro"),
+    )
+    assert set(await lease_ids(store)) == {retrying, leased, elsewhere}
+    await store.schedule_retry(retrying, "w1", clock.now + 3600, "503")
+    await store.schedule_retry(elsewhere, "w1", clock.now + 3600, "503")
+    assert await lease_ids(store, owner="w2") == []  # the lane waits behind its head
+
+    assert await store.expedite("kibo") == 1  # not the leased, the new or optoro's
+    now_due = await store.get_effect(retrying)
+    assert now_due is not None
+    assert now_due.next_attempt_at == clock.now
+    assert await lease_ids(store, owner="w2") == [retrying]
+    await store.mark_delivered(retrying, "w2")
+    assert await lease_ids(store, owner="w2") == [later]  # the lane moves on
+    untouched = await store.get_effect(elsewhere)
+    assert untouched is not None
+    assert untouched.next_attempt_at == clock.now + 3600
+    assert (await store.get_effect(fresh)).next_attempt_at == clock.now + 600  # type: ignore[union-attr]
+    assert await store.expedite("kibo") == 0
+
+
+async def test_admissions_are_recorded_answered_and_forgotten(
+    store: Store, clock: FakeClock
+) -> None:
+    first = await store.record_admission("rl:team", clock.now, {}, clock.now - 60)
+    clock.advance(1)
+    second = await store.record_admission("rl:team", clock.now, {first: clock.now - 0.5}, 0)
+    await store.record_admission("other", clock.now, {}, 0)
+    assert await store.recent_admissions("rl:team", clock.now - 60) == [
+        (T0, T0 + 0.5),
+        (T0 + 1, None),
+    ]
+    clock.advance(70)
+    await store.record_admission("rl:team", clock.now, {second: T0 + 1.2}, clock.now - 60)
+    assert await store.recent_admissions("rl:team", 0) == [(clock.now, None)]
+    assert await store.recent_admissions("other", 0) == [(T0 + 1, None)]

@@ -98,7 +98,8 @@ class KiboReturnDestination(HttpDestination):
         http: Callable[[], HttpClient],
         lifecycle: Callable[[], Any],
     ) -> None:
-        super().__init__(name, http, DestinationLimits(name, timeout=config.timeout))
+        limits = DestinationLimits(name, timeout=config.timeout, backoff=config.retry.backoff())
+        super().__init__(name, http, limits)
         self.retailer = retailer
         self.config = config
         self._store = store

@@ -6,7 +6,7 @@ from typing import Literal, Self
 
 from pydantic import AnyHttpUrl, Field, SecretStr, model_validator
 
-from bridge.configbase import ConfigModel, InboundAuth
+from bridge.configbase import ConfigModel, InboundAuth, RetryConfig
 
 
 class KiboConfig(ConfigModel):
@@ -21,6 +21,10 @@ class KiboConfig(ConfigModel):
     username: str | None = Field(default=None, description="user (auth = basic)")
     password: SecretStr | None = Field(default=None, description="password (auth = basic)")
     timeout: float = Field(default=30.0, gt=0, description="seconds per request")
+    retry: RetryConfig = Field(
+        default_factory=RetryConfig,
+        description="backoff of Create Return retries and the pause after a bare 429",
+    )
     line_ids: Literal["numeric", "crosswalk"] = Field(
         default="numeric",
         description="how an order line identifier becomes Kibo's orderItemID: the numeric"

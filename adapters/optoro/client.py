@@ -5,7 +5,21 @@ Duplicates: ``POST /returns_portal_orders`` is an upsert keyed by the order
 outcome changes nothing; refunds inside it are deduplicated by Optoro on their unique
 ``identifier``. Optoro has no idempotency header, and none is sent.
 Rate limiting: Optoro answers a bare 429 without headers; the destination's limiter then
-pauses for ``default_pause_on_429`` seconds and the effect is retried with backoff.
+pauses for the destination's next backoff delay (``[retailers.<id>.optoro.retry]``,
+growing with consecutive bare 429s) and the effect is retried with that backoff.
+Credentials: the bearer token is attached after the governor admits the request
+(:class:`OptoroAuth` is the destination's :class:`~bridge.http.Credentials`); a 401 drops
+the token once however many requests saw it refused, and the request goes again.
+Lanes: orders are spread over ``RPO_LANES`` ordering lanes; a batch waiting for its retry
+holds its lane (one order's snapshots must not overtake each other), for at most the
+backoff cap while Optoro is down, and only seconds after Optoro answers again: the first
+success after an outage makes every waiting batch due (``Store.expedite``). A batch that
+keeps failing (5xx ``ISOLATE_AFTER`` times) is sent order by order: the orders Optoro takes
+are delivered (an upsert: sending them again is harmless), and when some order alone is
+refused while others pass, the batch is dead-lettered naming it, so the orders behind it
+in the lane go on (an operator replays it after the fix). Two orders refused before any
+is taken look like Optoro being down: the batch is retried as a whole. A one-order batch
+cannot be told apart from an outage of Optoro and keeps retrying with backoff.
 """
 
 from __future__ import annotations
@@ -14,6 +28,7 @@ import hashlib
 import logging
 import zlib
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from pydantic import SecretStr
@@ -21,8 +36,21 @@ from pydantic import SecretStr
 from adapters.optoro.config import OptoroConfig
 from bridge.domain import Order, OrderStatus
 from bridge.engine import HttpDestination
-from bridge.errors import MappingError, PermanentDeliveryError, ReauthRequired
-from bridge.http import DestinationLimits, HttpClient, OutboundRequest, Response
+from bridge.errors import (
+    MappingError,
+    PermanentDeliveryError,
+    ReauthRequired,
+    RetriableDeliveryError,
+)
+from bridge.http import (
+    Authorized,
+    DestinationLimits,
+    HttpClient,
+    OutboundRequest,
+    Response,
+    with_headers,
+)
+from bridge.logs import register_secret
 from bridge.store import Effect, NewEffect, Transaction, canonical_json
 from bridge.tokens import Token, TokenCache
 from mappings.optoro import order_to_rpo
@@ -31,6 +59,9 @@ log = logging.getLogger(__name__)
 
 RPO_KIND = "optoro.rpo.upsert"
 RPO_LANES = 8
+ISOLATE_AFTER = 3
+"""Failed attempts (5xx) after which a batch is sent order by order, to find the order
+Optoro cannot take."""
 
 
 def _base(config: OptoroConfig) -> str:
@@ -38,7 +69,8 @@ def _base(config: OptoroConfig) -> str:
 
 
 class OptoroAuth:
-    """Client-credentials tokens for one Optoro account, cached until near expiry."""
+    """Client-credentials tokens for one Optoro account, cached until near expiry; the
+    :class:`~bridge.http.Credentials` of the Returns Portal Orders destination."""
 
     def __init__(self, config: OptoroConfig, http: Callable[[], HttpClient]) -> None:
         self.config = config
@@ -56,6 +88,7 @@ class OptoroAuth:
                 "client_id": self.config.client_id,
                 "client_secret": self.config.client_secret.get_secret_value(),
             },
+            credentials_exchange=True,
         )
         try:
             response = await self._http().call(request, self.limits, attempts=3)
@@ -67,14 +100,22 @@ class OptoroAuth:
         if not isinstance(body, dict) or not isinstance(body.get("access_token"), str):
             raise PermanentDeliveryError("optoro: POST /oauth/token answered without access_token")
         expires_in = body.get("expires_in")
+        register_secret(body["access_token"])
         return Token(
             SecretStr(body["access_token"]),
             float(expires_in) if isinstance(expires_in, int | float) else None,
         )
 
-    async def headers(self) -> tuple[dict[str, str], SecretStr]:
+    async def ready(self) -> None:
+        """Nothing to wait for: a refused token is dropped at once, the next caller fetches."""
+
+    async def authorize(self, request: OutboundRequest) -> Authorized:
         token = await self.cache.get()
-        return {"Authorization": f"Bearer {token.get_secret_value()}"}, token
+        bearer = {"Authorization": f"Bearer {token.get_secret_value()}"}
+        return Authorized(with_headers(request, bearer), token)
+
+    async def refused(self, credential: SecretStr) -> None:
+        self.cache.invalidate(credential)
 
 
 class RpoDestination(HttpDestination):
@@ -87,18 +128,19 @@ class RpoDestination(HttpDestination):
     ) -> None:
         self.config = config
         self.auth = auth
-        super().__init__(name, http, DestinationLimits(name, timeout=config.timeout))
+        super().__init__(
+            name,
+            http,
+            DestinationLimits(name, timeout=config.timeout, backoff=config.retry.backoff()),
+            credentials=auth,
+        )
 
     async def render(self, effect: Effect) -> OutboundRequest:
-        auth_headers, _ = await self.auth.headers()
-        return self._request(effect, auth_headers)
-
-    def _request(self, effect: Effect, auth_headers: dict[str, str]) -> OutboundRequest:
+        """The request without credentials (attached when the governor admits it)."""
         return OutboundRequest(
             "POST",
             f"{_base(self.config)}/returns_portal_orders",
             {
-                **auth_headers,
                 "Api-Version": str(self.config.api_version),
                 "Content-Type": "application/json",
                 "Accept": "application/json",
@@ -107,19 +149,52 @@ class RpoDestination(HttpDestination):
         )
 
     async def deliver(self, effect: Effect) -> Response | None:
-        """One send; a 401 refreshes the token once (shared by concurrent senders) and
-        sends again."""
-        for attempt in (1, 2):
-            auth_headers, token = await self.auth.headers()
+        """Send the batch; one that keeps failing with 5xx is sent order by order."""
+        try:
+            return await super().deliver(effect)
+        except RetriableDeliveryError as exc:
+            if not (
+                (exc.status or 0) >= 500
+                and effect.attempts >= ISOLATE_AFTER
+                and len(effect.payload["orders"]) > 1
+            ):
+                raise
+            return await self._isolate(effect, exc)
+
+    async def _isolate(self, effect: Effect, failure: RetriableDeliveryError) -> Response | None:
+        """Orders one by one. Two refused before any is taken looks like Optoro being down:
+        stop there (at most two extra calls to a failing Optoro) and retry the batch."""
+        orders = effect.payload["orders"]
+        refused: list[str] = []
+        answer: Response | None = None
+        for order in orders:
             try:
-                return await self.http.send(
-                    self._request(effect, auth_headers), self.limits, self.priority
-                )
-            except ReauthRequired:
-                self.auth.cache.invalidate(token)
-                if attempt == 2:
-                    raise
-        return None  # pragma: no cover
+                answer = await super().deliver(replace(effect, payload={"orders": [order]}))
+            except RetriableDeliveryError as exc:
+                if (exc.status or 0) < 500:
+                    raise failure from exc  # rate limited or no answer: nothing learnt
+                refused.append(str(order.get("identifier")))
+            except PermanentDeliveryError:
+                refused.append(str(order.get("identifier")))
+            if answer is None and len(refused) >= 2:
+                raise failure
+        if not refused:
+            return answer
+        if answer is None:
+            raise failure
+        log.warning(
+            "optoro refuses orders of a batch",
+            extra={"effect_id": effect.id, "orders": refused, "status": failure.status},
+        )
+        raise PermanentDeliveryError(
+            f"optoro: POST /returns_portal_orders answered {failure.status} for order(s)"
+            f" {', '.join(refused)} sent alone, while it took the other"
+            f" {len(orders) - len(refused)} of the batch: dead-lettered so the lane goes on"
+            " (the others are delivered; a replay sends the batch again, an upsert)",
+            status=failure.status,
+            destination=self.name,
+            body=failure.body,
+        )
 
 
 class RpoPublisher:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from pydantic import AnyHttpUrl, Field, SecretStr
 
-from bridge.configbase import ConfigModel, InboundApiKeyAuth, InboundAuth, InboundBasicAuth
+from bridge.configbase import (
+    ConfigModel,
+    InboundApiKeyAuth,
+    InboundAuth,
+    InboundBasicAuth,
+    RetryConfig,
+)
 
 BasicAuth = InboundBasicAuth
 ApiKeyAuth = InboundApiKeyAuth
@@ -21,6 +27,10 @@ class OptoroConfig(ConfigModel):
     inbound_auth: InboundAuth = Field(description="how Optoro authenticates its calls to us")
     batch_size: int = Field(default=25, ge=1, le=500, description="orders per RPO request")
     timeout: float = Field(default=30.0, gt=0, description="seconds per outbound request")
+    retry: RetryConfig = Field(
+        default_factory=RetryConfig,
+        description="backoff of Returns Portal Orders retries and the pause after a bare 429",
+    )
     address_name_from_email: bool = Field(
         default=True,
         description="an address with no person's name (ReturnLogic has none) takes the"

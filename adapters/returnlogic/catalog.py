@@ -40,7 +40,6 @@ from bridge.domain import ExchangeOrder, ExchangeOrderResult, Variant
 from bridge.errors import (
     MappingError,
     PermanentDeliveryError,
-    ReauthRequired,
     RetriableDeliveryError,
 )
 from bridge.http import Backoff, OutboundRequest, Priority, Response
@@ -196,38 +195,20 @@ class RlExchangeOrders:
 
     async def _post_order(self, body: dict[str, Any]) -> Response:
         """``POST /v1/orders`` with money as exact JSON numbers, one attempt (a 401 refreshes
-        the token and sends again: a refused request created nothing)."""
-        data = encode_json(body)
+        the token and sends again: a refused request created nothing). The bearer is
+        attached when the team's governor admits the request."""
         team = self.team
-        refused: list[Any] = []
-
-        async def build() -> OutboundRequest:
-            token = await team.bearer()
-            refused[:] = [token]
-            return OutboundRequest(
-                "POST",
-                f"{team.base}/v1/orders",
-                {
-                    "Authorization": f"Bearer {token.get_secret_value()}",
-                    "Accept": "application/json",
-                    "Content-Type": "application/json",
-                },
-                json=body,
-                data=data,
-            )
-
-        for _ in range(2):
-            try:
-                response: Response = await self._http().send(
-                    await build(), team.limits, Priority.LIVE
-                )
-                return response
-            except ReauthRequired:
-                await team.refresh(refused[0])
-        raise PermanentDeliveryError(
-            "returnlogic: POST /v1/orders: credentials refused (401) after re-authentication",
-            status=401,
+        request = OutboundRequest(
+            "POST",
+            f"{team.base}/v1/orders",
+            {"Accept": "application/json", "Content-Type": "application/json"},
+            json=body,
+            data=encode_json(body),
         )
+        response: Response = await self._http().send(
+            request, team.limits, Priority.LIVE, credentials=team.credentials
+        )
+        return response
 
 
 def _number_taken(exc: PermanentDeliveryError) -> bool:

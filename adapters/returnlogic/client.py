@@ -10,11 +10,18 @@ crash can never leave only a spent refresh token behind. A refresh that ReturnLo
 refuses marks the retailer not ready and stops calls until a new installation. Token calls
 have their own small governor (:attr:`RlTeam.token_limits`), never the team's budget.
 
+The bearer is attached after the team's governor admits a request (:class:`RlCredentials`),
+never before it waits: a token cannot expire in the queue. While a refused bearer is being
+replaced, admitted requests give their slot back and wait for the new one instead of
+spending the budget on certain 401s.
+
 Rate. ReturnLogic allows 2 requests/s and 120/min per key: one :class:`RateLimiter` per
 team enforces both sliding windows for every caller, serving live requests before
 reconciliation before backfill, calibrated by the ``X-RateLimit-Remaining-*`` headers;
-a 429 pauses the team (``Retry-After`` when given) and the request is retried, never
-failing a sync; a 503 (maintenance) backs off and retries too.
+its admissions are kept in the store, so a restarted daemon starts with the windows its
+predecessor left (:mod:`bridge.http.journal`). A 429 pauses the team (``Retry-After`` when
+given, else the configured ``retry`` backoff) and the request is retried, never failing a
+sync; a 503 (maintenance) backs off and retries too.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from bridge.errors import (
     RetriableDeliveryError,
 )
 from bridge.http import (
-    Backoff,
+    Authorized,
     DestinationLimits,
     HttpClient,
     OutboundRequest,
@@ -45,7 +52,9 @@ from bridge.http import (
     RateLimiter,
     Response,
     Window,
+    with_headers,
 )
+from bridge.logs import register_secret
 from bridge.vault import TokenVault
 
 log = logging.getLogger(__name__)
@@ -75,8 +84,9 @@ class RlTeam:
                 safety=0.02,
             ),
             timeout=config.timeout,
-            default_pause_on_429=1.0,
+            backoff=config.retry.backoff(),
         )
+        self.credentials = RlCredentials(self)
         self._refresh_lock = asyncio.Lock()
         self.refreshes = 0
         self.broken: str | None = None
@@ -103,6 +113,8 @@ class RlTeam:
             raise NeedsInstallation(
                 f"returnlogic: team {self.team_id} has not installed the app yet (no token)"
             )
+        register_secret(sealed.data["bearer_token"])
+        register_secret(sealed.data.get("refresh_token"))
         return SecretStr(sealed.data["bearer_token"])
 
     async def install(self, code: str) -> None:
@@ -164,6 +176,7 @@ class RlTeam:
                 "client_id": self.config.client_id,
                 "client_secret": self.config.client_secret.get_secret_value(),
             },
+            credentials_exchange=True,
         )
         try:
             response = await self._http().call(request, self.token_limits, attempts=4)
@@ -197,36 +210,30 @@ class RlTeam:
         priority: Priority = Priority.LIVE,
         attempts: int = 8,
     ) -> Response:
-        """One API call under the team's governor; 429 and 503 wait and retry, a 401
-        refreshes the token once, then the call is sent again. ``data`` is a body already
-        encoded (e.g. exact Decimal money, ``mappings.returnlogic.encode_json``)."""
-        refused: list[SecretStr] = []
-
-        async def build() -> OutboundRequest:
-            token = await self.bearer()
-            refused[:] = [token]
-            return OutboundRequest(
-                method,
-                f"{self.base}{path}",
-                {
-                    "Authorization": f"Bearer {token.get_secret_value()}",
-                    "Accept": "application/json",
-                },
-                json=json,
-                params={k: _param(v) for k, v in (params or {}).items() if v is not None},
-            )
-
-        async def reauth() -> None:
-            await self.refresh(refused[0])
-
+        """One API call under the team's governor; 429 and 503 wait and retry (the team's
+        ``retry`` backoff), a 401 refreshes the token once, then the call is sent again.
+        ``data`` is a body already encoded (e.g. exact Decimal money,
+        ``mappings.returnlogic.encode_json``); the bearer is attached on admission."""
+        headers = {"Accept": "application/json"}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        request = OutboundRequest(
+            method,
+            f"{self.base}{path}",
+            headers,
+            json=json,
+            data=data,
+            params={k: _param(v) for k, v in (params or {}).items() if v is not None},
+        )
+        backoff = self.limits.backoff
         return await self._http().call(
-            build,
+            request,
             self.limits,
             priority=priority,
             attempts=attempts,
-            backoff=Backoff(initial=0.5, cap=30.0),
-            max_wait=30.0,
-            on_reauth=reauth,
+            backoff=backoff,
+            max_wait=backoff.cap,
+            credentials=self.credentials,
         )
 
     async def pages(
@@ -262,6 +269,39 @@ class RlTeam:
             skip += len(records)
 
 
+class RlCredentials:
+    """The team's bearer as :class:`~bridge.http.Credentials`: read from the vault when a
+    request is admitted; a refused bearer is replaced once (:meth:`RlTeam.refresh`), and
+    until then admitted requests hand their slot back and wait (the refresh itself needs
+    an admission of the same governor)."""
+
+    def __init__(self, team: RlTeam) -> None:
+        self.team = team
+        self._replacing: asyncio.Event | None = None
+        self._refused: str | None = None
+
+    async def ready(self) -> None:
+        if self._replacing is not None:
+            await self._replacing.wait()
+
+    async def authorize(self, request: OutboundRequest) -> Authorized | None:
+        token = await self.team.bearer()
+        if self._refused is not None and token.get_secret_value() == self._refused:
+            return None  # being replaced: wait for the new one instead of a certain 401
+        bearer = {"Authorization": f"Bearer {token.get_secret_value()}"}
+        return Authorized(with_headers(request, bearer), token)
+
+    async def refused(self, credential: SecretStr) -> None:
+        while self._replacing is not None:
+            await self._replacing.wait()
+        self._replacing, self._refused = asyncio.Event(), credential.get_secret_value()
+        try:
+            await self.team.refresh(credential)
+        finally:
+            event, self._replacing, self._refused = self._replacing, None, None
+            event.set()
+
+
 def _param(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -270,4 +310,4 @@ def _param(value: Any) -> str:
     return str(value)
 
 
-__all__ = ["NeedsInstallation", "RetriableDeliveryError", "RlTeam"]
+__all__ = ["NeedsInstallation", "RetriableDeliveryError", "RlCredentials", "RlTeam"]

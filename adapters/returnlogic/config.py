@@ -7,7 +7,7 @@ from typing import Literal, Self
 
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
 
-from bridge.configbase import ConfigModel
+from bridge.configbase import ConfigModel, RetryConfig
 from mappings.returnlogic import TEMPLATE_FIELDS
 from mappings.returnlogic.rules import TagRules
 
@@ -198,6 +198,11 @@ class ReturnLogicConfig(ConfigModel):
     )
     requests_per_second: int = Field(default=2, ge=1, description="per-key second window")
     requests_per_minute: int = Field(default=120, ge=1, description="per-key minute window")
+    retry: RetryConfig = Field(
+        default_factory=lambda: RetryConfig(initial=0.5, cap=30.0),
+        description="backoff of calls retried while their caller waits (syncs, catalog, RMA"
+        " reads) and the pause after a 429 without Retry-After",
+    )
 
     @model_validator(mode="after")
     def _one_way_to_authenticate(self) -> Self:

@@ -91,7 +91,9 @@ class Destination(Protocol):
 
         A destination may also define ``async on_delivered(tx, effect, response) ->
         list[NewEffect]``: it runs in the transaction that records the delivery, so what
-        the delivery causes (state, follow-up effects) commits with it."""
+        the delivery causes (state, follow-up effects) commits with it; and
+        ``take_recovery() -> bool``: true once after it answers again following an outage
+        (the engine then makes its waiting retries due now)."""
 
 
 def inbox_kind(source: str) -> str:
@@ -450,6 +452,25 @@ class Engine:
         self.stats.delivered += 1
         self.stats.count(effect.destination, "delivered")
         log.info("effect delivered", extra=fields)
+        await self._expedite_if_recovered(destination)
+
+    async def _expedite_if_recovered(self, destination: Destination) -> None:
+        """A destination that was failing answers again: its effects waiting for a retry
+        become due now, instead of each at its own backoff time (up to the backoff cap).
+
+        Ordering lanes (``order_key``) are leased head first, so a head waiting for its
+        retry holds its whole lane: making the heads due is also what frees the lanes.
+        A destination says it recovered through an optional ``take_recovery()``."""
+        take_recovery = getattr(destination, "take_recovery", None)
+        if take_recovery is None or not take_recovery():
+            return
+        expedited = await self.store.expedite(destination.name)
+        log.info(
+            "destination answers again: waiting retries are due now",
+            extra={"destination": destination.name, "expedited": expedited},
+        )
+        if expedited:
+            self._outbox_wakeup.set()
 
     async def _flag_if_canceled(self, effect: Effect) -> None:
         """A delivery that completed after its effect was canceled (or re-leased) reached the

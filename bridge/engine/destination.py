@@ -7,7 +7,15 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from bridge.engine.core import DEFAULT_DEADLINE
-from bridge.http import Backoff, DestinationLimits, HttpClient, OutboundRequest, Priority, Response
+from bridge.http import (
+    Backoff,
+    Credentials,
+    DestinationLimits,
+    HttpClient,
+    OutboundRequest,
+    Priority,
+    Response,
+)
 from bridge.store import Effect
 
 
@@ -15,7 +23,12 @@ class HttpDestination(ABC):
     """Subclasses say how an effect becomes a request (:meth:`render`); sending, rate
     limiting and error classification are shared. The effect's idempotency key goes out in
     ``idempotency_header`` (``None`` for partners without one: such a destination must
-    look up before it creates when ``effect.outcome_unknown``)."""
+    look up before it creates when ``effect.outcome_unknown``).
+
+    ``credentials`` (optional) are attached after the governor admits each request, never
+    in :meth:`render`. ``backoff`` is the destination's (``limits.backoff``, configured per
+    destination; default 1 s doubling up to 300 s, full jitter); after an outage the
+    engine makes waiting retries due at once (:meth:`take_recovery`)."""
 
     idempotency_header: str | None = "Idempotency-Key"
 
@@ -28,13 +41,29 @@ class HttpDestination(ABC):
         deadline_seconds: float = DEFAULT_DEADLINE,
         backoff: Backoff | None = None,
         priority: Priority = Priority.LIVE,
+        credentials: Credentials | None = None,
     ) -> None:
         self.name = name
         self._http = http if callable(http) else (lambda: http)
         self.limits = limits or DestinationLimits(name)
         self.deadline_seconds = deadline_seconds
-        self.backoff = backoff or Backoff(initial=1.0, cap=3600.0)
+        if backoff is not None:
+            self.limits.backoff = backoff
         self.priority = priority
+        self.credentials = credentials
+
+    @property
+    def backoff(self) -> Backoff:
+        """The destination's retry backoff (shared with its 429 pause)."""
+        return self.limits.backoff
+
+    @backoff.setter
+    def backoff(self, value: Backoff) -> None:
+        self.limits.backoff = value
+
+    def take_recovery(self) -> bool:
+        """True once after the destination answers again following an outage."""
+        return self.limits.health.take_recovery()
 
     @property
     def http(self) -> HttpClient:
@@ -54,4 +83,9 @@ class HttpDestination(ABC):
         return request
 
     async def deliver(self, effect: Effect) -> Response | None:
-        return await self.http.send(await self.build_request(effect), self.limits, self.priority)
+        return await self.http.send(
+            await self.build_request(effect),
+            self.limits,
+            self.priority,
+            credentials=self.credentials,
+        )

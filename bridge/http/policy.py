@@ -66,9 +66,10 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
 
 
 class Backoff:
-    """Capped exponential backoff with full jitter (tenacity's ``wait_random_exponential``)."""
+    """Capped exponential backoff with full jitter (tenacity's ``wait_random_exponential``):
+    attempt ``n`` waits a random time up to ``min(cap, initial * 2**n)``."""
 
-    def __init__(self, initial: float = 1.0, cap: float = 3600.0) -> None:
+    def __init__(self, initial: float = 1.0, cap: float = 300.0) -> None:
         self.initial = initial
         self.cap = cap
         self._wait = tenacity.wait_random_exponential(multiplier=initial, max=cap)

@@ -5,7 +5,8 @@ measured over the last ``period`` seconds of admitted calls (a true sliding log,
 at window edges can exceed the partner's count). Waiters are served by priority, then
 arrival. ``pause(seconds)`` stops admissions (a 429 without headers, maintenance), and
 ``calibrate(remaining, period)`` lowers the known room when the partner's headers say
-others are spending the same key.
+others are spending the same key. ``seed(ages)`` puts a previous process's calls back in the
+windows at start (see :mod:`bridge.http.journal`), so a restart never overruns the partner.
 """
 
 from __future__ import annotations
@@ -40,23 +41,31 @@ class Slot:
     busy client may send it well after admission. Safe at the cost of one round trip per
     window period."""
 
-    __slots__ = ("_clock", "_entry", "_wake")
+    __slots__ = ("_clock", "_entry", "_release", "_wake")
 
     def __init__(
         self,
         entry: list[float | None],
         clock: Callable[[], float],
         wake: Callable[[], None] | None,
+        release: Callable[[list[float | None]], None] | None = None,
     ) -> None:
         self._entry = entry
         self._clock = clock
         self._wake = wake
+        self._release = release
 
     def done(self) -> None:
         if self._entry[0] is None:
             self._entry[0] = self._clock()
             if self._wake is not None:
                 self._wake()
+
+    def release(self) -> None:
+        """Give the admission back unused: nothing was sent (e.g. no credentials yet)."""
+        if self._entry[0] is None and self._release is not None:
+            self._release(self._entry)
+            self._release = None
 
 
 class RateLimiter:
@@ -85,6 +94,19 @@ class RateLimiter:
 
     def pause(self, seconds: float) -> None:
         self._paused_until = max(self._paused_until, self._clock() + max(0.0, seconds))
+
+    @property
+    def horizon(self) -> float:
+        """The longest window: how far back admissions matter."""
+        return max((w.period for w in self.windows), default=0.0)
+
+    def seed(self, ages: list[float]) -> None:
+        """Count calls made ``ages`` seconds ago (by a previous process) in the windows.
+        Call before the first :meth:`acquire`; calls older than every window are ignored."""
+        now = self._clock()
+        past = sorted(now - max(0.0, age) for age in ages if age < self.horizon)
+        seeded: list[list[float | None]] = [[t] for t in past]
+        self._log = deque(seeded + list(self._log))
 
     def calibrate(self, period: float, remaining: int) -> None:
         """The partner says ``remaining`` calls are left in its ``period`` window now."""
@@ -121,15 +143,22 @@ class RateLimiter:
                 delay = max(delay, oldest_blocking + window.period - now + self._safety)
         return delay
 
-    async def acquire(self, priority: Priority = Priority.LIVE) -> Slot:
+    def ticket(self) -> int:
+        """A place in line: pass it to every :meth:`acquire` of one request, so a request
+        that must go again (its credential was refused and replaced) keeps its turn."""
+        return next(self._seq)
+
+    async def acquire(self, priority: Priority = Priority.LIVE, ticket: int | None = None) -> Slot:
         """Wait until a call may be made, then record it. Call :meth:`Slot.done` when the
         answer arrived: the call then counts from that moment, since the partner saw it
-        somewhere between admission and answer (a busy client may send it late)."""
+        somewhere between admission and answer (a busy client may send it late). Waiters
+        are served by priority, then by ``ticket`` (arrival when none is given)."""
         if self.unlimited and self._paused_until <= self._clock():
             self.admitted += 1
             return Slot([self._clock()], self._clock, None)
         future: asyncio.Future[list[float | None]] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiters, (int(priority), next(self._seq), future))
+        place = ticket if ticket is not None else next(self._seq)
+        heapq.heappush(self._waiters, (int(priority), place, future))
         self._schedule()
         try:
             entry = await future
@@ -141,7 +170,15 @@ class RateLimiter:
             heapq.heapify(self._waiters)
             self._schedule()
             raise
-        return Slot(entry, self._clock, self._schedule)
+        return Slot(entry, self._clock, self._schedule, self._give_back)
+
+    def _give_back(self, entry: list[float | None]) -> None:
+        for index, logged in enumerate(self._log):
+            if logged is entry:  # identity: entries of calls in flight are equal ([None])
+                del self._log[index]
+                self.admitted -= 1
+                break
+        self._schedule()
 
     def _schedule(self) -> None:
         if self._wake is not None:

@@ -391,3 +391,24 @@ class Store(ABC):
         if this attempt had not been made: ``attempts`` goes back down by one and
         ``last_error`` is set to ``last_error`` (the caller keeps an earlier attempt's
         unknown outcome in it). False when the lease moved on."""
+
+    # recovery and rate limits (appended: see bridge/http/journal.py)
+    @abstractmethod
+    async def expedite(self, destination: str) -> int:
+        """Make ``destination``'s effects that wait for a retry due now (it answers again
+        after an outage); returns how many. Effects never attempted yet (e.g. scheduled
+        with ``not_before``) and effects leased right now are left alone."""
+
+    @abstractmethod
+    async def record_admission(
+        self, limiter: str, admitted_at: float, answered: Mapping[int, float], forget_before: float
+    ) -> int:
+        """Write a rate governor's admission before its request is sent (returns the row
+        id), the answer times of earlier rows, and drop rows admitted before
+        ``forget_before``: one transaction."""
+
+    @abstractmethod
+    async def recent_admissions(
+        self, limiter: str, since: float
+    ) -> list[tuple[float, float | None]]:
+        """``(admitted_at, answered_at)`` of ``limiter``'s admissions after ``since``."""

@@ -78,6 +78,7 @@ class _Tables:
     claims: dict[tuple[str, str], _Claim] = field(default_factory=dict)
     tokens: dict[str, tuple[bytes, int]] = field(default_factory=dict)
     last_ids: dict[str, int] = field(default_factory=dict)  # table -> last id given out
+    admissions: dict[int, tuple[str, float, float | None]] = field(default_factory=dict)
 
     def snapshot(self) -> _Tables:
         """A copy whose dicts can change without touching these (rows are immutable)."""
@@ -446,6 +447,54 @@ class MemoryStore(Store):
             )
             del t.effect_leases[effect_id]
             return True
+
+    # recovery and rate limits ------------------------------------------------------------
+
+    async def expedite(self, destination: str) -> int:
+        now = self.clock()
+        async with self._write() as t:
+            waiting = [
+                e
+                for e in t.effects.values()
+                if e.destination == destination
+                and e.state is EffectState.PENDING
+                and e.attempts > 0
+                and e.next_attempt_at > now
+                and e.id not in t.effect_leases
+            ]
+            for effect in waiting:
+                t.effects[effect.id] = replace(effect, next_attempt_at=now)
+            return len(waiting)
+
+    async def record_admission(
+        self, limiter: str, admitted_at: float, answered: Mapping[int, float], forget_before: float
+    ) -> int:
+        async with self._write() as t:
+            for row, at in answered.items():
+                if row in t.admissions:
+                    name, admitted, _ = t.admissions[row]
+                    t.admissions[row] = (name, admitted, at)
+            for row in [
+                r
+                for r, (name, at, _) in t.admissions.items()
+                if name == limiter and at < forget_before
+            ]:
+                del t.admissions[row]
+            row = t.next_id("admissions")
+            t.admissions[row] = (limiter, admitted_at, None)
+            return row
+
+    async def recent_admissions(
+        self, limiter: str, since: float
+    ) -> list[tuple[float, float | None]]:
+        return sorted(
+            (
+                (admitted, answered)
+                for name, admitted, answered in self._t.admissions.values()
+                if name == limiter and admitted > since
+            ),
+            key=lambda row: row[0],
+        )
 
 
 class _MemoryTransaction(Transaction):

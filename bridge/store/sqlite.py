@@ -688,6 +688,50 @@ class SqliteStore(Store):
             )
             return cur.rowcount == 1
 
+    # recovery and rate limits ------------------------------------------------------------
+
+    async def expedite(self, destination: str) -> int:
+        now = self.clock()
+        async with self._write() as conn:
+            cur = await conn.execute(
+                "UPDATE outbox SET next_attempt_at = ? WHERE destination = ?"
+                " AND state = 'pending' AND attempts > 0 AND next_attempt_at > ?"
+                " AND lease_owner IS NULL",
+                (now, destination, now),
+            )
+            return cur.rowcount
+
+    async def record_admission(
+        self, limiter: str, admitted_at: float, answered: Mapping[int, float], forget_before: float
+    ) -> int:
+        async with self._write() as conn:
+            if answered:
+                await conn.executemany(
+                    "UPDATE admissions SET answered_at = ? WHERE id = ?",
+                    [(at, row) for row, at in answered.items()],
+                )
+            await conn.execute(
+                "DELETE FROM admissions WHERE limiter = ? AND admitted_at < ?",
+                (limiter, forget_before),
+            )
+            cur = await conn.execute(
+                "INSERT INTO admissions (limiter, admitted_at) VALUES (?, ?)",
+                (limiter, admitted_at),
+            )
+            if cur.lastrowid is None:
+                raise StoreError("admission row has no id")
+            return cur.lastrowid
+
+    async def recent_admissions(
+        self, limiter: str, since: float
+    ) -> list[tuple[float, float | None]]:
+        rows = await self._fetchall(
+            "SELECT admitted_at, answered_at FROM admissions WHERE limiter = ?"
+            " AND admitted_at > ? ORDER BY admitted_at",
+            (limiter, since),
+        )
+        return [(float(r[0]), None if r[1] is None else float(r[1])) for r in rows]
+
 
 class _SqliteTransaction(Transaction):
     def __init__(self, conn: aiosqlite.Connection, now: float) -> None:

@@ -33,6 +33,9 @@ paths in ``fault_paths`` (by default only ``/returns_portal_orders``), checked i
 ``accept_then_drop_next``
     record the next N accepted Returns Portal Orders requests, then close the connection without
     an answer (the orders are stored; the client sees a disconnect).
+``fail_orders``
+    order identifiers Optoro cannot take: a Returns Portal Orders request carrying one of them
+    is answered ``500`` whatever else it holds (nothing of it is stored).
 
 Random faults draw from one RNG seeded by ``seed``, so a run is reproducible. Other knobs:
 ``client_id``, ``client_secret``, ``token_ttl`` (``expires_in``, seconds; tokens really expire),
@@ -121,6 +124,9 @@ class Knobs(BaseModel):
     )
     fault_paths: list[str] = Field(
         default_factory=lambda: [RPO_PATH], description="paths the faults apply to"
+    )
+    fail_orders: list[str] = Field(
+        default_factory=list, description="order identifiers whose RPO requests answer 500"
     )
     seed: int | None = Field(default=0, description="seed of the fault RNG; None = random")
 
@@ -409,6 +415,9 @@ class OptoroSandbox(KnobbedState):
                 record.errors = errors
                 return _error(422, "unprocessable_entity", UNPROCESSABLE, errors)
         orders = _orders_of(body)
+        if any(order.get("identifier") in self._knobs.fail_orders for order in orders):
+            record.outcome = "error"
+            return _error(500, "internal_server_error", SERVER_ERROR)
         warnings = [w for order in orders for w in self._warnings(order)]
         if warnings and self._knobs.strict:
             record.outcome = "invalid"
