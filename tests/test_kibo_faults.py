@@ -24,6 +24,7 @@ from demo.world import (
     running_world,
     scenario_retailer,
 )
+from mappings.kibo import derive_return_id
 from mappings.optoro import parse_rpo_request
 
 FAST = EngineSettings(idle_poll=0.02, effect_lease=3.0)
@@ -94,10 +95,49 @@ async def test_timeout_after_commit_creates_no_second_return(tmp_path: Path) -> 
         assert len(refunds_received(world)) == 1
 
 
-async def test_lost_answer_without_evidence_is_parked_not_resent(tmp_path: Path) -> None:
+async def test_lost_answer_without_evidence_is_settled_by_get_return_on_the_derived_id(
+    tmp_path: Path,
+) -> None:
+    """The tenant keeps the bridge's returnID: no notification needed, no operator."""
     async with running_world(tmp_path, [1], settings=FAST) as world:
         world.kibo.configure(
             timeout_after_commit_next=1, commit_fault="drop", drop_notifications=True
+        )
+        await up_to_carrier_scan(world)
+
+        async def delivered() -> bool:
+            return bool(
+                await world.runtime.store.list_effects(
+                    EffectState.DELIVERED, destination=f"kibo.returns:{RETAILER}"
+                )
+            )
+
+        await wait_for(delivered)
+        await settle(world)
+        (effect,) = await world.runtime.store.list_effects(destination=f"kibo.returns:{RETAILER}")
+        expected_id = derive_return_id(effect.idempotency_key)
+        (created,) = world.kibo.find_returns()
+        assert created["returnID"] == expected_id
+        (create,) = world.kibo.create_requests()
+        assert create.body["returnID"] == expected_id
+        lookups = [r for r in world.kibo.requests if r.method == "GET"]
+        assert [(r.path, r.outcome) for r in lookups][:1] == [
+            (f"/api/v2/return/{expected_id}", "found")
+        ]
+        assert effect.result["status"] == 200
+        assert await world.runtime.store.list_effects(EffectState.DEAD) == []
+        assert len(refunds_received(world)) == 1
+
+
+async def test_lost_answer_without_evidence_is_parked_not_resent(tmp_path: Path) -> None:
+    """A tenant that assigns its own returnID: Get Return on the bridge's id finds
+    nothing, which proves nothing, so the create waits for evidence, then is parked."""
+    async with running_world(tmp_path, [1], settings=FAST) as world:
+        world.kibo.configure(
+            timeout_after_commit_next=1,
+            commit_fault="drop",
+            drop_notifications=True,
+            honour_return_id=False,
         )
         await up_to_carrier_scan(world)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from adapters.kibo.config import KiboConfig
@@ -33,6 +34,7 @@ def setup(runtime: Any, retailer: Any, config: KiboConfig) -> None:
         reconciler.run_once,
         "interval",
         seconds=retailer.policy.reconcile_every,
+        next_run_time=datetime.now(UTC),  # at start: what was missed while down
         id=f"kibo-reconcile:{retailer.id}",
         max_instances=1,
         coalesce=True,
