@@ -342,13 +342,14 @@ class KiboSandbox(KnobbedState):
         return copy.deepcopy(self.returns[return_id])
 
     def find_returns(self, external_order_id: str | None = None) -> list[dict[str, Any]]:
-        """Copies of the returns of ``externalOrderID`` (all returns when ``None``), by id.
+        """Copies of the returns of ``externalOrderID`` (all returns when ``None``), in the
+        order they were created (client-chosen ids are not sequential).
 
         Sandbox only: Kibo documents no lookup of returns by order.
         """
         return [
             copy.deepcopy(r)
-            for _, r in sorted(self.returns.items())
+            for r in self.returns.values()
             if external_order_id is None or r.get("externalOrderID") == external_order_id
         ]
 
