@@ -491,7 +491,7 @@ SETTLE_MESSAGES = {
     "lost create answer settled by Get Return": "settled by Get Return",
     "refused create settled by Get Return": "refused, then settled by Get Return",
     "lost create not found by Get Return: sending it again": "not found, sent again",
-    "lost create answer settled by return_created": "settled by return_created",
+    "lost create answer settled by an announced return": "settled by return_created",
 }
 
 

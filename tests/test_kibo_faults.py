@@ -129,6 +129,48 @@ async def test_lost_answer_without_evidence_is_settled_by_get_return_on_the_deri
         assert len(refunds_received(world)) == 1
 
 
+async def test_reconciliation_finds_a_create_sent_by_a_process_that_died(tmp_path: Path) -> None:
+    """A process recorded the attempt as sent, Kibo created the return, the process died
+    before the answer, and the return_created notification went nowhere: Get Return on the
+    derived id (the reconciler's) finds it, and the create is settled without a second one."""
+    async with running_world(tmp_path, [1], settings=FAST) as world:
+        world.kibo.configure(drop_notifications=True)
+        engine, store = world.runtime.engine, world.runtime.store
+        name = f"kibo.returns:{RETAILER}"
+        destination = engine.destinations.pop(name)  # this process's dispatcher keeps off
+        await up_to_carrier_scan(world)
+
+        async def queued() -> bool:
+            return bool(await store.list_effects(EffectState.PENDING, destination=name))
+
+        await wait_for(queued)
+        (leased,) = await store.lease_effects("gone/1/x", 1, 60, frozenset({name}))
+        await store.mark_sending(leased.id, "gone/1/x")
+        request = await destination.build_request(leased)
+        async with world.session.post(
+            request.url, data=request.data, headers=dict(request.headers)
+        ) as resp:
+            assert resp.status == 200  # the answer the dead process never read
+        assert await store.release_leases("gone/") == 1
+        reconciler = world.runtime.extras[("kibo", RETAILER)]
+        assert await reconciler.find_unknown_creates() == 1
+        engine.destinations[name] = destination
+        engine.wake_dispatcher()
+
+        async def delivered() -> bool:
+            return bool(await store.list_effects(EffectState.DELIVERED, destination=name))
+
+        await wait_for(delivered)
+        await settle(world)
+        (created,) = world.kibo.find_returns()
+        assert created["returnID"] == derive_return_id(leased.idempotency_key)
+        assert len(world.kibo.create_requests()) == 1
+        (effect,) = await store.list_effects(destination=name)
+        assert (effect.state, effect.attempts) == (EffectState.DELIVERED, 2)
+        assert len(refunds_received(world)) == 1
+        assert await reconciler.find_unknown_creates() == 0
+
+
 async def test_lost_answer_without_evidence_is_parked_not_resent(tmp_path: Path) -> None:
     """A tenant that assigns its own returnID: Get Return on the bridge's id finds
     nothing, which proves nothing, so the create waits for evidence, then is parked."""

@@ -16,19 +16,18 @@ def setup(runtime: Any, retailer: Any, config: KiboConfig) -> None:
     from bridge.services import RETURNS_SINK, RMA_LIFECYCLE
 
     name = f"kibo.returns:{retailer.id}"
-    runtime.engine.add_destination(
-        KiboReturnDestination(
-            name,
-            retailer.id,
-            config,
-            store=lambda: runtime.store,
-            http=lambda: runtime.http,
-            lifecycle=lambda: runtime.service(retailer.id, RMA_LIFECYCLE),
-        )
+    destination = KiboReturnDestination(
+        name,
+        retailer.id,
+        config,
+        store=lambda: runtime.store,
+        http=lambda: runtime.http,
+        lifecycle=lambda: runtime.service(retailer.id, RMA_LIFECYCLE),
     )
+    runtime.engine.add_destination(destination)
     runtime.provide(retailer.id, RETURNS_SINK, "kibo", KiboReturnsSink(name))
     KiboNotifications(runtime, retailer.id, config).routes()
-    reconciler = KiboReconciler(runtime, retailer.id, config)
+    reconciler = KiboReconciler(runtime, retailer.id, config, destination)
     runtime.extras[("kibo", retailer.id)] = reconciler
     runtime.scheduler.add_job(
         reconciler.run_once,

@@ -46,6 +46,7 @@ from bridge.http import DestinationLimits, HttpClient, OutboundRequest, Response
 from bridge.lifecycle import ReturnEvent
 from bridge.services import RMA_LIFECYCLE
 from bridge.store import Effect, EffectState, NewEffect, Store, Transaction
+from bridge.store.base import OUTCOME_UNKNOWN
 from mappings.kibo import (
     MAX_ORDER_ITEM_ID,
     derive_return_id,
@@ -326,7 +327,7 @@ class KiboReturnDestination(HttpDestination):
                 CREATED_BY_ORDER, f"{self.retailer}:{order_id}", (0,), announced.data
             )
         log.info(
-            "lost create answer settled by return_created",
+            "lost create answer settled by an announced return",
             extra={"effect": effect.idempotency_key, "return_id": found["return_id"]},
         )
         return Response(
@@ -494,10 +495,18 @@ class KiboReconciler:
     ``return_created`` that went to a daemon that was down): a return found is recorded as
     that evidence, which settles the create at its next attempt."""
 
-    def __init__(self, runtime: Any, retailer: str, config: KiboConfig) -> None:
+    def __init__(
+        self,
+        runtime: Any,
+        retailer: str,
+        config: KiboConfig,
+        destination: KiboReturnDestination | None = None,
+    ) -> None:
         self.runtime = runtime
         self.retailer = retailer
         self.config = config
+        self.destination = destination
+        """The retailer's create destination (its lookup and derived ids)."""
         self.limits = DestinationLimits(f"kibo.get:{retailer}", timeout=config.timeout)
         self.checked = 0
 
@@ -510,16 +519,16 @@ class KiboReconciler:
     async def find_unknown_creates(self) -> int:
         """Get Return on the derived id of each pending create of unknown outcome; a return
         found is recorded as Kibo's announcement of it. Returns how many were found."""
-        destination = self.runtime.engine.destinations.get(f"kibo.returns:{self.retailer}")
-        if not isinstance(destination, KiboReturnDestination):
-            return 0
-        if await destination.tenant_keeps_return_ids() is False:
+        destination = self.destination
+        if destination is None or await destination.tenant_keeps_return_ids() is False:
             return 0
         found = 0
         store = self.runtime.store
         for effect in await store.list_effects(EffectState.PENDING, destination.name):
             return_id = destination.return_id_for(effect)
-            if return_id is None or not effect.outcome_unknown:
+            # not leased now: its last attempt's outcome is what last_error says
+            unknown = (effect.last_error or "").startswith(OUTCOME_UNKNOWN)
+            if return_id is None or not unknown:
                 continue
             try:
                 answer = await destination.find_created(effect, return_id)
