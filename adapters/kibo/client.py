@@ -307,9 +307,19 @@ class KiboReturnDestination(HttpDestination):
 
     async def _claim_announced(self, effect: Effect, return_id: int | None) -> Response | None:
         """A ``return_created`` recorded for the effect's order and not claimed yet: the one
-        with ``return_id`` when given (the tenant keeps the bridge's ids), else the first."""
+        with ``return_id`` when given (the tenant keeps the bridge's ids), else the first --
+        unless another create of the same order is pending too, since an announcement that
+        names only the order cannot say whose return it is (then: wait, or be parked)."""
         order_id = effect.payload["external_order_id"]
-        async with self._store().transaction() as tx:
+        store = self._store()
+        if return_id is None:
+            pending = await store.list_effects(EffectState.PENDING, destination=self.name)
+            if any(
+                e.id != effect.id and e.payload.get("external_order_id") == order_id
+                for e in pending
+            ):
+                return None
+        async with store.transaction() as tx:
             announced = await tx.get_entity(CREATED_BY_ORDER, f"{self.retailer}:{order_id}")
             if announced is None:
                 return None
