@@ -491,7 +491,8 @@ SETTLE_MESSAGES = {
     "lost create answer settled by Get Return": "settled by Get Return",
     "refused create settled by Get Return": "refused, then settled by Get Return",
     "lost create not found by Get Return: sending it again": "not found, sent again",
-    "lost create answer settled by an announced return": "settled by return_created",
+    "lost create answer settled by an announced return": "settled by recorded evidence",
+    "create of unknown outcome found by Get Return reconciliation": "found by the reconciler",
 }
 
 

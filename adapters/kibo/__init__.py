@@ -33,10 +33,16 @@ def setup(runtime: Any, retailer: Any, config: KiboConfig) -> None:
         reconciler.run_once,
         "interval",
         seconds=retailer.policy.reconcile_every,
-        next_run_time=datetime.now(UTC),  # at start: what was missed while down
         id=f"kibo-reconcile:{retailer.id}",
         max_instances=1,
         coalesce=True,
+    )
+    runtime.scheduler.add_job(  # once at start: creates whose answer a crash hid
+        reconciler.find_unknown_creates,
+        "date",
+        run_date=datetime.now(UTC),
+        misfire_grace_time=None,
+        id=f"kibo-unknown-creates:{retailer.id}",
     )
 
 

@@ -499,11 +499,11 @@ class KiboReconciler:
     """Reads returns created but not yet cleared or rejected (Get Return), because
     notifications can be lost; feeds what it learns to the lifecycle like a notification.
 
-    It runs once at start and then every ``reconcile_every`` seconds, so notifications Kibo
-    sent while the daemon was down are caught up with. It also looks up, by their derived
-    ``returnID``, the creates whose outcome is unknown and which wait for evidence (the
-    ``return_created`` that went to a daemon that was down): a return found is recorded as
-    that evidence, which settles the create at its next attempt."""
+    It runs every ``reconcile_every`` seconds, so notifications Kibo sent while the daemon
+    was down are caught up with. It also looks up, by their derived ``returnID``, the
+    creates whose outcome is unknown (:meth:`find_unknown_creates`, also run once at start:
+    the ``return_created`` that went to a daemon that was down): a return found is recorded
+    as that evidence, which settles the create at its next attempt."""
 
     def __init__(
         self,
@@ -554,6 +554,10 @@ class KiboReconciler:
                 await record_announced(
                     tx, self.retailer, effect.payload["external_order_id"], return_id, None
                 )
+            log.info(
+                "create of unknown outcome found by Get Return reconciliation",
+                extra={"effect": effect.idempotency_key, "return_id": return_id},
+            )
             found += 1
         if found:
             self.runtime.engine.wake_dispatcher()
