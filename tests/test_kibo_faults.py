@@ -235,6 +235,39 @@ async def test_a_derived_return_id_held_by_another_order_is_parked(tmp_path: Pat
         assert refunds_received(world) == []
 
 
+async def test_a_lease_taken_back_before_the_call_is_simply_sent(tmp_path: Path) -> None:
+    """A process leased the create and died before recording it as sent: its successor
+    takes the lease back and sends the create, even to a tenant whose returnIDs cannot
+    settle anything (nothing waits for evidence, nothing is parked)."""
+    async with running_world(tmp_path, [1], settings=FAST) as world:
+        world.kibo.configure(honour_return_id=False, drop_notifications=True)
+        engine, store = world.runtime.engine, world.runtime.store
+        name = f"kibo.returns:{RETAILER}"
+        destination = engine.destinations.pop(name)
+        await up_to_carrier_scan(world)
+
+        async def queued() -> bool:
+            return bool(await store.list_effects(EffectState.PENDING, destination=name))
+
+        await wait_for(queued)
+        (leased,) = await store.lease_effects("gone/1/x", 1, 60, frozenset({name}))
+        assert await store.release_leases("gone/") == 1
+        engine.destinations[name] = destination
+        engine.wake_dispatcher()
+
+        async def done() -> bool:
+            current = await store.get_effect(leased.id)
+            return current is not None and current.state is not EffectState.PENDING
+
+        await wait_for(done)
+        current = await store.get_effect(leased.id)
+        assert current is not None
+        assert (current.state, current.attempts) == (EffectState.DELIVERED, 2)
+        assert [r.outcome for r in world.kibo.create_requests()] == ["created"]
+        assert not [r for r in world.kibo.requests if r.method == "GET"]  # no lookup needed
+        assert len(refunds_received(world)) == 1
+
+
 async def test_lost_answer_without_evidence_is_parked_not_resent(tmp_path: Path) -> None:
     """A tenant that assigns its own returnID: Get Return on the bridge's id finds
     nothing, which proves nothing, so the create waits for evidence, then is parked."""
