@@ -38,7 +38,7 @@ class KiboConfig(ConfigModel):
         description="send every create with a returnID derived from the RMA, step and order;"
         " where the tenant keeps it (checked at the first answer, remembered per retailer) a"
         " create whose answer was lost is settled by Get Return on that id, never by an"
-        " operator",
+        " operator; false for a tenant that refuses a client returnID",
     )
     return_id_bits: Literal[31, 53] = Field(
         default=53,
