@@ -24,6 +24,7 @@ from demo.world import (
     running_world,
     scenario_retailer,
 )
+from mappings.kibo import derive_return_id, dumps
 from mappings.optoro import parse_rpo_request
 
 FAST = EngineSettings(idle_poll=0.02, effect_lease=3.0)
@@ -94,10 +95,188 @@ async def test_timeout_after_commit_creates_no_second_return(tmp_path: Path) -> 
         assert len(refunds_received(world)) == 1
 
 
-async def test_lost_answer_without_evidence_is_parked_not_resent(tmp_path: Path) -> None:
+async def test_lost_answer_without_evidence_is_settled_by_get_return_on_the_derived_id(
+    tmp_path: Path,
+) -> None:
+    """The tenant keeps the bridge's returnID: no notification needed, no operator."""
     async with running_world(tmp_path, [1], settings=FAST) as world:
         world.kibo.configure(
             timeout_after_commit_next=1, commit_fault="drop", drop_notifications=True
+        )
+        await up_to_carrier_scan(world)
+
+        async def delivered() -> bool:
+            return bool(
+                await world.runtime.store.list_effects(
+                    EffectState.DELIVERED, destination=f"kibo.returns:{RETAILER}"
+                )
+            )
+
+        await wait_for(delivered)
+        await settle(world)
+        (effect,) = await world.runtime.store.list_effects(destination=f"kibo.returns:{RETAILER}")
+        expected_id = derive_return_id(effect.idempotency_key)
+        (created,) = world.kibo.find_returns()
+        assert created["returnID"] == expected_id
+        (create,) = world.kibo.create_requests()
+        assert create.body["returnID"] == expected_id
+        lookups = [r for r in world.kibo.requests if r.method == "GET"]
+        assert [(r.path, r.outcome) for r in lookups][:1] == [
+            (f"/api/v2/return/{expected_id}", "found")
+        ]
+        assert effect.result["status"] == 200
+        assert await world.runtime.store.list_effects(EffectState.DEAD) == []
+        assert len(refunds_received(world)) == 1
+
+
+async def test_reconciliation_finds_a_create_sent_by_a_process_that_died(tmp_path: Path) -> None:
+    """A process recorded the attempt as sent, Kibo created the return, the process died
+    before the answer, and the return_created notification went nowhere: Get Return on the
+    derived id (the reconciler's) finds it, and the create is settled without a second one."""
+    async with running_world(tmp_path, [1], settings=FAST) as world:
+        world.kibo.configure(drop_notifications=True)
+        engine, store = world.runtime.engine, world.runtime.store
+        name = f"kibo.returns:{RETAILER}"
+        destination = engine.destinations.pop(name)  # this process's dispatcher keeps off
+        await up_to_carrier_scan(world)
+
+        async def queued() -> bool:
+            return bool(await store.list_effects(EffectState.PENDING, destination=name))
+
+        await wait_for(queued)
+        (leased,) = await store.lease_effects("gone/1/x", 1, 60, frozenset({name}))
+        await store.mark_sending(leased.id, "gone/1/x")
+        request = await destination.build_request(leased)
+        async with world.session.post(
+            request.url, data=request.data, headers=dict(request.headers)
+        ) as resp:
+            assert resp.status == 200  # the answer the dead process never read
+        assert await store.release_leases("gone/") == 1
+        reconciler = world.runtime.extras[("kibo", RETAILER)]
+        assert await reconciler.find_unknown_creates() == 1
+        engine.destinations[name] = destination
+        engine.wake_dispatcher()
+
+        async def delivered() -> bool:
+            return bool(await store.list_effects(EffectState.DELIVERED, destination=name))
+
+        await wait_for(delivered)
+        await settle(world)
+        (created,) = world.kibo.find_returns()
+        assert created["returnID"] == derive_return_id(leased.idempotency_key)
+        assert len(world.kibo.create_requests()) == 1
+        (effect,) = await store.list_effects(destination=name)
+        assert (effect.state, effect.attempts) == (EffectState.DELIVERED, 2)
+        assert len(refunds_received(world)) == 1
+        assert await reconciler.find_unknown_creates() == 0
+
+
+async def _create_ahead(world: World, body_patch: dict[str, Any]) -> tuple[Any, Any]:
+    """Queue the RMA's create with the dispatcher kept off it, and put a return under its
+    derived returnID into Kibo first (``body_patch`` changes that return's body)."""
+    engine, store = world.runtime.engine, world.runtime.store
+    name = f"kibo.returns:{RETAILER}"
+    destination = engine.destinations.pop(name)
+    await up_to_carrier_scan(world)
+
+    async def queued() -> bool:
+        return bool(await store.list_effects(EffectState.PENDING, destination=name))
+
+    await wait_for(queued)
+    (effect,) = await store.list_effects(EffectState.PENDING, destination=name)
+    request = await destination.build_request(effect)
+    body = {**request.json, **body_patch}
+    async with world.session.post(
+        request.url, data=dumps(body), headers=dict(request.headers)
+    ) as resp:
+        assert resp.status == 200
+    engine.destinations[name] = destination
+    engine.wake_dispatcher()
+    return effect, destination
+
+
+async def test_create_refused_as_a_taken_return_id_is_settled_by_get_return(
+    tmp_path: Path,
+) -> None:
+    """An earlier attempt's return holds the derived id (Kibo refuses the id, 409): Get
+    Return finds the return of this order, and it is recorded as this create's."""
+    async with running_world(tmp_path, [1], settings=FAST) as world:
+        effect, _ = await _create_ahead(world, {})
+        store = world.runtime.store
+
+        async def done() -> bool:
+            current = await store.get_effect(effect.id)
+            return current is not None and current.state is not EffectState.PENDING
+
+        await wait_for(done)
+        await settle(world)
+        (created,) = world.kibo.find_returns()
+        assert created["returnID"] == derive_return_id(effect.idempotency_key)
+        assert [r.outcome for r in world.kibo.create_requests()] == ["created", "conflict"]
+        current = await store.get_effect(effect.id)
+        assert current is not None
+        assert (current.state, current.attempts) == (EffectState.DELIVERED, 1)
+        assert len(refunds_received(world)) == 1
+
+
+async def test_a_derived_return_id_held_by_another_order_is_parked(tmp_path: Path) -> None:
+    """A collision (the id is another order's return) is never taken as this create's."""
+    async with running_world(tmp_path, [1], settings=FAST) as world:
+        effect, _ = await _create_ahead(world, {"externalOrderID": "OTHER-ORDER"})
+
+        async def dead() -> bool:
+            return bool(await world.runtime.store.list_effects(EffectState.DEAD))
+
+        await wait_for(dead)
+        (parked,) = await world.runtime.store.list_effects(EffectState.DEAD)
+        assert parked.id == effect.id
+        assert "belongs to order 'OTHER-ORDER'" in (parked.dead_reason or "")
+        assert [r["externalOrderID"] for r in world.kibo.find_returns()] == ["OTHER-ORDER"]
+        assert refunds_received(world) == []
+
+
+async def test_a_lease_taken_back_before_the_call_is_simply_sent(tmp_path: Path) -> None:
+    """A process leased the create and died before recording it as sent: its successor
+    takes the lease back and sends the create, even to a tenant whose returnIDs cannot
+    settle anything (nothing waits for evidence, nothing is parked)."""
+    async with running_world(tmp_path, [1], settings=FAST) as world:
+        world.kibo.configure(honour_return_id=False, drop_notifications=True)
+        engine, store = world.runtime.engine, world.runtime.store
+        name = f"kibo.returns:{RETAILER}"
+        destination = engine.destinations.pop(name)
+        await up_to_carrier_scan(world)
+
+        async def queued() -> bool:
+            return bool(await store.list_effects(EffectState.PENDING, destination=name))
+
+        await wait_for(queued)
+        (leased,) = await store.lease_effects("gone/1/x", 1, 60, frozenset({name}))
+        assert await store.release_leases("gone/") == 1
+        engine.destinations[name] = destination
+        engine.wake_dispatcher()
+
+        async def done() -> bool:
+            current = await store.get_effect(leased.id)
+            return current is not None and current.state is not EffectState.PENDING
+
+        await wait_for(done)
+        current = await store.get_effect(leased.id)
+        assert current is not None
+        assert (current.state, current.attempts) == (EffectState.DELIVERED, 2)
+        assert [r.outcome for r in world.kibo.create_requests()] == ["created"]
+        assert not [r for r in world.kibo.requests if r.method == "GET"]  # no lookup needed
+        assert len(refunds_received(world)) == 1
+
+
+async def test_lost_answer_without_evidence_is_parked_not_resent(tmp_path: Path) -> None:
+    """A tenant that assigns its own returnID: Get Return on the bridge's id finds
+    nothing, which proves nothing, so the create waits for evidence, then is parked."""
+    async with running_world(tmp_path, [1], settings=FAST) as world:
+        world.kibo.configure(
+            timeout_after_commit_next=1,
+            commit_fault="drop",
+            drop_notifications=True,
+            honour_return_id=False,
         )
         await up_to_carrier_scan(world)
 

@@ -21,12 +21,15 @@ from bridge.domain import RefundType, ReturnMethod, Rma, RmaStatus, RmaUnit
 from bridge.errors import MappingError
 from mappings.kibo import (
     DEFAULT_EVENT_NAMES,
+    RETURN_ID_BITS,
     KiboReturnRequest,
+    derive_return_id,
     dumps,
     kibo_amounts_report,
     kibo_process_request,
     numeric_order_item_ids,
     parse_notification,
+    return_matches,
     return_response_to_ref,
     rma_to_kibo_return,
     rma_to_kibo_returns,
@@ -624,6 +627,72 @@ def test_return_response_without_an_id_is_a_mapping_error(body: str, field: str 
     with pytest.raises(MappingError) as caught:
         return_response_to_ref(body)
     assert caught.value.field == field
+
+
+# --- client-chosen returnID ------------------------------------------------------------------
+
+KEY = "kibo.return.create:acme:8b3P5rCjHW:TRANSIT:ORD1234567"
+
+
+def test_derived_return_id_is_stable_and_fits_the_spec() -> None:
+    # pinned: a change of the derivation would re-send every create in flight under a new id
+    assert derive_return_id(KEY) == derive_return_id(KEY) == 813766311916224
+    assert derive_return_id(KEY, 31) == 1211725516
+    body = {
+        "returnID": derive_return_id(KEY),
+        "externalOrderID": "ORD1234567",
+        "item": [{"orderItemID": 1, "quantity": 4}],
+    }
+    assert KiboReturnRequest.model_validate(body).returnID == body["returnID"]
+    assert sandbox_validate("return", body) == []
+    with pytest.raises(ValueError, match="bits"):
+        derive_return_id(KEY, 64)
+
+
+def test_derived_return_ids_differ_by_retailer_rma_step_and_order() -> None:
+    keys = [
+        KEY,
+        KEY.replace(":acme:", ":globex:"),
+        KEY.replace("8b3P5rCjHW", "8b3P5rCjHX"),
+        KEY.replace(":TRANSIT:", ":RECEIVED:"),
+        KEY.replace("ORD1234567", "ORD1234568"),
+    ]
+    for bits in RETURN_ID_BITS:
+        assert len({derive_return_id(k, bits) for k in keys}) == len(keys)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(min_size=0, max_size=200), st.sampled_from(RETURN_ID_BITS))
+def test_derived_return_id_is_a_positive_integer_of_the_width(key: str, bits: int) -> None:
+    value = derive_return_id(key, bits)
+    assert 1 <= value <= 2**bits - 1
+    assert value == derive_return_id(key, bits)
+
+
+def test_no_collision_among_many_derived_ids() -> None:
+    ids = {derive_return_id(f"kibo.return.create:r:{n}:TRANSIT:O{n}") for n in range(50_000)}
+    assert len(ids) == 50_000
+
+
+def test_a_found_return_matches_the_create_by_order_and_quantities() -> None:
+    request = {
+        "externalOrderID": "ORD1",
+        "item": [{"orderItemID": 1, "quantity": 4}, {"orderItemID": 2, "quantity": 1}],
+    }
+    found = {
+        "returnID": 7,
+        "externalOrderID": "ORD1",
+        "item": [
+            {"orderItemID": 2, "quantity": "1", "status": "PENDING"},
+            {"orderItemID": 1, "quantity": 4, "returnItemID": 9},
+        ],
+    }
+    ref = return_response_to_ref(found)
+    assert ref.items == ((1, 4), (2, 1))
+    assert return_matches(request, ref)
+    assert not return_matches({**request, "externalOrderID": "ORD2"}, ref)
+    fewer = {**request, "item": [{"orderItemID": 1, "quantity": 3}]}
+    assert not return_matches(fewer, ref)
 
 
 # --- notifications ---------------------------------------------------------------------------

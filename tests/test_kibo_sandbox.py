@@ -567,6 +567,36 @@ async def test_control_state_and_reset(
     assert status == 404
 
 
+async def test_client_return_id_is_kept_once_and_get_return_finds_it(
+    sandbox: KiboSandbox, session: aiohttp.ClientSession
+) -> None:
+    status, created, _ = await create(session, sandbox, {**BODY, "returnID": FIRST_RETURN_ID})
+    assert (status, created["returnID"]) == (200, FIRST_RETURN_ID)
+    status, error, _ = await create(session, sandbox, {**BODY, "returnID": FIRST_RETURN_ID})
+    assert (status, error["errorCode"]) == (409, "DUPLICATE_RETURN_ID")
+    assert error["errors"] == [{"field": "returnID", "message": "is taken"}]
+    assert list(sandbox.returns) == [FIRST_RETURN_ID]  # the refused create made nothing
+    assert sandbox.requests[-1].outcome == "conflict"
+    status, own, _ = await create(session, sandbox)  # no id asked: the next free one
+    assert (status, own["returnID"]) == (200, FIRST_RETURN_ID + 1)
+    big = 2**53 - 1
+    status, created, _ = await create(session, sandbox, {**BODY, "returnID": big})
+    assert (status, created["returnID"]) == (200, big)
+    status, got, _ = await call(session, "GET", f"{sandbox.return_url}{big}")
+    assert (status, got) == (200, created)
+
+
+async def test_a_tenant_that_assigns_its_own_return_ids(
+    sandbox: KiboSandbox, session: aiohttp.ClientSession
+) -> None:
+    sandbox.configure(honour_return_id=False)
+    for expected in (FIRST_RETURN_ID, FIRST_RETURN_ID + 1):
+        status, created, _ = await create(session, sandbox, {**BODY, "returnID": 777})
+        assert (status, created["returnID"]) == (200, expected)
+    status, _, _ = await call(session, "GET", f"{sandbox.return_url}777")
+    assert status == 404
+
+
 async def test_knobs_are_validated() -> None:
     sb = KiboSandbox()
     with pytest.raises(pydantic.ValidationError):

@@ -29,7 +29,7 @@ from bridge.store import (
     Store,
     store_from_url,
 )
-from bridge.store.base import OUTCOME_UNKNOWN, body_hash
+from bridge.store.base import OUTCOME_UNKNOWN, SENT_WITHOUT_ANSWER, body_hash
 from bridge.store.memory import MemoryStore
 from bridge.store.sqlite import SqliteStore
 
@@ -880,15 +880,17 @@ async def test_release_leases_frees_only_the_named_instances_work(
         await store.accept("src", None, body, {})
     (mine,) = await store.lease_inbox("host-1/111/x", 1, 60)
     (theirs,) = await store.lease_inbox("host-2/222/y", 1, 60)
-    (e,) = await add_effects(store, effect("e"))
+    sent, unsent = await add_effects(store, effect("sent"), effect("unsent"))
     await store.lease_effects("host-1/111/x", 10, 60)
+    await store.mark_sending(sent, "host-1/111/x")  # then the process died mid-call
     assert await store.lease_inbox("anyone", 10, 60) == []
-    assert await store.release_leases("host-1/") == 2
+    assert await store.release_leases("host-1/") == 3
     (again,) = await store.lease_inbox("host-1/333/z", 10, 60)
     assert again.id == mine.id
-    (effect_again,) = await store.lease_effects("host-1/333/z", 10, 60)
-    assert effect_again.id == e
-    assert effect_again.outcome_unknown  # the dead process may have sent it
+    by_id = {e.id: e for e in await store.lease_effects("host-1/333/z", 10, 60)}
+    assert set(by_id) == {sent, unsent}
+    assert by_id[sent].outcome_unknown  # recorded as sent: the dead process may have sent it
+    assert not by_id[unsent].outcome_unknown  # never recorded as sent: known not sent
     assert theirs.id != mine.id
 
 
@@ -940,3 +942,43 @@ async def test_admissions_are_recorded_answered_and_forgotten(
     await store.record_admission("rl:team", clock.now, {second: T0 + 1.2}, clock.now - 60)
     assert await store.recent_admissions("rl:team", 0) == [(clock.now, None)]
     assert await store.recent_admissions("other", 0) == [(T0 + 1, None)]
+
+
+async def test_sending_mark_makes_an_interrupted_attempt_unknown_until_its_answer(
+    store: Store, clock: FakeClock
+) -> None:
+    (e,) = await add_effects(store, effect("e"))
+    await store.lease_effects("w1", 10, 30)
+    await store.schedule_retry(e, "w1", clock.now, "answered 503")  # known, nothing applied
+    (leased,) = await store.lease_effects("w2", 10, 30)
+    assert (leased.attempts, leased.outcome_unknown) == (2, False)
+    await store.mark_sending(e, "w2")
+    clock.advance(31)  # w2 died during the call: its lease expires
+    (leased,) = await store.lease_effects("w3", 10, 30)
+    assert (leased.attempts, leased.outcome_unknown) == (3, True)
+    await store.mark_sending(e, "w3")
+    await store.schedule_retry(e, "w3", clock.now, "answered 503")  # its answer replaces it
+    (leased,) = await store.lease_effects("w4", 10, 30)
+    assert (leased.attempts, leased.outcome_unknown) == (4, False)
+    with pytest.raises(LeaseLost):  # w3's lease is gone: it must not send
+        await store.mark_sending(e, "w3")
+    await store.mark_delivered(e, "w4")
+    with pytest.raises(LeaseLost):
+        await store.mark_sending(e, "w4")
+
+
+async def test_concurrent_sending_marks_share_one_commit(sqlite_store: SqliteStore) -> None:
+    ids = await add_effects(sqlite_store, *(effect(f"e{i}") for i in range(40)))
+    await sqlite_store.lease_effects("w1", 100, 30)
+    before = sqlite_store.commits
+    await asyncio.gather(*(sqlite_store.mark_sending(i, "w1") for i in ids))
+    assert sqlite_store.commits - before == 1
+    marked = await sqlite_store.list_effects()
+    assert {m.last_error for m in marked} == {SENT_WITHOUT_ANSWER}
+    wrong_owner = await asyncio.gather(
+        sqlite_store.mark_sending(ids[0], "w1"),
+        sqlite_store.mark_sending(ids[1], "w2"),
+        return_exceptions=True,
+    )
+    assert wrong_owner[0] is None
+    assert isinstance(wrong_owner[1], LeaseLost)  # one refused mark does not fail the others

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from adapters.kibo.config import KiboConfig
@@ -16,19 +17,18 @@ def setup(runtime: Any, retailer: Any, config: KiboConfig) -> None:
     from bridge.services import RETURNS_SINK, RMA_LIFECYCLE
 
     name = f"kibo.returns:{retailer.id}"
-    runtime.engine.add_destination(
-        KiboReturnDestination(
-            name,
-            retailer.id,
-            config,
-            store=lambda: runtime.store,
-            http=lambda: runtime.http,
-            lifecycle=lambda: runtime.service(retailer.id, RMA_LIFECYCLE),
-        )
+    destination = KiboReturnDestination(
+        name,
+        retailer.id,
+        config,
+        store=lambda: runtime.store,
+        http=lambda: runtime.http,
+        lifecycle=lambda: runtime.service(retailer.id, RMA_LIFECYCLE),
     )
+    runtime.engine.add_destination(destination)
     runtime.provide(retailer.id, RETURNS_SINK, "kibo", KiboReturnsSink(name))
     KiboNotifications(runtime, retailer.id, config).routes()
-    reconciler = KiboReconciler(runtime, retailer.id, config)
+    reconciler = KiboReconciler(runtime, retailer.id, config, destination)
     runtime.extras[("kibo", retailer.id)] = reconciler
     runtime.scheduler.add_job(
         reconciler.run_once,
@@ -37,6 +37,13 @@ def setup(runtime: Any, retailer: Any, config: KiboConfig) -> None:
         id=f"kibo-reconcile:{retailer.id}",
         max_instances=1,
         coalesce=True,
+    )
+    runtime.scheduler.add_job(  # once at start: creates whose answer a crash hid
+        reconciler.find_unknown_creates,
+        "date",
+        run_date=datetime.now(UTC),
+        misfire_grace_time=None,
+        id=f"kibo-unknown-creates:{retailer.id}",
     )
 
 

@@ -1,22 +1,38 @@
 """Kibo OMS as the returns sink: Create Return, Get Return (reconciliation).
 
-Duplicates. Kibo documents no idempotency key and no lookup of returns by order, so:
+Duplicates. Kibo documents no idempotency key and no lookup of returns by order, but its
+Create Return accepts a client-chosen ``returnID`` ("a unique identifier for the return",
+minimum 1), so:
 
-1. the effect (key ``kibo.return:<retailer>:<rma>:<step>:<order>``) is recorded before any
-   request is sent, and one exists per RMA, step and order, ever;
-2. an attempt that failed with an answer (a status code) is known not to have created
-   anything and is simply retried;
-3. an attempt whose outcome is unknown (timeout, connection lost mid-call, process killed)
-   is **not** sent again blindly: the destination waits for evidence, Kibo's
-   ``return_created`` notification for that order (recorded by the notification
-   receiver), and takes the return it names as the result; without evidence within
-   ``unknown_outcome_wait`` seconds the effect is parked as a dead letter for an operator,
-   who checks Kibo and replays it (or leaves it) -- never a second return by accident.
+1. the effect (key ``kibo.return.create:<retailer>:<rma>:<step>:<order>``) is recorded
+   before any request is sent, and one exists per RMA, step and order, ever;
+2. every create carries ``returnID`` = :func:`~mappings.kibo.derive_return_id` of that key
+   (``client_return_ids``), the same on every attempt; whether the tenant keeps it is read
+   from the first answer (its ``returnID`` equals the one sent) and remembered per retailer
+   in the store (entity ``kibo.return_ids``), re-checked on every answer;
+3. an attempt that failed with an answer (a status code) is known not to have created
+   anything and is simply retried; so is one the engine never recorded as sent (the
+   process died before the call: :meth:`~bridge.engine.Engine.record_attempt`);
+4. an attempt whose outcome is unknown (timeout, connection lost mid-call, process killed
+   after the call began) is **not** sent again blindly. Where the tenant keeps the bridge's
+   ids, Get Return on the derived id settles it: found (same ``externalOrderID``) -- it is
+   the return, recorded as if the create had answered; 404 -- the create never reached
+   Kibo and is sent again. A create refused with a 4xx while carrying the derived id is
+   looked up the same way (the tenant may refuse an id it already holds). This is also how
+   a ``return_created`` notification missed while the daemon was down is caught up with.
+5. where the tenant assigns its own ids (or ``client_return_ids = false``, or whether it
+   keeps them is not known yet and Get Return found nothing), the destination waits for
+   evidence: Kibo's ``return_created`` notification for that order (recorded by the
+   notification receiver), and takes the return it names as the result; without evidence
+   within ``unknown_outcome_wait`` seconds the effect is parked as a dead letter for an
+   operator, who checks Kibo and replays it (or leaves it) -- never a second return by
+   accident.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import re
 from collections.abc import Callable
@@ -29,8 +45,16 @@ from bridge.errors import MappingError, PermanentDeliveryError, RetriableDeliver
 from bridge.http import DestinationLimits, HttpClient, OutboundRequest, Response
 from bridge.lifecycle import ReturnEvent
 from bridge.services import RMA_LIFECYCLE
-from bridge.store import Effect, NewEffect, Store, Transaction
-from mappings.kibo import MAX_ORDER_ITEM_ID, dumps, return_response_to_ref, rma_to_kibo_returns
+from bridge.store import Effect, EffectState, NewEffect, Store, Transaction
+from bridge.store.base import OUTCOME_UNKNOWN
+from mappings.kibo import (
+    MAX_ORDER_ITEM_ID,
+    derive_return_id,
+    dumps,
+    return_matches,
+    return_response_to_ref,
+    rma_to_kibo_returns,
+)
 
 log = logging.getLogger(__name__)
 _CANONICAL_DIGITS = re.compile(r"0|[1-9][0-9]*")
@@ -45,6 +69,11 @@ CREATED_BY_ORDER = "kibo.created_by_order"
 CROSSWALK = "kibo.crosswalk"
 """Entity per ``<retailer>:<order>:<line>``: ``{"order_item_id": int}``."""
 UNKNOWN_SINCE = "kibo.unknown_since"
+RETURN_IDS = "kibo.return_ids"
+"""Entity per retailer: ``{"kept": bool}``, whether its tenant keeps the bridge's returnID."""
+SETTLED_BY = "X-Bridge-Settled-By"
+"""Header of a create answer the bridge made up when it settled a lost one (``lookup``:
+Get Return's answer; ``notification``: what ``return_created`` said)."""
 
 
 def kibo_headers(config: KiboConfig) -> dict[str, str]:
@@ -104,6 +133,25 @@ class KiboReturnDestination(HttpDestination):
         self.config = config
         self._store = store
         self._lifecycle = lifecycle
+        self.lookup_limits = DestinationLimits(f"{name}.get", timeout=config.timeout)
+        self._keeps_ids: bool | None = None
+        """Cache of the ``kibo.return_ids`` entity (``None``: not known yet)."""
+
+    def return_id_for(self, effect: Effect) -> int | None:
+        """The ``returnID`` every create of ``effect`` carries (``None``: not sent)."""
+        if not self.config.client_return_ids:
+            return None
+        return derive_return_id(effect.idempotency_key, self.config.return_id_bits)
+
+    async def tenant_keeps_return_ids(self) -> bool | None:
+        """Whether this retailer's Kibo keeps the ``returnID`` the bridge sends, as the
+        answers so far showed (``None``: no answer yet)."""
+        if self._keeps_ids is None:
+            async with self._store().transaction() as tx:
+                entity = await tx.get_entity(RETURN_IDS, self.retailer)
+            if entity is not None:
+                self._keeps_ids = bool(entity.data["kept"])
+        return self._keeps_ids
 
     async def render(self, effect: Effect) -> OutboundRequest:
         body = await self._body(effect)
@@ -136,7 +184,8 @@ class KiboReturnDestination(HttpDestination):
         )
         for body in bodies:
             if body.get("externalOrderID") == payload["external_order_id"]:
-                return body
+                return_id = self.return_id_for(effect)
+                return body if return_id is None else {"returnID": return_id, **body}
         raise MappingError(
             f"RMA {rma.id} has no units of order {payload['external_order_id']}", field="items"
         )
@@ -164,34 +213,143 @@ class KiboReturnDestination(HttpDestination):
 
     async def deliver(self, effect: Effect) -> Response | None:
         if effect.outcome_unknown:
-            return await self._settle_unknown(effect)
-        return await self.http.send(await self.build_request(effect), self.limits, self.priority)
+            settled = await self._settle_unknown(effect)
+            if settled is not None:
+                return settled
+        return await self._create(effect)
 
-    async def _settle_unknown(self, effect: Effect) -> Response:
-        """An earlier attempt may have created the return: find it, never create twice."""
+    async def _create(self, effect: Effect) -> Response:
+        request = await self.build_request(effect)
+        try:
+            return await self.http.send(request, self.limits, self.priority)
+        except PermanentDeliveryError as refused:
+            return_id = self.return_id_for(effect)
+            if return_id is None or refused.status is None or not 400 <= refused.status < 500:
+                raise
+            # the tenant may refuse an id it holds already: an earlier attempt's return?
+            try:
+                found = await self.find_created(effect, return_id)
+            except RetriableDeliveryError as exc:
+                raise _unknown(exc) from exc
+            if found is None:
+                raise
+            log.info(
+                "refused create settled by Get Return",
+                extra={"effect": effect.idempotency_key, "return_id": return_id},
+            )
+            return found
+
+    async def _get_return(self, return_id: int) -> Response | None:
+        """Get Return; ``None`` when Kibo holds no return with that id (404)."""
+        request = OutboundRequest(
+            "GET",
+            f"{_base(self.config)}/api/v2/return/{return_id}",
+            {**kibo_headers(self.config), "Accept": "application/json"},
+        )
+        try:
+            return await self.http.send(request, self.lookup_limits, self.priority)
+        except PermanentDeliveryError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def find_created(self, effect: Effect, return_id: int) -> Response | None:
+        """The return Kibo holds under ``return_id`` when it is this effect's (same order),
+        as a create answer; ``None`` when there is none. A return of another order under
+        that id is a collision: parked for an operator."""
+        found = await self._get_return(return_id)
+        if found is None:
+            return None
+        ref = return_response_to_ref(found.body)
+        order_id = effect.payload["external_order_id"]
+        if ref.external_order_id != order_id:
+            raise PermanentDeliveryError(
+                f"kibo: return {return_id} (the returnID derived for this create) belongs to"
+                f" order {ref.external_order_id!r}, not {order_id!r}: check Kibo for a return"
+                " of this order; replay this dead letter with client_return_ids = false only"
+                " if there is none",
+                destination=self.name,
+            )
+        with contextlib.suppress(MappingError):
+            if not return_matches(await self._body(effect), ref):
+                log.warning(
+                    "kibo return found by its returnID differs from the create's items",
+                    extra={"effect": effect.idempotency_key, "return_id": return_id},
+                )
+        return Response(found.status, {SETTLED_BY: "lookup"}, found.body)
+
+    async def _settle_unknown(self, effect: Effect) -> Response | None:
+        """An earlier attempt may have created the return: find it, never create twice.
+        ``None`` when it is certain that no return was created (send the create again)."""
+        order_id = effect.payload["external_order_id"]
+        return_id = self.return_id_for(effect)
+        keeps = await self.tenant_keeps_return_ids() if return_id is not None else False
+        evidence = await self._claim_announced(effect, return_id if keeps is not False else None)
+        if evidence is not None:
+            return evidence
+        if return_id is not None and keeps is not False:
+            try:
+                found = await self.find_created(effect, return_id)
+            except RetriableDeliveryError as exc:
+                raise _unknown(exc) from exc
+            if found is not None:
+                log.info(
+                    "lost create answer settled by Get Return",
+                    extra={"effect": effect.idempotency_key, "return_id": return_id},
+                )
+                return found
+            if keeps:
+                log.info(
+                    "lost create not found by Get Return: sending it again",
+                    extra={"effect": effect.idempotency_key, "return_id": return_id},
+                )
+                return None
+        return await self._wait_for_evidence(effect, order_id, keeps)
+
+    async def _claim_announced(self, effect: Effect, return_id: int | None) -> Response | None:
+        """A ``return_created`` recorded for the effect's order and not claimed yet: the one
+        with ``return_id`` when given (the tenant keeps the bridge's ids), else the first --
+        unless another create of the same order is pending too, since an announcement that
+        names only the order cannot say whose return it is (then: wait, or be parked)."""
         order_id = effect.payload["external_order_id"]
         store = self._store()
+        if return_id is None:
+            pending = await store.list_effects(EffectState.PENDING, destination=self.name)
+            if any(
+                e.id != effect.id and e.payload.get("external_order_id") == order_id
+                for e in pending
+            ):
+                return None
         async with store.transaction() as tx:
             announced = await tx.get_entity(CREATED_BY_ORDER, f"{self.retailer}:{order_id}")
-            unclaimed = [
+            if announced is None:
+                return None
+            mine = [
                 r
-                for r in (announced.data["returns"] if announced else [])
-                if not r.get("claimed_by")
+                for r in announced.data["returns"]
+                if r.get("claimed_by") in (None, effect.idempotency_key)
+                and (return_id is None or r["return_id"] == return_id)
             ]
-            if unclaimed:
-                found = unclaimed[0]
-                found["claimed_by"] = effect.idempotency_key
-                await tx.put_entity(
-                    CREATED_BY_ORDER,
-                    f"{self.retailer}:{order_id}",
-                    (0,),
-                    announced.data,  # type: ignore[union-attr]
-                )
-                log.info(
-                    "lost create answer settled by return_created",
-                    extra={"effect": effect.idempotency_key, "return_id": found["return_id"]},
-                )
-                return Response(200, {}, dumps({"returnID": found["return_id"]}).encode())
+            if not mine:
+                return None
+            found = mine[0]
+            found["claimed_by"] = effect.idempotency_key
+            await tx.put_entity(
+                CREATED_BY_ORDER, f"{self.retailer}:{order_id}", (0,), announced.data
+            )
+        log.info(
+            "lost create answer settled by an announced return",
+            extra={"effect": effect.idempotency_key, "return_id": found["return_id"]},
+        )
+        return Response(
+            200, {SETTLED_BY: "notification"}, dumps({"returnID": found["return_id"]}).encode()
+        )
+
+    async def _wait_for_evidence(
+        self, effect: Effect, order_id: str, keeps: bool | None
+    ) -> Response:
+        store = self._store()
+        async with store.transaction() as tx:
             since = await tx.get_entity(UNKNOWN_SINCE, effect.idempotency_key)
             now = store.clock()
             if since is None:
@@ -199,28 +357,35 @@ class KiboReturnDestination(HttpDestination):
                 first = now
             else:
                 first = float(since.data["since"])
-        if now - first < self.config.unknown_outcome_wait:
+        wait = self.config.unknown_outcome_wait
+        if now - first < wait:
+            # not known yet whether the tenant keeps our ids: the next answer will say, soon
+            pause = min(5.0, wait / 10) if keeps is None else min(60.0, wait / 10)
             raise RetriableDeliveryError(
                 f"kibo: the outcome of creating the return for order {order_id} is unknown;"
                 " waiting for Kibo's return_created notification",
                 destination=self.name,
-                retry_after=min(60.0, self.config.unknown_outcome_wait / 10),
+                retry_after=pause,
                 outcome_unknown=True,
             )
         raise PermanentDeliveryError(
             f"kibo: the outcome of creating the return for order {order_id} is unknown and"
-            " Kibo offers no lookup: check Kibo for a return of this order, then replay this"
-            " dead letter only if there is none",
+            " Kibo offers no lookup by order: check Kibo for a return of this order, then"
+            " replay this dead letter only if there is none",
             destination=self.name,
         )
 
     async def on_delivered(
         self, tx: Transaction, effect: Effect, response: Response | None
     ) -> list[NewEffect]:
-        """Record the Kibo return and tell the RMA lifecycle (refund confirmation)."""
+        """Record the Kibo return and tell the RMA lifecycle (refund confirmation); learn
+        from a create's answer whether the tenant keeps the bridge's ``returnID``."""
         if response is None:
             return []
         ref = return_response_to_ref(response.body)
+        sent = self.return_id_for(effect)
+        if sent is not None and response.headers.get(SETTLED_BY) != "notification":
+            await self._remember_kept(tx, ref.return_id == sent, effect)
         rma_key, step = effect.payload["rma_key"], effect.payload["step"]
         await tx.put_entity(
             KIBO_RETURN,
@@ -250,6 +415,36 @@ class KiboReturnDestination(HttpDestination):
                 tx, self.retailer, lifecycle, ref.return_id, "cleared"
             )
         return effects
+
+    async def _remember_kept(self, tx: Transaction, kept: bool, effect: Effect) -> None:
+        entity = await tx.get_entity(RETURN_IDS, self.retailer)
+        if entity is None or bool(entity.data["kept"]) != kept:
+            await tx.put_entity(
+                RETURN_IDS,
+                self.retailer,
+                (0,),
+                {"kept": kept, "learnt_from": effect.idempotency_key},
+            )
+            log.log(
+                logging.INFO if kept else logging.WARNING,
+                "kibo tenant keeps the bridge's returnID"
+                if kept
+                else "kibo tenant assigns its own returnID: lost create answers wait for evidence",
+                extra={"retailer": self.retailer, "effect": effect.idempotency_key},
+            )
+        self._keeps_ids = kept
+
+
+def _unknown(exc: RetriableDeliveryError) -> RetriableDeliveryError:
+    """``exc`` as a failure that leaves the create's outcome unknown (a lookup that failed
+    settles nothing: the next attempt must look again, not create)."""
+    return RetriableDeliveryError(
+        f"kibo: the outcome of a create is still unknown (its lookup failed: {exc})",
+        status=exc.status,
+        destination=exc.destination,
+        retry_after=exc.retry_after,
+        outcome_unknown=True,
+    )
 
 
 async def record_announced(
@@ -303,17 +498,73 @@ async def apply_return_event(
 
 class KiboReconciler:
     """Reads returns created but not yet cleared or rejected (Get Return), because
-    notifications can be lost; feeds what it learns to the lifecycle like a notification."""
+    notifications can be lost; feeds what it learns to the lifecycle like a notification.
 
-    def __init__(self, runtime: Any, retailer: str, config: KiboConfig) -> None:
+    It runs every ``reconcile_every`` seconds, so notifications Kibo sent while the daemon
+    was down are caught up with. It also looks up, by their derived ``returnID``, the
+    creates whose outcome is unknown (:meth:`find_unknown_creates`, also run once at start:
+    the ``return_created`` that went to a daemon that was down): a return found is recorded
+    as that evidence, which settles the create at its next attempt."""
+
+    def __init__(
+        self,
+        runtime: Any,
+        retailer: str,
+        config: KiboConfig,
+        destination: KiboReturnDestination | None = None,
+    ) -> None:
         self.runtime = runtime
         self.retailer = retailer
         self.config = config
+        self.destination = destination
+        """The retailer's create destination (its lookup and derived ids)."""
         self.limits = DestinationLimits(f"kibo.get:{retailer}", timeout=config.timeout)
         self.checked = 0
 
     async def run_once(self) -> int:
-        """Check every open return once; returns how many changed."""
+        """Check every open return once, then the creates waiting for evidence; returns
+        how many returns changed or were found."""
+        changed = await self._check_open_returns()
+        return changed + await self.find_unknown_creates()
+
+    async def find_unknown_creates(self) -> int:
+        """Get Return on the derived id of each pending create of unknown outcome; a return
+        found is recorded as Kibo's announcement of it. Returns how many were found."""
+        destination = self.destination
+        if destination is None or await destination.tenant_keeps_return_ids() is False:
+            return 0
+        found = 0
+        store = self.runtime.store
+        for effect in await store.list_effects(EffectState.PENDING, destination.name):
+            return_id = destination.return_id_for(effect)
+            # not leased now: its last attempt's outcome is what last_error says
+            unknown = (effect.last_error or "").startswith(OUTCOME_UNKNOWN)
+            if return_id is None or not unknown:
+                continue
+            try:
+                answer = await destination.find_created(effect, return_id)
+            except (RetriableDeliveryError, PermanentDeliveryError, MappingError) as exc:
+                log.warning(
+                    "kibo create not reconciled",
+                    extra={"effect": effect.idempotency_key, "reason": str(exc)},
+                )
+                continue
+            if answer is None:
+                continue
+            async with store.transaction() as tx:
+                await record_announced(
+                    tx, self.retailer, effect.payload["external_order_id"], return_id, None
+                )
+            log.info(
+                "create of unknown outcome found by Get Return reconciliation",
+                extra={"effect": effect.idempotency_key, "return_id": return_id},
+            )
+            found += 1
+        if found:
+            self.runtime.engine.wake_dispatcher()
+        return found
+
+    async def _check_open_returns(self) -> int:
         store = self.runtime.store
         async with store.transaction() as tx:
             entity = await tx.get_entity(OPEN_RETURNS, self.retailer)

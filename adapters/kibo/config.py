@@ -37,11 +37,24 @@ class KiboConfig(ConfigModel):
     gift_card_type: Literal["GC", "GT", "GX", "IM", "M1", "M2", "M3", "VA"] = Field(
         default="GC", description="giftCardInfo.giftCardType of gift-card refunds"
     )
+    client_return_ids: bool = Field(
+        default=True,
+        description="send every create with a returnID derived from the RMA, step and order;"
+        " where the tenant keeps it (checked at the first answer, remembered per retailer) a"
+        " create whose answer was lost is settled by Get Return on that id, never by an"
+        " operator; false for a tenant that refuses a client returnID",
+    )
+    return_id_bits: Literal[31, 53] = Field(
+        default=53,
+        description="width of the derived returnID: 53 (exact in any JSON parser, collisions"
+        " negligible) or 31 (for tenants storing a signed 32-bit id)",
+    )
     unknown_outcome_wait: float = Field(
         default=900.0,
         gt=0,
-        description="seconds to wait for Kibo's return_created notification after a create"
-        " whose answer was lost, before parking it for an operator (Kibo has no lookup)",
+        description="where the tenant does not keep the bridge's returnID: seconds to wait for"
+        " Kibo's return_created notification after a create whose answer was lost, before"
+        " parking it for an operator (Kibo has no lookup by order)",
     )
     notifications: InboundAuth | None = Field(
         default=None, description="how Kibo authenticates its Return Event Notifications"

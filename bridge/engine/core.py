@@ -199,12 +199,28 @@ class Engine:
 
     async def take_back_leases(self) -> int:
         """At start: free what this instance's former process had leased (it died), so the
-        work resumes now rather than when the leases expire. An effect freed this way counts
-        as of unknown outcome: it is sent again with its idempotency key."""
+        work resumes now rather than when the leases expire.
+
+        An effect freed this way is of unknown outcome only if its interrupted attempt was
+        recorded as sent (:meth:`record_attempt`, committed just before the partner call):
+        its destination then settles it (idempotency key, or a lookup) before sending
+        again. One the process never got to send is simply sent."""
         released = await self.store.release_leases(f"{self.instance}/")
         if released:
             log.warning("took back leases of a previous run", extra={"released": released})
         return released
+
+    async def record_attempt(self, effect: Effect) -> None:
+        """Commit that this attempt of ``effect`` may reach the partner, before the call
+        (:meth:`Store.mark_sending`; concurrent marks share one commit). A lease that moved
+        on meanwhile is a retriable failure known not to have sent anything."""
+        try:
+            await self.store.mark_sending(effect.id, self.owner)
+        except LeaseLost as exc:
+            raise RetriableDeliveryError(
+                f"{effect.destination}: the lease moved on before the call; nothing was sent",
+                destination=effect.destination,
+            ) from exc
 
     def add_handler(self, kind: str, handler: InboxHandler, retailer: str | None = None) -> None:
         """Handle inbox items of ``kind`` (only ``retailer``'s, when given)."""
@@ -405,6 +421,7 @@ class Engine:
             "attempt": effect.attempts,
         }
         try:
+            await self.record_attempt(effect)
             response = await destination.deliver(effect)
         except RetriableDeliveryError as exc:
             now = self.store.clock()

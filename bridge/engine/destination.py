@@ -23,7 +23,9 @@ class HttpDestination(ABC):
     """Subclasses say how an effect becomes a request (:meth:`render`); sending, rate
     limiting and error classification are shared. The effect's idempotency key goes out in
     ``idempotency_header`` (``None`` for partners without one: such a destination must
-    look up before it creates when ``effect.outcome_unknown``).
+    look up before it creates when ``effect.outcome_unknown``, which holds only when an
+    earlier attempt was recorded as sent -- :meth:`Engine.record_attempt`, called by the
+    engine just before :meth:`deliver` -- and its answer never came).
 
     ``credentials`` (optional) are attached after the governor admits each request, never
     in :meth:`render`. ``backoff`` is the destination's (``limits.backoff``, configured per

@@ -33,6 +33,12 @@ from bridge.errors import StoreError
 JSON = Any
 OUTCOME_UNKNOWN = "[outcome unknown] "
 """Prefix of ``Effect.last_error`` when the failed attempt may have reached the partner."""
+SENT_WITHOUT_ANSWER = (
+    f"{OUTCOME_UNKNOWN}the request may have been sent and no answer was recorded"
+    " (the process ended during the call?)"
+)
+"""``Effect.last_error`` written by :meth:`Store.mark_sending`, before the partner call: if
+the process dies during the call, this is what its successor finds."""
 Clock = Callable[[], float]
 
 
@@ -161,10 +167,15 @@ class Effect:
     @property
     def outcome_unknown(self) -> bool:
         """A previous attempt may have reached the partner: it ended without an answer
-        (timeout, connection lost mid-call) or the process died during it."""
+        (timeout, connection lost mid-call), or it was recorded as sent
+        (:meth:`Store.mark_sending`) and the process died before its answer was recorded.
+
+        An attempt never recorded as sent (the process died while leasing, rendering or
+        before the call) is known not to have reached the partner: ``last_error`` is then
+        what the attempt before it ended with (``None`` for the first), not unknown."""
         if self.attempts <= 1:
             return False
-        return self.last_error is None or self.last_error.startswith(OUTCOME_UNKNOWN)
+        return self.last_error is not None and self.last_error.startswith(OUTCOME_UNKNOWN)
 
 
 @dataclass(frozen=True)
@@ -345,7 +356,20 @@ class Store(ABC):
     @abstractmethod
     async def release_leases(self, owner_prefix: str) -> int:
         """Free the pending inbox items and effects leased by owners starting with
-        ``owner_prefix`` (a restarted instance's former self); returns how many."""
+        ``owner_prefix`` (a restarted instance's former self); returns how many.
+
+        Nothing else changes: an effect freed here is of unknown outcome exactly when its
+        interrupted attempt had been recorded as sent (:meth:`mark_sending`); the others
+        are known not to have been sent and go out again as a plain retry."""
+
+    @abstractmethod
+    async def mark_sending(self, effect_id: int, owner: str) -> None:
+        """Record durably, before the partner call, that this attempt may reach the partner
+        (``last_error`` = :data:`SENT_WITHOUT_ANSWER`, until the attempt's outcome replaces
+        it). ``LeaseLost`` when ``owner`` no longer holds the effect: then do not send.
+
+        Costs one commit per delivery attempt; backends batch concurrent calls into one
+        transaction (the dispatcher starts a leased batch at once)."""
 
     # cursors
     @abstractmethod

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from bridge.store.base import (
     JSON,
+    SENT_WITHOUT_ANSWER,
     Accepted,
     Claim,
     ClaimState,
@@ -367,6 +368,14 @@ class MemoryStore(Store):
                     del leases[key]
                     released += 1
         return released
+
+    async def mark_sending(self, effect_id: int, owner: str) -> None:
+        async with self._write() as t:
+            effect = t.effects.get(effect_id)
+            lease_owner = t.effect_leases.get(effect_id, (None, 0.0))[0]
+            if effect is None or effect.state is not EffectState.PENDING or lease_owner != owner:
+                raise LeaseLost(f"effect {effect_id} is no longer leased by this worker")
+            t.effects[effect_id] = replace(effect, last_error=SENT_WITHOUT_ANSWER)
 
     # cursors -----------------------------------------------------------------------------
 

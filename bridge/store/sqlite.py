@@ -24,6 +24,7 @@ import aiosqlite
 from bridge.errors import StoreError
 from bridge.store.base import (
     JSON,
+    SENT_WITHOUT_ANSWER,
     Accepted,
     Claim,
     ClaimState,
@@ -45,6 +46,7 @@ from bridge.store.base import (
 )
 
 GROUP_COMMIT_MAX = 512
+MARK_BATCH_MAX = 256
 
 
 def _migrations() -> list[tuple[int, str]]:
@@ -150,6 +152,9 @@ class SqliteStore(Store):
         self._flusher: asyncio.Task[None] | None = None
         self._ingest: sqlite3.Connection | None = None
         self._ingest_commit: asyncio.Future[list[Accepted]] | None = None
+        self._marks: list[tuple[int, str, asyncio.Future[bool]]] = []
+        self._marks_ready = asyncio.Event()
+        self._marker: asyncio.Task[None] | None = None
         self.commits = 0
         """Number of write transactions committed (group-commit evidence)."""
 
@@ -173,6 +178,7 @@ class SqliteStore(Store):
         await self._migrate()
         self._ingest = await asyncio.to_thread(self._open_ingest_connection)
         self._flusher = asyncio.create_task(self._flush_accepts(), name="sqlite-group-commit")
+        self._marker = asyncio.create_task(self._flush_marks(), name="sqlite-sending-marks")
 
     def _open_ingest_connection(self) -> sqlite3.Connection:
         """The connection group commits use, from worker threads only (under the lock)."""
@@ -182,6 +188,15 @@ class SqliteStore(Store):
         return conn
 
     async def close(self) -> None:
+        if self._marker is not None:
+            self._marker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._marker
+            self._marker = None
+        for _, _, waiting in self._marks:
+            if not waiting.done():
+                waiting.set_exception(StoreError("store closed before commit"))
+        self._marks.clear()
         if self._flusher is not None:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -569,6 +584,54 @@ class SqliteStore(Store):
                 )
                 released += cur.rowcount
         return released
+
+    async def mark_sending(self, effect_id: int, owner: str) -> None:
+        """Queued, and committed with every other mark waiting at that moment in one
+        transaction (one fsync for a whole dispatched batch, like ``accept``)."""
+        if self._marker is None:
+            raise StoreError("store is not open")
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._marks.append((effect_id, owner, future))
+        self._marks_ready.set()
+        if not await future:
+            raise LeaseLost(f"effect {effect_id} is no longer leased by this worker")
+
+    async def _flush_marks(self) -> None:
+        while True:
+            await self._marks_ready.wait()
+            self._marks_ready.clear()
+            while self._marks:
+                batch = self._marks[:MARK_BATCH_MAX]
+                del self._marks[:MARK_BATCH_MAX]
+                try:
+                    held = await self._commit_marks(batch)
+                except asyncio.CancelledError:  # close() during the commit
+                    for _, _, waiting in batch:
+                        if not waiting.done():
+                            waiting.set_exception(StoreError("store closed before commit"))
+                    raise
+                except Exception as exc:  # the callers must not send
+                    for _, _, waiting in batch:
+                        if not waiting.done():
+                            waiting.set_exception(
+                                StoreError(f"sending mark failed: {type(exc).__name__}")
+                            )
+                    continue
+                for (_, _, waiting), ok in zip(batch, held, strict=True):
+                    if not waiting.done():
+                        waiting.set_result(ok)
+
+    async def _commit_marks(self, batch: list[tuple[int, str, asyncio.Future[bool]]]) -> list[bool]:
+        held = []
+        async with self._write() as conn:
+            for effect_id, owner, _ in batch:
+                cur = await conn.execute(
+                    "UPDATE outbox SET last_error = ?"
+                    " WHERE id = ? AND state = 'pending' AND lease_owner = ?",
+                    (SENT_WITHOUT_ANSWER, effect_id, owner),
+                )
+                held.append(cur.rowcount == 1)
+        return held
 
     # cursors -----------------------------------------------------------------------------
 

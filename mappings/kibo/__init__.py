@@ -10,7 +10,9 @@ summary of Get Return, Process Return and Return Event Notifications
   Bodies hold ``Decimal`` dollars: serialise them with :func:`dumps`.
 - Reporting: :func:`kibo_amounts_report` (shopper, provider and estimated shares, cents).
 - Process Return: :func:`kibo_process_request`.
-- Create/Get Return responses: :func:`return_response_to_ref` -> :class:`KiboReturnRef`.
+- Create/Get Return responses: :func:`return_response_to_ref` -> :class:`KiboReturnRef`;
+  :func:`return_matches` (is a found return the one a create asked for).
+- Client-chosen ``returnID``: :func:`derive_return_id` (deterministic, from the effect's key).
 - Return Event Notifications (Kibo -> bridge): :func:`parse_notification` ->
   :class:`KiboReturnEvent`, event names configurable (:data:`DEFAULT_EVENT_NAMES`).
 - Wire models: :mod:`mappings.kibo.wire` (strict outbound, tolerant inbound).
@@ -36,10 +38,13 @@ from mappings.kibo.events import (
 from mappings.kibo.returns import (
     GIFT_CARD_REFUND_TYPES,
     MAX_ORDER_ITEM_ID,
+    RETURN_ID_BITS,
     KiboReturnRef,
+    derive_return_id,
     kibo_amounts_report,
     kibo_process_request,
     numeric_order_item_ids,
+    return_matches,
     return_response_to_ref,
     rma_to_kibo_return,
     rma_to_kibo_returns,
@@ -58,6 +63,7 @@ __all__ = [
     "EVENT_TYPE_FIELDS",
     "GIFT_CARD_REFUND_TYPES",
     "MAX_ORDER_ITEM_ID",
+    "RETURN_ID_BITS",
     "EventKind",
     "KiboProcessRequest",
     "KiboReturn",
@@ -66,12 +72,14 @@ __all__ = [
     "KiboReturnItemRequest",
     "KiboReturnRef",
     "KiboReturnRequest",
+    "derive_return_id",
     "dumps",
     "kibo_amounts_report",
     "kibo_process_request",
     "load_json",
     "numeric_order_item_ids",
     "parse_notification",
+    "return_matches",
     "return_response_to_ref",
     "rma_to_kibo_return",
     "rma_to_kibo_returns",

@@ -51,6 +51,7 @@ creation time and the gift-card type are arguments.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -78,10 +79,13 @@ from mappings.kibo.wire import (
 __all__ = [
     "GIFT_CARD_REFUND_TYPES",
     "MAX_ORDER_ITEM_ID",
+    "RETURN_ID_BITS",
     "KiboReturnRef",
+    "derive_return_id",
     "kibo_amounts_report",
     "kibo_process_request",
     "numeric_order_item_ids",
+    "return_matches",
     "return_response_to_ref",
     "rma_to_kibo_return",
     "rma_to_kibo_returns",
@@ -504,6 +508,51 @@ def kibo_process_request(
         raise mapping_error(exc, what=f"Kibo process request for return {return_id!r}") from exc
 
 
+# --- client-chosen returnID -----------------------------------------------------------------
+
+RETURN_ID_BITS = (31, 53)
+"""Widths :func:`derive_return_id` offers: 53 (the default) or 31."""
+
+
+def derive_return_id(idempotency_key: str, bits: int = 53) -> int:
+    """The ``returnID`` the bridge asks Kibo to give the return of one create effect.
+
+    Kibo's page types ``returnID`` as an integer, minimum 1, no maximum. The id is the first
+    eight bytes of SHA-256 over ``kibo.returnID`` and the effect's idempotency key (which names
+    the retailer, the RMA, the policy step and the order), reduced to ``1 .. 2**bits - 1``:
+
+    - the same key always gives the same id (a re-sent create asks for the same return, and
+      an unknown outcome is settled by Get Return on it); different retailers' keys differ,
+      so retailers sharing a tenant do not collide by construction, only by chance;
+    - ``bits = 53`` (default) stays exact in every JSON parser (IEEE doubles, JavaScript) and
+      makes a chance collision negligible (about n**2 / 2**54: 5e-5 at a million returns);
+      ``bits = 31`` fits a signed 32-bit column, for tenants that refuse larger ids, at a
+      higher collision risk (about 2 % at ten thousand returns);
+    - a collision is never silent: a return found under the id must be of the create's
+      order (and :func:`return_matches` its items), else the effect is parked for an
+      operator.
+    """
+    if bits not in RETURN_ID_BITS:
+        raise ValueError(f"bits must be one of {RETURN_ID_BITS}")
+    digest = hashlib.sha256(f"kibo.returnID\x00{idempotency_key}".encode()).digest()
+    span: int = 2**bits - 1
+    return 1 + int.from_bytes(digest[:8], "big") % span
+
+
+def return_matches(request: Mapping[str, Any], answer: KiboReturnRef) -> bool:
+    """True when the Kibo return ``answer`` is the one the Create Return body ``request``
+    asks for: same ``externalOrderID`` and the same quantity per ``orderItemID``. (Amounts
+    and texts are not compared: Kibo may price or word them itself.)"""
+    wanted: dict[int, int] = {}
+    for item in request.get("item") or []:
+        wanted[int(item["orderItemID"])] = wanted.get(int(item["orderItemID"]), 0) + int(
+            item["quantity"]
+        )
+    return (
+        answer.external_order_id == request.get("externalOrderID") and dict(answer.items) == wanted
+    )
+
+
 # --- Create/Get Return responses -------------------------------------------------------------
 
 
@@ -520,6 +569,8 @@ class KiboReturnRef:
     return_total: Decimal | None = None
     external_order_id: str | None = None
     order_id: int | None = None
+    items: tuple[tuple[int, int], ...] = ()
+    """``(orderItemID, quantity)`` per item that carries both, summed per ``orderItemID``."""
 
 
 def return_response_to_ref(body: Body) -> KiboReturnRef:
@@ -549,6 +600,10 @@ def return_response_to_ref(body: Body) -> KiboReturnRef:
         (item.status or "").strip().upper() == "REJECTED" for item in wire.item
     )
     cleared = not rejected and (bool(wire.clearedTime) or status == "CLOSED")
+    quantities: dict[int, int] = {}
+    for item in wire.item:
+        if item.orderItemID is not None and item.quantity is not None:
+            quantities[item.orderItemID] = quantities.get(item.orderItemID, 0) + item.quantity
     return KiboReturnRef(
         return_id=wire.returnID,
         status=status,
@@ -557,4 +612,5 @@ def return_response_to_ref(body: Body) -> KiboReturnRef:
         return_total=wire.returnTotal,
         external_order_id=wire.externalOrderID,
         order_id=wire.orderID,
+        items=tuple(sorted(quantities.items())),
     )

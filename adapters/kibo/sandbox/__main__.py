@@ -52,6 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-validation", action="store_true", help="accept bodies without validating them"
     )
+    parser.add_argument(
+        "--assign-return-ids",
+        action="store_true",
+        help="ignore a client's returnID and assign the next free one (a tenant that does not"
+        " keep client ids)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         "error_rate": args.error_rate,
         "latency": args.latency,
         "validation": not args.no_validation,
+        "honour_return_id": not args.assign_return_ids,
     }
     return serve_forever(args.host, args.port, **knobs)
 

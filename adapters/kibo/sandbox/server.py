@@ -5,8 +5,12 @@ What it serves (Kibo's paths; see ``shared/specs/kibo-*``):
 ``POST /api/v2/return/``
     the body is validated against the return schema rebuilt from the Create Return page
     (:mod:`adapters.kibo.sandbox.schema`: required fields, types, minimums, maximum lengths,
-    enums; unknown fields refused) -> 400 with an error body. Accepted returns get a ``returnID``
-    (sequential from 1000, a ``returnID`` in the request is ignored), ``status`` ``OPEN``, item
+    enums; unknown fields refused) -> 400 with an error body. A ``returnID`` in the request is
+    kept (knob ``honour_return_id``, default on, as the page allows a client-chosen id); one
+    that exists already is refused with ``409`` ``DUPLICATE_RETURN_ID`` (invented, Kibo's pages
+    show no such error) and creates nothing. With the knob off, or without one in the request,
+    the return gets the next free id from 1000 (what a tenant that assigns its own ids does).
+    Accepted returns get ``status`` ``OPEN``, item
     ``status`` ``PENDING`` unless given and a ``returnItemID``; the answer is ``200`` with the
     whole return. The sandbox never deduplicates: the same body twice is two returns, as a
     create without an idempotency key would be.
@@ -129,6 +133,11 @@ class Knobs(BaseModel):
     username: str = Field(default="sandbox-user", description="user (auth = basic)")
     password: str = Field(default="sandbox-password", description="password (auth = basic)")
     validation: bool = Field(default=True, description="validate bodies against the schema")
+    honour_return_id: bool = Field(
+        default=True,
+        description="keep a returnID given in a create (refusing one that exists, 409);"
+        " off: assign the next free id whatever the request says",
+    )
     latency: float = Field(default=0.0, ge=0, description="seconds before answering")
     error_rate: float = Field(default=0.0, ge=0, le=1, description="fraction answered 500")
     reject_next: int = Field(default=0, ge=0, description="refuse the next N valid creates")
@@ -268,6 +277,7 @@ class KiboSandbox(KnobbedState):
     username: str
     password: str
     validation: bool
+    honour_return_id: bool
     latency: float
     error_rate: float
     reject_next: int
@@ -332,13 +342,14 @@ class KiboSandbox(KnobbedState):
         return copy.deepcopy(self.returns[return_id])
 
     def find_returns(self, external_order_id: str | None = None) -> list[dict[str, Any]]:
-        """Copies of the returns of ``externalOrderID`` (all returns when ``None``), by id.
+        """Copies of the returns of ``externalOrderID`` (all returns when ``None``), in the
+        order they were created (client-chosen ids are not sequential).
 
         Sandbox only: Kibo documents no lookup of returns by order.
         """
         return [
             copy.deepcopy(r)
-            for _, r in sorted(self.returns.items())
+            for r in self.returns.values()
             if external_order_id is None or r.get("externalOrderID") == external_order_id
         ]
 
@@ -362,10 +373,25 @@ class KiboSandbox(KnobbedState):
         }
 
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Store a return from a (valid) create body; the stored return (not a copy)."""
+        """Store a return from a (valid) create body; the stored return (not a copy).
+        ``SandboxRefused`` (409) when the body asks for a ``returnID`` that exists and the
+        sandbox honours client ids."""
         now = _now()
-        return_id = self._next_return_id
-        self._next_return_id += 1
+        wanted = body.get("returnID")
+        if self._knobs.honour_return_id and isinstance(wanted, int) and wanted >= 1:
+            if wanted in self.returns:
+                raise SandboxRefused(
+                    409,
+                    "DUPLICATE_RETURN_ID",
+                    f"A return with returnID {wanted} exists already.",
+                    [{"field": "returnID", "message": "is taken"}],
+                )
+            return_id = wanted
+        else:
+            while self._next_return_id in self.returns:
+                self._next_return_id += 1
+            return_id = self._next_return_id
+            self._next_return_id += 1
         stored: dict[str, Any] = {
             **copy.deepcopy(body),
             "returnID": return_id,
