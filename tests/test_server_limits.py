@@ -37,7 +37,7 @@ from adapters.kibo.sandbox import KiboSandbox
 from adapters.kibo.sandbox import running_sandbox as running_kibo
 from bridge.listener import BACKLOG_RECHECK, BACKLOG_REFRESH, InboxBacklog
 from bridge.store import InboxStatus, NewEffect, Store
-from bridge.store.base import OUTCOME_UNKNOWN
+from bridge.store.base import OUTCOME_UNKNOWN, SENT_WITHOUT_ANSWER
 from bridge.store.memory import MemoryStore
 from bridge.store.sqlite import SqliteStore
 
@@ -604,7 +604,8 @@ async def test_a_delivery_longer_than_the_grace_period_is_cancelled_as_unknown(
         assert drained["finished"] == drained["released_unsent"] == []
         assert 1.0 <= took < 8.0
         assert effect.state.value == "pending"
-        assert effect.last_error is None  # taken back on the next start as of unknown outcome
+        # recorded as sent before the call: the next lease takes it as of unknown outcome
+        assert effect.last_error == SENT_WITHOUT_ANSWER
 
 
 # --- the store methods behind it, on both backends -------------------------------------------
