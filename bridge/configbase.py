@@ -47,6 +47,12 @@ class RetryConfig(ConfigModel):
         default=1.0, gt=0, description="seconds: the base of the first retry's delay"
     )
     cap: float = Field(default=300.0, gt=0, description="seconds: the longest delay between tries")
+    pause_on_429: float | None = Field(
+        default=None,
+        gt=0,
+        description="seconds the governor pauses after a 429 without Retry-After;"
+        " unset: the retry backoff",
+    )
 
     @model_validator(mode="after")
     def _cap_not_below_initial(self) -> Self:

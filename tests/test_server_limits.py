@@ -486,10 +486,13 @@ async def post(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -
 
 async def test_sigterm_drains_on_the_wire_and_releases_unsent(tmp_path: Path) -> None:
     """r1's create is on the wire at a slow Kibo; r2's waits in its rate governor, paused by
-    a 429. SIGTERM: r1's finishes, r2's is released as never sent; the next start sends it
-    at once (an unknown outcome would wait 900 s for evidence). SIGHUP stops it too."""
+    a bare 429 (``pause_on_429``: 30 s). SIGTERM: r1's finishes, r2's is released as never sent; the
+    next start sends it at once (an unknown outcome would wait 900 s for evidence). SIGHUP
+    stops it too."""
     async with running_kibo(token=KIBO_TOKEN) as kibo, aiohttp.ClientSession() as session:
         tables = retailer_toml("r1", kibo.url) + retailer_toml("r2", kibo.url)
+        # r2 retries at once, but its governor holds the retry for 30 s after the bare 429
+        tables += "[retailers.r2.kibo.retry]\ninitial = 0.05\ncap = 0.05\npause_on_429 = 30.0\n"
         server = {"drain_seconds": 10.0}
         async with daemon(tmp_path, server, tables, "first") as bridge:
             kibo.configure(reject_next=1, reject_status=429)

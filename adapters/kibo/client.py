@@ -127,7 +127,12 @@ class KiboReturnDestination(HttpDestination):
         http: Callable[[], HttpClient],
         lifecycle: Callable[[], Any],
     ) -> None:
-        limits = DestinationLimits(name, timeout=config.timeout, backoff=config.retry.backoff())
+        limits = DestinationLimits(
+            name,
+            timeout=config.timeout,
+            backoff=config.retry.backoff(),
+            default_pause_on_429=config.retry.pause_on_429,
+        )
         super().__init__(name, http, limits)
         self.retailer = retailer
         self.config = config

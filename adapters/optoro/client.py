@@ -131,7 +131,12 @@ class RpoDestination(HttpDestination):
         super().__init__(
             name,
             http,
-            DestinationLimits(name, timeout=config.timeout, backoff=config.retry.backoff()),
+            DestinationLimits(
+                name,
+                timeout=config.timeout,
+                backoff=config.retry.backoff(),
+                default_pause_on_429=config.retry.pause_on_429,
+            ),
             credentials=auth,
         )
 

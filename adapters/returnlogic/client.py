@@ -85,6 +85,7 @@ class RlTeam:
             ),
             timeout=config.timeout,
             backoff=config.retry.backoff(),
+            default_pause_on_429=config.retry.pause_on_429,
         )
         self.credentials = RlCredentials(self)
         self._refresh_lock = asyncio.Lock()
