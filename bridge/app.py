@@ -19,12 +19,14 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from pydantic import BaseModel
 
 from bridge.config import AppConfig, RetailerConfig
 from bridge.engine import Engine, EngineSettings
 from bridge.errors import BridgeError, ConfigError
 from bridge.http import HttpClient
 from bridge.lifecycle import Lifecycle
+from bridge.openapi import Operation, Security, build_document
 from bridge.registry import AdapterRegistry, load_registry
 from bridge.services import RMA_LIFECYCLE
 from bridge.store import Store, store_from_url
@@ -39,10 +41,14 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @dataclass(frozen=True)
 class Route:
+    """One inbound endpoint and what ``/openapi.json`` says about it (its models are the
+    ones its handler validates with)."""
+
     method: str
     path: str
     handler: Handler
     name: str = ""
+    operation: Operation = field(default_factory=Operation)
 
 
 @dataclass
@@ -70,11 +76,38 @@ class Runtime:
         return HttpClient(self.session)
 
     def add_route(
-        self, retailer: str, platform: str, method: str, subpath: str, handler: Handler
+        self,
+        retailer: str,
+        platform: str,
+        method: str,
+        subpath: str,
+        handler: Handler,
+        *,
+        summary: str = "",
+        body: type[BaseModel] | None = None,
+        query: type[BaseModel] | None = None,
+        headers: type[BaseModel] | None = None,
+        path_params: type[BaseModel] | None = None,
+        security: tuple[Security, ...] = (),
+        responses: dict[int, str] | None = None,
     ) -> str:
-        """Mount ``handler`` at ``/retailers/<retailer>/<platform>/<subpath>``."""
+        """Mount ``handler`` at ``/retailers/<retailer>/<platform>/<subpath>``.
+
+        ``body``, ``query``, ``headers`` and ``path_params`` are the pydantic models the
+        handler validates its input with, ``security`` how it authenticates the caller: the
+        ``/openapi.json`` document is generated from them (:mod:`bridge.openapi`)."""
         path = f"/retailers/{retailer}/{platform}/{subpath.lstrip('/')}"
-        self.routes.append(Route(method, path, handler))
+        operation = Operation(
+            summary=summary,
+            body=body,
+            query=query,
+            headers=headers,
+            path=path_params,
+            security=security,
+            responses=dict(responses or {}),
+            tags=(platform,),
+        )
+        self.routes.append(Route(method, path, handler, operation=operation))
         return path
 
     def provide(self, retailer: str, capability: str, adapter: str, service: Any) -> None:
@@ -168,6 +201,23 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+DAEMON_ROUTES = (
+    ("GET", "/healthz", "liveness: 200 while the process serves"),
+    ("GET", "/readyz", "readiness: 200 when the store and every adapter are ready, else 503"),
+    ("GET", "/openapi.json", "this document"),
+)
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    """The OpenAPI document of every inbound endpoint, built from the registered routes."""
+    runtime = request.app[RUNTIME]
+    document = runtime.extras.get("openapi.document")
+    if document is None:
+        document = build_document(runtime.routes, extra=DAEMON_ROUTES)
+        runtime.extras["openapi.document"] = document
+    return web.json_response(document)
+
+
 async def readyz(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     problems: dict[str, str] = {}
@@ -220,6 +270,7 @@ def build_app(runtime: Runtime) -> web.Application:
     app[RUNTIME] = runtime
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/openapi.json", openapi_json)
     for route in runtime.routes:
         app.router.add_route(route.method, route.path, route.handler)
     app.cleanup_ctx.extend([_store_ctx, _session_ctx, _startup_ctx, _engine_ctx, _scheduler_ctx])

@@ -11,8 +11,9 @@ from typing import Any
 from aiohttp import web
 
 from adapters.returnlogic.client import RlTeam
-from bridge.errors import DeliveryError
+from bridge.errors import DeliveryError, MappingError
 from bridge.inbound import json_error
+from mappings.returnlogic import OAuthCallbackQuery
 
 
 class RlCallback:
@@ -22,13 +23,23 @@ class RlCallback:
         self.team = team
 
     def routes(self) -> None:
-        self.runtime.add_route(self.retailer, "returnlogic", "GET", "oauth/callback", self.callback)
+        self.runtime.add_route(
+            self.retailer,
+            "returnlogic",
+            "GET",
+            "oauth/callback",
+            self.callback,
+            summary="ReturnLogic app installation redirect: the code is exchanged for tokens",
+            query=OAuthCallbackQuery,
+            responses={403: "teamId is not this retailer's team", 502: "the exchange failed"},
+        )
 
     async def callback(self, request: web.Request) -> web.Response:
-        code = request.query.get("code")
-        team_id = request.query.get("teamId")
-        if not code:
-            return json_error(400, "the installation redirect carries no code", field="code")
+        try:
+            query = OAuthCallbackQuery.parse(request.query)
+        except MappingError as exc:
+            return json_error(400, str(exc), field=exc.field or "query")
+        code, team_id = query.code, query.teamId
         if team_id != self.team.team_id:
             return json_error(
                 403, "teamId does not match this retailer's configured team", field="teamId"

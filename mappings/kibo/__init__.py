@@ -30,6 +30,7 @@ from mappings.kibo.events import (
     EVENT_KINDS,
     EVENT_TYPE_FIELDS,
     EventKind,
+    KiboNotificationIn,
     KiboReturnEvent,
     parse_notification,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "GIFT_CARD_REFUND_TYPES",
     "MAX_ORDER_ITEM_ID",
     "EventKind",
+    "KiboNotificationIn",
     "KiboProcessRequest",
     "KiboReturn",
     "KiboReturnEvent",
