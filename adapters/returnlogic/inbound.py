@@ -1,7 +1,10 @@
 """ReturnLogic's calls to the bridge, per retailer, under ``/retailers/<id>/returnlogic/``.
 
 ``GET oauth/callback?code=...&teamId=...`` — the app installation redirect: the code is
-exchanged at ``POST /v1/oauth`` and the tokens kept for the team, encrypted.
+exchanged at ``POST /v1/oauth`` and the tokens kept for the team, encrypted. The query is
+validated by :class:`mappings.returnlogic.OAuthCallbackQuery` (400 naming the parameter); a
+``teamId`` other than the retailer's is a 403; a retailer configured with a ``static_token`` has
+no app to install: 409, and no call to ReturnLogic.
 """
 
 from __future__ import annotations
@@ -31,7 +34,11 @@ class RlCallback:
             self.callback,
             summary="ReturnLogic app installation redirect: the code is exchanged for tokens",
             query=OAuthCallbackQuery,
-            responses={403: "teamId is not this retailer's team", 502: "the exchange failed"},
+            responses={
+                403: "teamId is not this retailer's team",
+                409: "the retailer uses a static token: nothing to install",
+                502: "the exchange failed",
+            },
         )
 
     async def callback(self, request: web.Request) -> web.Response:
@@ -43,6 +50,13 @@ class RlCallback:
         if team_id != self.team.team_id:
             return json_error(
                 403, "teamId does not match this retailer's configured team", field="teamId"
+            )
+        if self.team.config.static_token is not None:
+            return json_error(
+                409,
+                "this retailer uses a static token (returnlogic.static_token): there is no app"
+                " installation to complete",
+                field="code",
             )
         try:
             await self.team.install(code)
