@@ -90,15 +90,6 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
-class Accepted(BaseModel):
-    """A webhook durably stored in the inbox."""
-
-    model_config = ConfigDict(extra="allow")
-
-    status: Literal["accepted"]
-    inbox_id: int
-
-
 @dataclass(frozen=True)
 class Operation:
     """What the document says about one route beyond its method and path."""
@@ -152,7 +143,7 @@ def build_document(
 
 
 def _models(routes: Sequence[Route]) -> list[type[BaseModel]]:
-    seen: dict[type[BaseModel], None] = {ErrorBody: None, Accepted: None}
+    seen: dict[type[BaseModel], None] = {ErrorBody: None}
     for route in routes:
         op = route.operation
         for model in (op.body, op.query, op.headers, op.path):

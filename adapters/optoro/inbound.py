@@ -62,6 +62,9 @@ EXCHANGE_KIND = "optoro.exchange_orders"
 OPTITURN_ID = "X-Optiturn-Id"
 OPTITURN_VERSION = "X-Optiturn-Api-Version"
 EXCHANGE_VERSIONS = (1, 2)
+VARIANT_IDENTIFIER = r"[^/]+"
+"""Any path segment (aiohttp's default refuses ``{`` and ``}``, which a SKU may hold; an encoded
+``/`` arrives as ``%2F`` and is part of the identifier)."""
 
 
 class OptoroInbound:
@@ -96,7 +99,7 @@ class OptoroInbound:
                 self.retailer,
                 "optoro",
                 "GET",
-                f"sku/{{variant_identifier}}/{alias}",
+                f"sku/{{variant_identifier:{VARIANT_IDENTIFIER}}}/{alias}",
                 self.variants,
                 summary="Exchange Variants: the retailer's exchange options for a variant",
                 headers=OptiturnHeaders,

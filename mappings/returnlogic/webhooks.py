@@ -73,8 +73,12 @@ class WebhookIn(BaseModel):
     resourceAction: ResourceAction = Field(description="what happened to the RMA")
     rlRmaId: RmaId = Field(description="the RMA to read")
     eventId: EventId = Field(description="unique per event; duplicates collapse")
-    createDate: Annotated[StrictStr | None, BeforeValidator(_hint_text)] = Field(
-        default=None, description="when the event happened (ISO 8601); a hint only"
+    createDate: Annotated[StrictStr | None, BeforeValidator(_hint_text), WithJsonSchema({})] = (
+        Field(
+            default=None,
+            description="when the event happened (ISO 8601); a hint only: kept when a string,"
+            " any other value is read as absent",
+        )
     )
     data: Any = Field(default=None, description="ignored: the RMA is read from the API")
 
