@@ -18,7 +18,7 @@ argument:
   whose name the documentation summary does not give.
 - **Fields**: keys are matched ignoring case, ``_`` and ``-`` (``returnID``, ``returnId``,
   ``return_id``), top level first, then the same nested objects. ``returnID`` and ``orderID``
-  are integers (JSON integers or digit strings, else ``None``); ``externalOrderID`` and
+  are integers (JSON integers or digit strings up to :data:`MAX_ID`, else ``None``); ``externalOrderID`` and
   ``status`` are text (numbers turned to text).
 
 Only a body that is not a JSON object is an error (``MappingError``). ``raw`` keeps the parsed
@@ -186,15 +186,23 @@ def _as_kind(kind: str) -> EventKind:
     return cast(EventKind, kind) if kind in EVENT_KINDS else "unknown"
 
 
+MAX_ID = 2**63 - 1
+"""Kibo ids are 64-bit at most: a larger number is no id (read as absent)."""
+
+
 def _integer(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value
-    if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
-        return int(value)
-    if isinstance(value, str) and value.strip().isdigit() and value.strip().isascii():
-        return int(value.strip())
+        return value if abs(value) <= MAX_ID else None
+    if isinstance(value, Decimal) and value.is_finite():
+        if value.adjusted() < 19 and value == value.to_integral_value():
+            return _integer(int(value))
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isascii() and text.isdigit() and len(text) <= 19:
+            return _integer(int(text))
     return None
 
 
