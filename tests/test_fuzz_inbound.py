@@ -138,6 +138,8 @@ class Sandboxes:
         self.ready = threading.Event()
         self.stopping: asyncio.Event | None = None
         self.urls: dict[str, str] = {}
+        self.skus: dict[str, list[str]] = {}
+        """SKUs in each team's sandbox catalog (exchange options, exchange orders that succeed)."""
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="sandboxes", daemon=True)
 
@@ -160,7 +162,15 @@ class Sandboxes:
             # X-RateLimit-* headers, which then leave it room
             running_returnlogic(rate_limit_second=5000, rate_limit_minute=300_000) as returnlogic,
         ):
-            returnlogic.generate(orders=5, seed=3)
+            for seed_number, info in enumerate(RETAILERS.values()):
+                team = info["team"]
+                returnlogic.generate(orders=5, products=8, seed=seed_number, team_id=team)
+                self.skus[team] = sorted(
+                    variant["sku"]
+                    for product in returnlogic.team(team).products.values()
+                    for variant in product["variants"]
+                    if variant.get("sku")
+                )
             self.urls = {
                 "optoro": optoro.url,
                 "kibo": kibo.url,
@@ -420,6 +430,8 @@ class Op:
     cases: int
     retailer: str | None = None
     platform: str | None = None
+    skus: list[str] = field(default_factory=list)
+    """SKUs the retailer's catalog holds."""
 
     @property
     def name(self) -> str:
@@ -814,13 +826,16 @@ def header_value(op: Op, param: dict[str, Any]) -> st.SearchStrategy[bytes | Non
     return st.one_of(options)
 
 
-def path_value(param: dict[str, Any]) -> st.SearchStrategy[str]:
+def path_value(param: dict[str, Any], known: list[str]) -> st.SearchStrategy[str]:
     generated = (
         text_param(param["schema"])
         .filter(bool)
         .map(lambda s: quote(s.encode("utf-8", "surrogatepass"), safe=""))
     )
-    return st.one_of(generated, generated, st.sampled_from(HOSTILE_PATH))
+    options = [generated, generated, st.sampled_from(HOSTILE_PATH)]
+    if known:
+        options.append(st.sampled_from([quote(k, safe="") for k in known]))
+    return st.one_of(options)
 
 
 def query_strategy(op: Op) -> st.SearchStrategy[str]:
@@ -884,7 +899,7 @@ def case_strategy(op: Op) -> st.SearchStrategy[Case]:
         *(st.tuples(st.just(p["name"]), header_value(op, p)) for p in op.parameters("header"))
     )
     paths = st.tuples(
-        *(st.tuples(st.just(p["name"]), path_value(p)) for p in op.parameters("path"))
+        *(st.tuples(st.just(p["name"]), path_value(p, op.skus)) for p in op.parameters("path"))
     )
     return st.builds(
         Case,
@@ -1017,10 +1032,24 @@ def rma_corpus() -> list[Case]:
     return cases + generic_corpus()
 
 
-def exchange_corpus() -> list[Case]:
+def exchange_corpus(skus: list[str]) -> list[Case]:
     guide = guide_bodies("/orders")
     sample = guide[0] if guide else {"original_order_id": "X"}
     cases = [Case(f"guide exchange order {i}", body=encode_json(b)) for i, b in enumerate(guide)]
+    for i, order in enumerate(guide[: len(skus)]):
+        placeable = {
+            **order,
+            "original_order_id": f"FUZZ-{i}",
+            "items": [{**item, "sku": skus[i]} for item in order["items"]],
+        }
+        cases += [
+            Case(f"guide exchange order {i}, catalog SKU", body=encode_json(placeable)),
+            Case(f"guide exchange order {i}, catalog SKU, again", body=encode_json(placeable)),
+            Case(
+                f"guide exchange order {i}, catalog SKU, another body",
+                body=encode_json({**placeable, "note": "another body"}),
+            ),
+        ]
     for value in ("²".encode(), "٢".encode(), b"3", b"", b"\xff", b"9" * 5000, b"0"):
         cases.append(
             Case(
@@ -1156,9 +1185,12 @@ def callback_corpus(team: str) -> list[Case]:
     ]
 
 
-def variants_corpus() -> list[Case]:
+def variants_corpus(skus: list[str]) -> list[Case]:
     cases = [
         Case(f"variant {raw[:20]!r}", path=(("variant_identifier", raw),)) for raw in HOSTILE_PATH
+    ]
+    cases += [
+        Case(f"catalog SKU {sku}", path=(("variant_identifier", quote(sku)),)) for sku in skus[:4]
     ]
     cases += [
         Case("guide sku", path=(("variant_identifier", "96027"),)),
@@ -1187,7 +1219,7 @@ def corpus_for(op: Op) -> list[Case]:
     if path.endswith("/optoro/rmas"):
         return rma_corpus()
     if path.endswith(("/optoro/exchange_orders", "/optoro/orders")):
-        return exchange_corpus()
+        return exchange_corpus(op.skus)
     if path.endswith("/kibo/notifications"):
         return kibo_corpus()
     if path.endswith("/returnlogic/webhooks"):
@@ -1195,7 +1227,7 @@ def corpus_for(op: Op) -> list[Case]:
     if path.endswith("/oauth/callback"):
         return callback_corpus(RETAILERS[op.retailer or "acme"]["team"])
     if "{variant_identifier}" in path:
-        return variants_corpus()
+        return variants_corpus(op.skus)
     return [Case("Basic é on a daemon route", auth="malformed:0")]
 
 
@@ -1525,13 +1557,17 @@ class World:
     config: Path
     document: dict[str, Any]
     folder: Path
+    skus: dict[str, list[str]]
 
     def op(self, method: str, path: str, cases: int) -> Op:
         operation = self.document["paths"].get(path, {}).get(method.lower())
         assert operation is not None, f"{method} {path} is not in /openapi.json"
         parts = path.strip("/").split("/")
         retailer, platform = (parts[1], parts[2]) if parts[0] == "retailers" else (None, None)
-        return Op(method, path, operation, self.document["components"], cases, retailer, platform)
+        skus = self.skus.get(RETAILERS[retailer]["team"], []) if retailer else []
+        return Op(
+            method, path, operation, self.document["components"], cases, retailer, platform, skus
+        )
 
 
 @pytest.fixture(scope="module")
@@ -1547,7 +1583,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         try:
             status, _, data = fuzz.client.send("GET", "/openapi.json")
             assert status == 200
-            yield World(daemon, fuzz, config, json.loads(data), folder)
+            yield World(daemon, fuzz, config, json.loads(data), folder, sandboxes.skus)
         finally:
             fuzz.write_report()
             print(f"fuzz report: {fuzz.report}")

@@ -18,8 +18,8 @@ argument:
   whose name the documentation summary does not give.
 - **Fields**: keys are matched ignoring case, ``_`` and ``-`` (``returnID``, ``returnId``,
   ``return_id``), top level first, then the same nested objects. ``returnID`` and ``orderID``
-  are integers (JSON integers or digit strings up to :data:`MAX_ID`, else ``None``); ``externalOrderID`` and
-  ``status`` are text (numbers turned to text).
+  are integers (JSON integers or digit strings up to :data:`MAX_ID`, else ``None``);
+  ``externalOrderID`` and ``status`` are text (numbers turned to text).
 
 Only a body that is not a JSON object is an error (``MappingError``). ``raw`` keeps the parsed
 body for the record.
