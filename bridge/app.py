@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from pydantic import BaseModel
 
 from bridge.config import AppConfig, RetailerConfig
 from bridge.engine import Engine, EngineSettings
@@ -38,6 +39,7 @@ from bridge.listener import (
     limits_middleware,
 )
 from bridge.logs import install_loop_handler, register_secrets_of
+from bridge.openapi import Operation, Security, build_document
 from bridge.registry import AdapterRegistry, load_registry
 from bridge.services import RMA_LIFECYCLE
 from bridge.store import Store, store_from_url
@@ -52,12 +54,16 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @dataclass(frozen=True)
 class Route:
+    """One inbound endpoint and what ``/openapi.json`` says about it (its models are the
+    ones its handler validates with)."""
+
     method: str
     path: str
     handler: Handler
     name: str = ""
     inbox: bool = False
     """The endpoint stores into the inbox: it answers 503 while the backlog is too long."""
+    operation: Operation = field(default_factory=Operation)
 
 
 @dataclass
@@ -97,11 +103,32 @@ class Runtime:
         handler: Handler,
         *,
         inbox: bool = False,
+        summary: str = "",
+        body: type[BaseModel] | None = None,
+        query: type[BaseModel] | None = None,
+        headers: type[BaseModel] | None = None,
+        path_params: type[BaseModel] | None = None,
+        security: tuple[Security, ...] = (),
+        responses: dict[int, str] | None = None,
     ) -> str:
         """Mount ``handler`` at ``/retailers/<retailer>/<platform>/<subpath>``. ``inbox``:
-        a webhook that stores into the inbox (back-pressure applies to it)."""
+        a webhook that stores into the inbox (back-pressure applies to it).
+
+        ``body``, ``query``, ``headers`` and ``path_params`` are the pydantic models the
+        handler validates its input with, ``security`` how it authenticates the caller: the
+        ``/openapi.json`` document is generated from them (:mod:`bridge.openapi`)."""
         path = f"/retailers/{retailer}/{platform}/{subpath.lstrip('/')}"
-        self.routes.append(Route(method, path, handler, inbox=inbox))
+        operation = Operation(
+            summary=summary,
+            body=body,
+            query=query,
+            headers=headers,
+            path=path_params,
+            security=security,
+            responses=dict(responses or {}),
+            tags=(platform,),
+        )
+        self.routes.append(Route(method, path, handler, inbox=inbox, operation=operation))
         return path
 
     def provide(self, retailer: str, capability: str, adapter: str, service: Any) -> None:
@@ -272,6 +299,23 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+DAEMON_ROUTES = (
+    ("GET", "/healthz", "liveness: 200 while the process serves"),
+    ("GET", "/readyz", "readiness: 200 when the store and every adapter are ready, else 503"),
+    ("GET", "/openapi.json", "this document"),
+)
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    """The OpenAPI document of every inbound endpoint, built from the registered routes."""
+    runtime = request.app[RUNTIME]
+    document = runtime.extras.get("openapi.document")
+    if document is None:
+        document = build_document(runtime.routes, extra=DAEMON_ROUTES)
+        runtime.extras["openapi.document"] = document
+    return web.json_response(document)
+
+
 async def readyz(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     problems: dict[str, str] = {}
@@ -359,6 +403,7 @@ def build_app(runtime: Runtime) -> web.Application:
     app[SHUTDOWN] = shutdown
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/openapi.json", openapi_json)
     for route in runtime.routes:
         handler = route.handler
         if route.inbox:

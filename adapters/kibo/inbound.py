@@ -19,9 +19,10 @@ from adapters.kibo.client import apply_return_event, record_announced
 from adapters.kibo.config import KiboConfig
 from bridge.engine import HandlerContext, Outcome
 from bridge.inbound import authenticated, receive, secret_headers_of, unauthorized
+from bridge.openapi import security_of
 from bridge.services import RMA_LIFECYCLE
 from bridge.store import InboxItem, InboxStatus, Transaction
-from mappings.kibo import DEFAULT_EVENT_NAMES, parse_notification
+from mappings.kibo import DEFAULT_EVENT_NAMES, KiboNotificationIn, parse_notification
 
 NOTIFICATION_KIND = "kibo.notifications"
 
@@ -35,7 +36,15 @@ class KiboNotifications:
 
     def routes(self) -> None:
         self.runtime.add_route(
-            self.retailer, "kibo", "POST", "notifications", self.receive, inbox=True
+            self.retailer,
+            "kibo",
+            "POST",
+            "notifications",
+            self.receive,
+            inbox=True,
+            summary="Return Event Notifications: stored, then applied",
+            body=KiboNotificationIn,
+            security=security_of(self.config.notifications),
         )
         self.runtime.engine.add_handler(NOTIFICATION_KIND, self.handle, retailer=self.retailer)
 

@@ -43,9 +43,15 @@ from bridge.inbound import (
 )
 from bridge.jsonsafe import check_text
 from bridge.lifecycle import is_closed
+from bridge.openapi import security_of
 from bridge.services import CATALOG, EXCHANGE_ORDER_SINK, RMA_LIFECYCLE
 from bridge.store import ClaimState, InboxItem, InboxStatus, Transaction, canonical_json
 from mappings.optoro import (
+    ExchangeOrderHeaders,
+    ExchangeOrderIn,
+    OptiturnHeaders,
+    RmaIn,
+    VariantsPath,
     exchange_result_to_wire,
     parse_exchange_order,
     parse_rma,
@@ -60,6 +66,9 @@ EXCHANGE_KIND = "optoro.exchange_orders"
 OPTITURN_ID = "X-Optiturn-Id"
 OPTITURN_VERSION = "X-Optiturn-Api-Version"
 EXCHANGE_VERSIONS = (1, 2)
+VARIANT_IDENTIFIER = r"[^/]+"
+"""Any path segment (aiohttp's default refuses ``{`` and ``}``, which a SKU may hold; an encoded
+``/`` arrives as ``%2F`` and is part of the identifier)."""
 
 
 class OptoroInbound:
@@ -76,17 +85,50 @@ class OptoroInbound:
 
     def routes(self) -> None:
         add = self.runtime.add_route
-        add(self.retailer, "optoro", "POST", "rmas", self.rmas, inbox=True)
-        add(self.retailer, "optoro", "GET", "sku/{variant_identifier}/variants", self.variants)
+        security = security_of(self.config.inbound_auth)
         add(
             self.retailer,
             "optoro",
-            "GET",
-            "sku/{variant_identifier}/exchange_variants",
-            self.variants,
+            "POST",
+            "rmas",
+            self.rmas,
+            inbox=True,
+            summary="RMA webhook: stored, then applied; an invalid message is quarantined",
+            body=RmaIn,
+            headers=OptiturnHeaders,
+            security=security,
+            responses={403: "X-Optiturn-Id is not this retailer's (quarantined)"},
         )
-        add(self.retailer, "optoro", "POST", "exchange_orders", self.exchange_orders)
-        add(self.retailer, "optoro", "POST", "orders", self.exchange_orders)
+        for alias in ("variants", "exchange_variants"):
+            add(
+                self.retailer,
+                "optoro",
+                "GET",
+                f"sku/{{variant_identifier:{VARIANT_IDENTIFIER}}}/{alias}",
+                self.variants,
+                summary="Exchange Variants: the retailer's exchange options for a variant",
+                headers=OptiturnHeaders,
+                path_params=VariantsPath,
+                security=security,
+                responses={403: "X-Optiturn-Id is not this retailer's"},
+            )
+        for alias in ("exchange_orders", "orders"):
+            add(
+                self.retailer,
+                "optoro",
+                "POST",
+                alias,
+                self.exchange_orders,
+                summary="Exchange Orders: one exchange order per original_order_id, ever",
+                body=ExchangeOrderIn,
+                headers=ExchangeOrderHeaders,
+                security=security,
+                responses={
+                    403: "X-Optiturn-Id is not this retailer's (quarantined)",
+                    409: "another body was already placed for this original_order_id",
+                    422: "the order is invalid (quarantined)",
+                },
+            )
         self.runtime.engine.add_handler(RMA_KIND, self.handle_rma, retailer=self.retailer)
 
     # authentication ----------------------------------------------------------------------

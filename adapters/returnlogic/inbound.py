@@ -8,6 +8,8 @@ single use) and ``teamId`` is the retailer's configured team. Only then is the s
 consumed and the code exchanged at ``POST /v1/oauth``; the tokens are kept for the team,
 encrypted, and the first order poll is brought forward. So junk callbacks never spend the
 team's rate budget nor send the client secret anywhere.
+The query's shape is validated by :class:`mappings.returnlogic.OAuthCallbackQuery` (the
+model ``/openapi.json`` shows); presence is checked here in that security order.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from aiohttp import web
 
 from adapters.returnlogic.client import RlTeam
 from adapters.returnlogic.config import ReturnLogicConfig
-from bridge.errors import BridgeError, ConfigError, DeliveryError
+from bridge.errors import BridgeError, ConfigError, DeliveryError, MappingError
 from bridge.inbound import json_error
 from bridge.oauthstate import StateRefused, StateSigner, consume
 from bridge.vault import key_from_env
+from mappings.returnlogic import OAuthCallbackQuery
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +69,28 @@ class RlCallback:
             )
 
     def routes(self) -> None:
-        self.runtime.add_route(self.retailer, "returnlogic", "GET", "oauth/callback", self.callback)
+        self.runtime.add_route(
+            self.retailer,
+            "returnlogic",
+            "GET",
+            "oauth/callback",
+            self.callback,
+            summary="ReturnLogic app installation redirect: the code is exchanged for tokens",
+            query=OAuthCallbackQuery,
+            responses={
+                403: "teamId is not this retailer's team, or state is another's or used",
+                503: "no token key: an installation can be neither verified nor kept",
+                409: "the retailer uses a static token: nothing to install",
+                502: "the exchange failed",
+            },
+        )
 
     async def callback(self, request: web.Request) -> web.Response:
-        code = request.query.get("code")
-        team_id = request.query.get("teamId")
+        try:
+            query = OAuthCallbackQuery.parse(request.query)
+        except MappingError as exc:
+            return json_error(400, str(exc), field=exc.field or "query")
+        code, team_id = query.code, query.teamId
         if self.config.static_token is not None:
             return json_error(
                 409, "this retailer uses a static token: there is no app to install", field="code"
@@ -82,9 +102,7 @@ class RlCallback:
         if len(code) > MAX_CODE_LENGTH or not code.isascii() or not code.isprintable():
             return json_error(400, "code is not an authorization code", field="code")
         try:
-            state = self.signer.verify(
-                request.query.get("state"), self.retailer, self.config.team_id
-            )
+            state = self.signer.verify(query.state, self.retailer, self.config.team_id)
         except StateRefused as exc:
             return json_error(exc.status, str(exc), field=exc.field)
         if not team_id:

@@ -78,16 +78,23 @@ from bridge.errors import (
 from bridge.http import Backoff, OutboundRequest, Priority, Response
 from bridge.inbound import json_error, parse_json_object, receive, secret_matches
 from bridge.lifecycle import is_closed
+from bridge.openapi import ApiKey
 from bridge.services import RMA_LIFECYCLE
 from bridge.store import Effect, EffectState, InboxItem, InboxStatus, NewEffect, Transaction
-from mappings.returnlogic import rma_to_canonical, rma_version, rmas_page
+from mappings.returnlogic import (
+    RESOURCE_ACTIONS,
+    WebhookIn,
+    parse_webhook_body,
+    rma_to_canonical,
+    rma_version,
+    rmas_page,
+)
 
 log = logging.getLogger(__name__)
 
 SOURCE = "returnlogic"
 WEBHOOK_KIND = "returnlogic.webhooks"
 FETCH_KIND = "returnlogic.rma.fetch"
-RESOURCE_ACTIONS = ("rma.requested", "rma.updated", "rma.deleted")
 SECRET_PARAM = "key"  # noqa: S105 (a parameter name, not a secret)
 """Query parameter of the registered endpoint that carries ``webhook_secret``."""
 OPEN_STATUSES = ("Requested", "Authorized", "Active", "InTransit", "Delivered", "Received")
@@ -118,26 +125,10 @@ class WebhookEvent:
 
 def parse_webhook(body: bytes) -> WebhookEvent:
     """The webhook ``{eventId, resourceAction, rlRmaId, createDate, ...}``; ``MappingError``
-    naming the field otherwise. ``data`` is ignored: the RMA is read from the API."""
-    payload = parse_json_object(body)
-    action = payload.get("resourceAction")
-    if action not in RESOURCE_ACTIONS:
-        raise MappingError(
-            f"resourceAction must be one of {', '.join(RESOURCE_ACTIONS)}", field="resourceAction"
-        )
-    rma_id = payload.get("rlRmaId")
-    if isinstance(rma_id, bool) or not isinstance(rma_id, int | str) or not str(rma_id).strip():
-        raise MappingError("rlRmaId is required", field="rlRmaId")
-    rma_text = str(rma_id).strip()
-    if not rma_text.isascii() or not rma_text.isdigit():
-        raise MappingError("rlRmaId must be a whole number", field="rlRmaId")
-    event_id = payload.get("eventId")
-    if not isinstance(event_id, str) or not event_id.strip():
-        raise MappingError("eventId is required", field="eventId")
-    created = payload.get("createDate")
-    return WebhookEvent(
-        event_id.strip(), action, rma_text, created if isinstance(created, str) else None
-    )
+    naming the field otherwise (validated by :class:`mappings.returnlogic.WebhookIn`, the
+    model ``/openapi.json`` shows). ``data`` is ignored: the RMA is read from the API."""
+    wire = parse_webhook_body(parse_json_object(body))
+    return WebhookEvent(wire.eventId, wire.resourceAction, wire.rlRmaId, wire.createDate)
 
 
 def endpoint_base(endpoint: str) -> str:
@@ -233,7 +224,17 @@ class RlRmas:
 
     def wire(self) -> None:
         runtime, rid = self.runtime, self.retailer
-        runtime.add_route(rid, SOURCE, "POST", "webhooks", self.receive, inbox=True)
+        runtime.add_route(
+            rid,
+            SOURCE,
+            "POST",
+            "webhooks",
+            self.receive,
+            inbox=True,
+            summary="RMA webhooks (hints: the RMA is then read from the API)",
+            body=WebhookIn,
+            security=(ApiKey(SECRET_PARAM, "query"),),
+        )
         runtime.engine.add_handler(WEBHOOK_KIND, self.handle, retailer=rid)
         runtime.engine.add_destination(self.destination)
         now = datetime.now(UTC)

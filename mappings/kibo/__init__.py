@@ -32,6 +32,7 @@ from mappings.kibo.events import (
     EVENT_KINDS,
     EVENT_TYPE_FIELDS,
     EventKind,
+    KiboNotificationIn,
     KiboReturnEvent,
     parse_notification,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "MAX_ORDER_ITEM_ID",
     "RETURN_ID_BITS",
     "EventKind",
+    "KiboNotificationIn",
     "KiboProcessRequest",
     "KiboReturn",
     "KiboReturnEvent",

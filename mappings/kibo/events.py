@@ -18,8 +18,8 @@ argument:
   whose name the documentation summary does not give.
 - **Fields**: keys are matched ignoring case, ``_`` and ``-`` (``returnID``, ``returnId``,
   ``return_id``), top level first, then the same nested objects. ``returnID`` and ``orderID``
-  are integers (JSON integers or digit strings, else ``None``); ``externalOrderID`` and
-  ``status`` are text (numbers turned to text).
+  are integers (JSON integers or digit strings up to :data:`MAX_ID`, else ``None``);
+  ``externalOrderID`` and ``status`` are text (numbers turned to text).
 
 Only a body that is not a JSON object is an error (``MappingError``). ``raw`` keeps the parsed
 body for the record.
@@ -33,14 +33,17 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Literal, cast, get_args
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from bridge.errors import MappingError
-from mappings.kibo._json import Body, load_json
+from mappings.kibo._json import Body, load_json, mapping_error
 
 __all__ = [
     "DEFAULT_EVENT_NAMES",
     "EVENT_KINDS",
     "EVENT_TYPE_FIELDS",
     "EventKind",
+    "KiboNotificationIn",
     "KiboReturnEvent",
     "parse_notification",
 ]
@@ -70,6 +73,31 @@ EVENT_TYPE_FIELDS = ("eventTypeID", "eventType", "type", "event")
 _NESTED = ("data", "payload", "return", "notification")
 
 
+def _documented(description: str, **extra: Any) -> Any:
+    return Field(default=None, description=description, json_schema_extra=extra or None)
+
+
+class KiboNotificationIn(BaseModel):
+    """What the webhook accepts: any JSON object. Kibo's documented fields are listed, but
+    read tolerantly (see the module): a translated notification may carry other types or
+    nest them, and an unreadable field is *absent*, never a refusal, so they are typed as any
+    JSON value. This model is the validation of the endpoint and its ``/openapi.json`` schema.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    eventTypeID: Any = _documented(
+        "event name, e.g. return_created", examples=list(DEFAULT_EVENT_NAMES)
+    )
+    status: Any = _documented("the return's status (text)")
+    source: Any = _documented("what raised the event (text)")
+    orderID: Any = _documented("Kibo order id (integer or digit string)")
+    shipmentID: Any = _documented("Kibo shipment id")
+    externalOrderID: Any = _documented("the retailer's order id (text)")
+    returnID: Any = _documented("Kibo return id (integer or digit string)")
+    manufacturerID: Any = _documented("Kibo manufacturer id")
+
+
 @dataclass(frozen=True)
 class KiboReturnEvent:
     kind: EventKind
@@ -97,6 +125,10 @@ def parse_notification(
     data = load_json(body, what="Kibo notification")
     if not isinstance(data, Mapping):
         raise MappingError("Kibo notification: expected a JSON object")
+    try:
+        KiboNotificationIn.model_validate(data)
+    except ValidationError as exc:
+        raise mapping_error(exc, what="Kibo notification") from exc
     scopes = [data, *(v for k, v in _items(data) if k in _NESTED and isinstance(v, Mapping))]
     event_type = _event_type(scopes)
     return KiboReturnEvent(
@@ -154,15 +186,23 @@ def _as_kind(kind: str) -> EventKind:
     return cast(EventKind, kind) if kind in EVENT_KINDS else "unknown"
 
 
+MAX_ID = 2**63 - 1
+"""Kibo ids are 64-bit at most: a larger number is no id (read as absent)."""
+
+
 def _integer(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value
-    if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
-        return int(value)
-    if isinstance(value, str) and value.strip().isdigit() and value.strip().isascii():
-        return int(value.strip())
+        return value if abs(value) <= MAX_ID else None
+    if isinstance(value, Decimal) and value.is_finite():
+        if value.adjusted() < 19 and value == value.to_integral_value():
+            return _integer(int(value))
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isascii() and text.isdigit() and len(text) <= 19:
+            return _integer(int(text))
     return None
 
 

@@ -26,11 +26,13 @@ The vocabulary tables are in :mod:`mappings.optoro.vocab`.
 from __future__ import annotations
 
 from mappings.optoro.exchanges import (
+    ExchangeOrderIn,
     exchange_order_to_wire,
     exchange_result_to_wire,
     parse_exchange_order,
     parse_exchange_result,
 )
+from mappings.optoro.headers import ExchangeOrderHeaders, OptiturnHeaders, VariantsPath
 from mappings.optoro.orders import (
     header_mismatches,
     order_to_rpo,
@@ -38,12 +40,17 @@ from mappings.optoro.orders import (
     rpo_request,
     rpo_to_order,
 )
-from mappings.optoro.rmas import parse_rma, rma_to_wire, rma_version
+from mappings.optoro.rmas import RmaIn, parse_rma, rma_to_wire, rma_version
 from mappings.optoro.variants import all_size, parse_variants_response, variants_response
 from mappings.optoro.vocab import RmaVocabulary
 
 __all__ = [
+    "ExchangeOrderHeaders",
+    "ExchangeOrderIn",
+    "OptiturnHeaders",
+    "RmaIn",
     "RmaVocabulary",
+    "VariantsPath",
     "all_size",
     "exchange_order_to_wire",
     "exchange_result_to_wire",

@@ -25,7 +25,7 @@ from datetime import UTC
 from functools import partial
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, JsonValue, field_validator
 
 from bridge.domain import Rma, RmaUnit
 from bridge.errors import MappingError
@@ -68,6 +68,15 @@ __all__ = [
 ]
 
 
+def _enum(table: Iterable[str], nullable: bool = False) -> Any:
+    """A ``Field`` whose JSON schema lists the words ``table`` accepts (``/openapi.json``);
+    the check itself is the field validator, which names the field and the accepted words."""
+    words: list[JsonValue] = list(table)
+    if nullable:
+        return Field(default=None, json_schema_extra={"enum": [*words, None]})
+    return Field(json_schema_extra={"enum": words})
+
+
 def _one_of(table: Iterable[str], what: str, value: str) -> str:
     if value not in table:
         raise ValueError(f"unknown {what} {value!r}; expected one of {', '.join(table)}")
@@ -97,10 +106,10 @@ class RmaItemIn(WireIn):
     sku: Str | None = None
     upc: Str | None = None
     tracking_number: Str | None = None
-    package_tracking_status: Str | None = None
-    receiving_status: Str | None = None
+    package_tracking_status: Str | None = _enum(PACKAGE_STATUS_IN, nullable=True)
+    receiving_status: Str | None = _enum(RECEIVING_STATUS_IN, nullable=True)
     refund_financials: RefundFinancialsIn
-    refund_type: Str
+    refund_type: Str = _enum(REFUND_TYPE_IN)
     warehouse_receipt_condition: Str | None = None
 
     @field_validator("package_tracking_status")
@@ -125,12 +134,12 @@ class RmaCustomerIn(WireIn):
 
 class RmaIn(WireIn):
     rma_identifier: Id
-    status: Str
+    status: Str = _enum(RMA_STATUS_IN)
     created_at: Timestamp
     updated_at: Timestamp | None = None
     """Optional in v5; the created time stands in when it is missing."""
     items: list[RmaItemIn]
-    return_method: Str
+    return_method: Str = _enum(RETURN_METHOD_IN)
     return_shipping_cost_cents: Cents = 0
     bonus_credit_amount_cents: Cents = 0
     """Required by v5, absent from the guide's samples."""

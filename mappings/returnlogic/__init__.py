@@ -51,18 +51,27 @@ from mappings.returnlogic.rules import (
     TagRule,
     TagRules,
 )
+from mappings.returnlogic.webhooks import (
+    RESOURCE_ACTIONS,
+    OAuthCallbackQuery,
+    WebhookIn,
+    parse_webhook_body,
+)
 
 __all__ = [
     "FINAL_SALE",
     "GIFT_CARD",
     "ORDER_NUMBER_MAX_LENGTH",
     "PICKUP_IN_STORE",
+    "RESOURCE_ACTIONS",
     "RETURN_TYPES",
     "RMA_STATUSES",
     "TEMPLATE_FIELDS",
     "THIRD_PARTY",
+    "OAuthCallbackQuery",
     "TagRule",
     "TagRules",
+    "WebhookIn",
     "encode_json",
     "exchange_order_number",
     "exchange_to_order_create",
@@ -71,6 +80,7 @@ __all__ = [
     "order_status",
     "order_to_canonical",
     "orders_page",
+    "parse_webhook_body",
     "products_page",
     "products_to_variants",
     "rma_status",
