@@ -29,7 +29,7 @@ from bridge.configbase import InboundApiKeyAuth, InboundBasicAuth
 from bridge.engine import Engine
 from bridge.errors import MappingError, StoreError
 from bridge.jsonsafe import check_text, loads
-from bridge.store import InboxStatus
+from bridge.store import Accepted, InboxStatus
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +203,7 @@ async def receive(
     except StoreError as exc:
         return _not_stored(retailer, kind, exc)
     if problem is not None:
-        return _quarantined(retailer, kind, accepted.inbox_id, problem, invalid_status)
+        return await _refused(engine, retailer, kind, accepted, problem, invalid_status)
     if accepted.duplicate:
         await _requeue_if_quarantined(engine, accepted.inbox_id)
     return web.json_response({"status": "accepted", "inbox_id": accepted.inbox_id})
@@ -231,15 +231,53 @@ def _not_stored(retailer: str, kind: str, exc: StoreError) -> web.Response:
     return response
 
 
-def _quarantined(
-    retailer: str, kind: str, inbox_id: int, error: MappingError, status: int
+async def _refused(
+    engine: Engine,
+    retailer: str,
+    kind: str,
+    accepted: Accepted,
+    error: MappingError,
+    status: int,
 ) -> web.Response:
+    """The answer to a refused, stored request. A body the inbox already held (same bytes)
+    keeps its stored outcome: refusing a repeat of a body accepted earlier (say, with a
+    wrong ``X-Optiturn-Id`` this time) does not quarantine what was already applied; the
+    answer then says which item holds the body (``duplicate_of``) and that it stands."""
+    if accepted.duplicate:
+        item = await engine.store.get_inbox(accepted.inbox_id)
+        if item is not None and item.status is not InboxStatus.QUARANTINED:
+            log.warning(
+                "request refused; its body was accepted before",
+                extra={
+                    "retailer": retailer,
+                    "kind": kind,
+                    "inbox_id": accepted.inbox_id,
+                    "reason": _reason(error),
+                },
+            )
+            return json_error(
+                status,
+                str(error),
+                field=error.field or "body",
+                inbox_id=accepted.inbox_id,
+                quarantined=False,
+                duplicate_of=accepted.inbox_id,
+            )
     log.warning(
         "request quarantined",
-        extra={"retailer": retailer, "kind": kind, "inbox_id": inbox_id, "reason": _reason(error)},
+        extra={
+            "retailer": retailer,
+            "kind": kind,
+            "inbox_id": accepted.inbox_id,
+            "reason": _reason(error),
+        },
     )
     return json_error(
-        status, str(error), field=error.field or "body", inbox_id=inbox_id, quarantined=True
+        status,
+        str(error),
+        field=error.field or "body",
+        inbox_id=accepted.inbox_id,
+        quarantined=True,
     )
 
 
@@ -267,7 +305,7 @@ async def quarantine(
         )
     except StoreError as exc:
         return _not_stored(retailer, kind, exc)
-    return _quarantined(retailer, kind, accepted.inbox_id, error, status)
+    return await _refused(engine, retailer, kind, accepted, error, status)
 
 
 def header_text(request: web.Request, name: str, max_length: int = 1024) -> str | None:

@@ -1480,6 +1480,12 @@ class Fuzz:
             return
         error = answer["error"]
         inbox_id = error.get("inbox_id") if isinstance(error, dict) else None
+        if isinstance(inbox_id, int) and error.get("duplicate_of") == inbox_id:
+            # a repeat of a body stored earlier: refused, and the stored item stands
+            self.told.add(inbox_id)
+            if self.inbox_row(inbox_id) is None:
+                self.problem(op, "duplicate of nothing", case, status, f"inbox {inbox_id}")
+            return
         if not isinstance(inbox_id, int) or error.get("quarantined") is not True:
             self.problem(op, "refused but not quarantined", case, status, json.dumps(answer)[:500])
             return

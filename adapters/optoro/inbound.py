@@ -296,8 +296,10 @@ class OptoroInbound:
 
     def _version_problem(self, request: web.Request) -> MappingError | None:
         given = request.headers.get(OPTITURN_VERSION, "2").strip()
-        # ASCII digits only: "²".isdigit() is true, and int("²") raises
-        if not (given.isascii() and given.isdigit()) or int(given) not in EXCHANGE_VERSIONS:
+        # ASCII digits only ("²".isdigit() is true, and int("²") raises), and few of them
+        # (int() of more than 4300 digits raises too)
+        numeric = given.isascii() and given.isdigit() and len(given) <= 9
+        if not numeric or int(given) not in EXCHANGE_VERSIONS:
             return MappingError(
                 f"header {OPTITURN_VERSION} must be one of"
                 f" {', '.join(map(str, EXCHANGE_VERSIONS))}",
