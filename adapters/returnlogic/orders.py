@@ -452,17 +452,23 @@ class RlOrderSync:
 
     async def _keep_bad_record(self, record: Any, exc: MappingError) -> None:
         body = encode_json(record)
+        reason = f"{exc.field}: {exc}" if exc.field else str(exc)
         accepted = await self.runtime.engine.accept_detailed(
-            self.retailer, INBOX_KIND, None, body, {"X-Source": f"GET {ORDERS_PATH}"}
+            self.retailer,
+            INBOX_KIND,
+            None,
+            body,
+            {"X-Source": f"GET {ORDERS_PATH}"},
+            quarantine=reason,
         )
         log.warning(
-            "returnlogic order record does not map; kept in the inbox",
+            "returnlogic order record does not map; quarantined in the inbox",
             extra={
                 "retailer": self.retailer,
                 "rl_order_id": record.get("rlOrderId") if isinstance(record, dict) else None,
                 "inbox_id": accepted.inbox_id,
                 "duplicate": accepted.duplicate,
-                "reason": f"{exc.field}: {exc}" if exc.field else str(exc),
+                "reason": reason,
             },
         )
 
