@@ -18,7 +18,6 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from pydantic import BaseModel
 
 from bridge.config import AppConfig, RetailerConfig
@@ -36,11 +35,13 @@ from bridge.listener import (
     ListenerLimits,
     ProtocolLog,
     backpressured,
+    bind_listener,
     limits_middleware,
 )
 from bridge.logs import install_loop_handler, register_secrets_of
 from bridge.openapi import Operation, Security, build_document
 from bridge.registry import AdapterRegistry, load_registry
+from bridge.scheduling import Scheduler
 from bridge.services import RMA_LIFECYCLE
 from bridge.store import Store, store_from_url
 
@@ -74,7 +75,7 @@ class Runtime:
     registry: AdapterRegistry
     store: Store
     engine: Engine
-    scheduler: AsyncIOScheduler
+    scheduler: Scheduler
     routes: list[Route] = field(default_factory=list)
     readiness: dict[str, Readiness] = field(default_factory=dict)
     startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -274,7 +275,7 @@ def build_runtime(
         registry=registry,
         store=store,
         engine=Engine(store, engine_settings, instance=config.server.instance),
-        scheduler=AsyncIOScheduler(timezone="UTC"),
+        scheduler=Scheduler(),
     )
     for retailer in config.retailers.values():
         if retailer.enabled:
@@ -465,6 +466,8 @@ async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     scheduler.shutdown(wait=False)
 
 
+LISTEN_BACKLOG = 1024
+
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 """SIGHUP stops like SIGTERM (documented in the README): the configuration is read at
 start only, so a supervisor restarts the daemon to apply a change."""
@@ -472,7 +475,8 @@ start only, so a supervisor restarts the daemon to apply a change."""
 
 async def serve(runtime: Runtime, on_listening: Callable[[str, int], None] | None = None) -> int:
     """Run until SIGTERM/SIGINT/SIGHUP (exit 0, after a graceful drain) or a crashed side
-    task (exit 1).
+    task (exit 1); exit 2 at once, with one log line and nothing started, when the port
+    cannot be bound (e.g. in use by another daemon).
 
     A graceful stop: stop listening and answer 503 on open connections (``/healthz``
     excepted), stop the scheduler and the inbox worker, let the dispatcher drain
@@ -503,6 +507,14 @@ async def serve(runtime: Runtime, on_listening: Callable[[str, int], None] | Non
         received.append(sig.name)
         stop.set()
 
+    try:
+        sock = bind_listener(server.host, server.port, LISTEN_BACKLOG)
+    except OSError as exc:
+        log.error(
+            "cannot listen: nothing was started",
+            extra={"host": server.host, "port": server.port, "error": str(exc)},
+        )
+        return 2
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, on_signal, sig)
     try:
@@ -510,9 +522,12 @@ async def serve(runtime: Runtime, on_listening: Callable[[str, int], None] | Non
     except BaseException:
         for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
+        sock.close()
         raise
     try:
-        site = GuardedSite(runner, server.host, server.port, app[SHUTDOWN].guard, backlog=1024)
+        site = GuardedSite(
+            runner, server.host, server.port, app[SHUTDOWN].guard, sock, backlog=LISTEN_BACKLOG
+        )
         await site.start()
         port = _bound_port(runner) or server.port
         log.info("listening", extra={"host": server.host, "port": port})

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import sys
 import time
 from collections import Counter
@@ -300,30 +301,50 @@ class ConnectionGuard:
             proto.request_finished(closes)
 
 
+def bind_listener(host: str, port: int, backlog: int) -> socket.socket:
+    """The daemon's listening socket, bound before anything else starts: a second daemon on
+    a port in use fails here, before it opens the store or takes back any lease (``OSError``).
+    Connections that arrive while the daemon starts wait in the backlog."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=backlog)
+
+
 class GuardedSite(web.TCPSite):
     """A ``TCPSite`` whose connections go through a :class:`ConnectionGuard`."""
 
-    __slots__ = ("_guard",)
+    __slots__ = ("_guard", "_sock")
 
     def __init__(
-        self, runner: web.BaseRunner, host: str, port: int, guard: ConnectionGuard, **kw: Any
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        guard: ConnectionGuard,
+        sock: socket.socket | None = None,
+        **kw: Any,
     ) -> None:
         super().__init__(runner, host, port, **kw)
         self._guard = guard
+        self._sock = sock
 
     async def start(self) -> None:
         await web.BaseSite.start(self)  # registers the site with its runner
         loop = asyncio.get_running_loop()
         server = self._runner.server
         assert server is not None
-        self._server = await loop.create_server(
-            self._guard.protocol_factory(server),
-            self._host,
-            self._port,
-            backlog=self._backlog,
-            reuse_address=self._reuse_address,
-            reuse_port=self._reuse_port,
-        )
+        if self._sock is not None:  # bound and listening already (see bind_listener)
+            self._server = await loop.create_server(
+                self._guard.protocol_factory(server), sock=self._sock, backlog=self._backlog
+            )
+        else:
+            self._server = await loop.create_server(
+                self._guard.protocol_factory(server),
+                self._host,
+                self._port,
+                backlog=self._backlog,
+                reuse_address=self._reuse_address,
+                reuse_port=self._reuse_port,
+            )
         if self._server.sockets:
             self._bound_port = self._server.sockets[0].getsockname()[1]
         else:

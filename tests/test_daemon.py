@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -170,3 +172,40 @@ def test_check_cli_exit_codes(tmp_path: Path) -> None:
     assert f"{broken}:{line_no}: retailers.acme.optoro.base_url:" in bad.stdout
     for secret in EXAMPLE_ENV.values():
         assert secret not in bad.stdout + bad.stderr
+
+
+def test_a_second_daemon_on_a_port_in_use_starts_nothing(tmp_path: Path, daemon) -> None:  # type: ignore[no-untyped-def]
+    """A second `run` on the same config (the port is taken) exits 2 with one log line before
+    it opens the store: it takes back no lease of the live daemon and starts no job."""
+    proc, base = daemon
+    port = base.rsplit(":", 1)[1]
+    config = tmp_path / "bridge.toml"
+    second = tmp_path / "second.toml"
+    second.write_text(config.read_text().replace("port = 0", f"port = {port}"))
+    owner = f"{socket.gethostname()}/1/live"
+    with sqlite3.connect(tmp_path / "bridge.db") as db:
+        db.execute(
+            "INSERT INTO inbox (source, dedup_key, body_hash, body, headers, received_at,"
+            " lease_owner, lease_until) VALUES ('acme:test', 'k', 'h', x'7b7d', '{}', 0, ?, ?)",
+            (owner, time.time() + 3600),
+        )
+    started = time.monotonic()
+    run = subprocess.run(
+        [sys.executable, "-m", "bridge", "run", "--config", str(second)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **EXAMPLE_ENV},
+        timeout=30,
+        check=False,
+    )
+    assert run.returncode == 2, run.stderr
+    assert time.monotonic() - started < 20
+    logs = [json.loads(line) for line in run.stderr.splitlines() if line.startswith("{")]
+    assert [entry["message"] for entry in logs] == ["cannot listen: nothing was started"]
+    assert "Traceback" not in run.stderr
+    with sqlite3.connect(tmp_path / "bridge.db") as db:
+        assert db.execute("SELECT lease_owner FROM inbox WHERE dedup_key = 'k'").fetchall() == [
+            (owner,)
+        ]
+    assert _get(f"{base}/healthz") == (200, {"status": "ok"})
+    assert proc.poll() is None
