@@ -86,5 +86,11 @@ class ReauthRequired(RetriableDeliveryError):
     """The partner refused our credentials (401): refresh the token once and retry."""
 
 
+class NotReady(RetriableDeliveryError):
+    """The partner cannot be called until something outside the bridge changes (an app
+    installation, a credential). Effects wait and are retried (``retry_after``) instead of
+    becoming dead letters; a synchronous caller answers 503; no call retries it in place."""
+
+
 class StoreError(BridgeError):
     """The durable store failed: nothing was acknowledged."""

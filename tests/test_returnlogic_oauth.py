@@ -414,3 +414,53 @@ async def test_install_brings_the_first_order_poll_forward(
             assert status == 200
 
             await wait_for(lambda: orders_read() >= 1)
+
+
+async def test_work_that_needs_the_installation_waits_for_it_and_goes_out_at_install(
+    tmp_path: Path,
+    token_key: bytes,
+    sandbox: ReturnLogicSandbox,
+    session: aiohttp.ClientSession,
+) -> None:
+    """Before the retailer installs the app, a ReturnLogic webhook's RMA read cannot be made:
+    it waits for a retry (never a dead letter for an operator to replay), and the
+    installation sends it at once instead of at its next retry (60 s or more away)."""
+    rmas = f'[retailers.{RETAILER}.returnlogic.rmas]\nenabled = true\nwebhook_secret = "hook-key"\n'
+    async with running_daemon(tmp_path, tables(sandbox.url) + rmas, env=ENV) as daemon:
+        register_redirect(sandbox, daemon)
+        webhook = daemon.retailer_url("returnlogic", "webhooks?key=hook-key")
+        event = {"eventId": "e-1", "resourceAction": "rma.updated", "rlRmaId": "424242"}
+        async with session.post(webhook, json=event) as response:
+            assert response.status == 200, await response.text()
+        store = daemon.runtime.store
+        destination = f"returnlogic.rmas:{RETAILER}"
+
+        async def the_read() -> Any:
+            (effect,) = await store.list_effects(destination=destination)
+            return effect
+
+        async def tried_once() -> bool:
+            effects = await store.list_effects(destination=destination)
+            return bool(effects) and "install" in (effects[0].last_error or "")
+
+        deadline = time.monotonic() + 10
+        while not await tried_once():
+            assert time.monotonic() < deadline, "the read was never tried"
+            await asyncio.sleep(0.02)
+        waiting = await the_read()
+        assert waiting.state.value == "pending"
+        assert "has not installed the app" in (waiting.last_error or ""), waiting.last_error
+        assert waiting.next_attempt_at >= store.clock() + 50  # the install retry, not a spin
+
+        approved = await approve(session, install_url(RETAILER, acme_config(daemon)))
+        installed_at = time.monotonic()
+        assert (await callback(session, daemon, **approved))[0] == 200
+        deadline = time.monotonic() + 10
+        while (await the_read()).state.value == "pending":
+            assert time.monotonic() < deadline, "the waiting read did not go out at install"
+            await asyncio.sleep(0.02)
+        done = await the_read()
+        assert done.state.value == "delivered", (done.state, done.dead_reason)
+        assert time.monotonic() - installed_at < 10
+        reads = [r for r in sandbox.requests if r.path == "/v1/rmas/424242"]
+        assert len(reads) == 1

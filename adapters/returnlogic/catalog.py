@@ -39,6 +39,7 @@ from adapters.returnlogic.config import ReturnLogicConfig
 from bridge.domain import ExchangeOrder, ExchangeOrderResult, Variant
 from bridge.errors import (
     MappingError,
+    NotReady,
     PermanentDeliveryError,
     RetriableDeliveryError,
 )
@@ -146,6 +147,8 @@ class RlExchangeOrders:
                         raise
                     return order_create_response_to_result(found)
                 return order_create_response_to_result(_loads(response.body, "POST /v1/orders"))
+            except NotReady:
+                raise  # no token: retrying in place cannot help, the caller gets 503
             except RetriableDeliveryError as exc:
                 last = exc
                 log.warning(

@@ -39,6 +39,7 @@ from pydantic import SecretStr
 from adapters.returnlogic.config import ReturnLogicConfig
 from bridge.errors import (
     BridgeError,
+    NotReady,
     PermanentDeliveryError,
     ReauthRequired,
     RetriableDeliveryError,
@@ -60,8 +61,20 @@ from bridge.vault import TokenVault
 log = logging.getLogger(__name__)
 
 
-class NeedsInstallation(PermanentDeliveryError):
-    """ReturnLogic refused our refresh token: the retailer must install the app again."""
+class NeedsInstallation(NotReady):
+    """The team has no usable token (the app is not installed yet, or ReturnLogic refused our
+    refresh token and the retailer must install it again).
+
+    Not permanent (:class:`~bridge.errors.NotReady`): the installation ends it, so the work
+    waits instead of becoming dead letters to replay: effects are retried every
+    ``INSTALL_RETRY_AFTER`` seconds or more until their deadline, and a synchronous caller
+    (an exchange order) gets 503 with ``Retry-After``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retry_after=INSTALL_RETRY_AFTER)
+
+
+INSTALL_RETRY_AFTER = 60.0
 
 
 class RlTeam:

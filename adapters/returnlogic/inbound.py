@@ -123,7 +123,21 @@ class RlCallback:
             return json_error(409, str(exc), field="code")
         log.info("installed", extra={"retailer": self.retailer, "team": team_id})
         self._poll_orders_now()
+        await self._send_waiting_work()
         return web.json_response({"status": "installed", "team": team_id})
+
+    async def _send_waiting_work(self) -> None:
+        """Effects that waited for the installation (``NeedsInstallation`` is retried, not
+        dead-lettered) go out now rather than at their next retry."""
+        engine = self.runtime.engine
+        ours = [
+            name
+            for name in engine.destinations
+            if name.startswith("returnlogic.") and name.endswith(f":{self.retailer}")
+        ]
+        for name in ours:
+            if await self.runtime.store.expedite(name):
+                engine.wake_dispatcher()
 
     def _poll_orders_now(self) -> None:
         """Bring the retailer's next order poll forward: its first sync need not wait."""

@@ -72,6 +72,7 @@ from bridge.errors import (
     BridgeError,
     DeliveryError,
     MappingError,
+    NotReady,
     PermanentDeliveryError,
     RetriableDeliveryError,
 )
@@ -610,6 +611,8 @@ class RlRmas:
                     "POST", "/v1/webhooks", json=body, priority=Priority.RECONCILE, attempts=1
                 )
                 return
+            except NotReady:
+                raise  # not installed: nothing to register until it is
             except RetriableDeliveryError as exc:
                 maybe_created = exc.outcome_unknown or (exc.status or 0) >= 500
                 if maybe_created and any(

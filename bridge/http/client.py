@@ -31,7 +31,7 @@ import aiohttp
 import tenacity
 from pydantic import SecretStr
 
-from bridge.errors import PermanentDeliveryError, ReauthRequired, RetriableDeliveryError
+from bridge.errors import NotReady, PermanentDeliveryError, ReauthRequired, RetriableDeliveryError
 from bridge.http.journal import AdmissionJournal, AdmissionLog
 from bridge.http.policy import Action, Backoff, ResponsePolicy
 from bridge.http.ratelimit import Priority, RateLimiter, Slot
@@ -401,7 +401,9 @@ class HttpClient:
             return min(max_wait, backoff.delay(state.attempt_number, retry_after))
 
         def retriable(exc: BaseException) -> bool:
-            return isinstance(exc, RetriableDeliveryError) and not isinstance(exc, ReauthRequired)
+            return isinstance(exc, RetriableDeliveryError) and not isinstance(
+                exc, ReauthRequired | NotReady
+            )
 
         async for attempt in tenacity.AsyncRetrying(
             retry=tenacity.retry_if_exception(retriable),
