@@ -395,8 +395,11 @@ async def run_crash(folder: Path, kills: int, seed: int, start_kills: int = 3) -
 
 
 async def settle(db: Path, daemon: Daemon, within: float) -> None:
-    """Wait until nothing is pending in the inbox or the outbox (with a deadline)."""
+    """Wait until nothing is pending in the inbox or the outbox. Fails when ``within``
+    seconds pass without progress (the pending counts unchanged): a long backlog left by
+    many kills may take longer than that to work off, a stuck daemon never does."""
     deadline = time.monotonic() + within
+    last: tuple[int, int] | None = None
     while True:
         (counts,) = await query(
             db,
@@ -405,6 +408,9 @@ async def settle(db: Path, daemon: Daemon, within: float) -> None:
         )
         if counts == (0, 0):
             return
+        if counts != last:
+            last = counts
+            deadline = time.monotonic() + within
         if not daemon.alive():
             raise AssertionError(f"daemon exited while settling\n{daemon.stderr()}")
         if time.monotonic() > deadline:
