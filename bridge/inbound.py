@@ -243,41 +243,21 @@ async def _refused(
     keeps its stored outcome: refusing a repeat of a body accepted earlier (say, with a
     wrong ``X-Optiturn-Id`` this time) does not quarantine what was already applied; the
     answer then says which item holds the body (``duplicate_of``) and that it stands."""
+    stands = False
     if accepted.duplicate:
         item = await engine.store.get_inbox(accepted.inbox_id)
-        if item is not None and item.status is not InboxStatus.QUARANTINED:
-            log.warning(
-                "request refused; its body was accepted before",
-                extra={
-                    "retailer": retailer,
-                    "kind": kind,
-                    "inbox_id": accepted.inbox_id,
-                    "reason": _reason(error),
-                },
-            )
-            return json_error(
-                status,
-                str(error),
-                field=error.field or "body",
-                inbox_id=accepted.inbox_id,
-                quarantined=False,
-                duplicate_of=accepted.inbox_id,
-            )
-    log.warning(
-        "request quarantined",
-        extra={
-            "retailer": retailer,
-            "kind": kind,
-            "inbox_id": accepted.inbox_id,
-            "reason": _reason(error),
-        },
-    )
+        stands = item is not None and item.status is not InboxStatus.QUARANTINED
+    fields = {"retailer": retailer, "kind": kind, "inbox_id": accepted.inbox_id}
+    message = "request refused; its body was accepted before" if stands else "request quarantined"
+    log.warning(message, extra={**fields, "reason": _reason(error)})
+    extra: dict[str, Any] = {"duplicate_of": accepted.inbox_id} if stands else {}
     return json_error(
         status,
         str(error),
         field=error.field or "body",
         inbox_id=accepted.inbox_id,
-        quarantined=True,
+        quarantined=not stands,
+        **extra,
     )
 
 
