@@ -25,6 +25,27 @@ async def until(condition, within: float, what: str, step: float = 0.02) -> None
     raise AssertionError(f"timed out waiting for {what}")
 
 
+async def spawn_daemon(
+    config: Path, log: Path, env: dict[str, str], *, append: bool = False
+) -> asyncio.subprocess.Process:
+    """``python -m bridge run --config CONFIG`` as the CLI runs it: stdout piped (its first
+    line says where it listens), stderr into ``log`` (appended to, or written anew)."""
+    with log.open("ab" if append else "wb") as err:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bridge",
+            "run",
+            "--config",
+            str(config),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=err,
+            cwd=REPO,
+            env={**os.environ, **env},
+        )
+
+
 class DaemonProcess:
     """``python -m bridge run`` as a child process (stderr kept in a file)."""
 
@@ -34,20 +55,7 @@ class DaemonProcess:
 
     @classmethod
     async def start(cls, config: Path, log: Path, env: dict[str, str]) -> DaemonProcess:
-        with log.open("ab") as err:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "bridge",
-                "run",
-                "--config",
-                str(config),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=err,
-                cwd=REPO,
-                env={**os.environ, **env},
-            )
+        proc = await spawn_daemon(config, log, env, append=True)
         daemon = cls(proc, log)
         assert proc.stdout is not None
         line = await asyncio.wait_for(proc.stdout.readline(), 30)

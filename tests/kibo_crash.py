@@ -30,7 +30,6 @@ import json
 import os
 import random
 import socket
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -49,6 +48,7 @@ from bridge.config import load_config
 from bridge.policy import reached
 from mappings.kibo import derive_return_id
 from mappings.optoro import parse_rma
+from tests.daemon_process import spawn_daemon
 from tests.test_crash import Child, child_tracebacks, query
 
 REPO = Path(__file__).resolve().parent.parent
@@ -129,20 +129,7 @@ class Daemon(Child):
 
     @classmethod
     async def run(cls, config: Path, log: Path) -> Daemon:
-        with log.open("wb") as err:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "bridge",
-                "run",
-                "--config",
-                str(config),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=err,
-                cwd=REPO,
-                env={**os.environ, **ENV},
-            )
+        proc = await spawn_daemon(config, log, ENV)
         return cls(proc, log)
 
     async def ready(self) -> None:

@@ -19,10 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import sqlite3
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -40,6 +38,7 @@ from bridge.store import InboxStatus, NewEffect, Store
 from bridge.store.base import OUTCOME_UNKNOWN, SENT_WITHOUT_ANSWER
 from bridge.store.memory import MemoryStore
 from bridge.store.sqlite import SqliteStore
+from tests.daemon_process import spawn_daemon
 
 REPO = Path(__file__).resolve().parent.parent
 KIBO_TOKEN = "limits-kibo-token"
@@ -158,20 +157,7 @@ async def daemon(
         f'[store]\nurl = "sqlite:///{db}"\n{retailers}'
     )
     log = folder / f"{name}.log"
-    with log.open("wb") as err:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bridge",
-            "run",
-            "--config",
-            str(config),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=err,
-            env={**os.environ, **ENV},
-            cwd=REPO,
-        )
+    proc = await spawn_daemon(config, log, ENV)
     try:
         assert proc.stdout is not None
         line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
