@@ -74,6 +74,10 @@ token = "${{DEMO_KIBO_TOKEN}}"
 timeout = 5.0
 exchange_lines_numeric = true
 unknown_outcome_wait = 5.0
+[retailers.{retailer}.kibo.retry]
+# loopback sandboxes: retry within seconds (the production default backs off to 300 s)
+initial = 0.2
+cap = 2.0
 [retailers.{retailer}.kibo.notifications]
 kind = "api_key"
 header = "X-Kibo-Secret"
