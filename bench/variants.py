@@ -117,10 +117,11 @@ class BenchCatalog:
 def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
+    from adapters.optoro.inbound import inbound_key
     from bridge.app import Route, build_runtime, serve
     from bridge.config import load_config
     from bridge.logs import configure_logging
-    from bridge.services import CATALOG
+    from bridge.ports import CATALOG
     from mappings.optoro import parse_variants_response
 
     configure_logging(args.log_level)
@@ -135,8 +136,8 @@ def _serve(args: argparse.Namespace) -> int:
         parse_variants_response(fixture_step()["response"]), args.upstream_ms / 1000.0
     )
     runtime.provide(RETAILER, CATALOG, "bench", catalog)
-    extras: dict[Any, Any] = runtime.extras  # the Optoro adapter keys it by (platform, id)
-    inbound = extras[("optoro", RETAILER)]
+    inbound = runtime.find_shared(inbound_key(RETAILER))
+    assert inbound is not None
 
     async def stats(request: web.Request) -> web.Response:
         return web.json_response(

@@ -12,9 +12,9 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import aiohttp
 from aiohttp import web
@@ -40,17 +40,14 @@ from bridge.listener import (
 )
 from bridge.logs import install_loop_handler, register_secrets_of
 from bridge.openapi import Operation, Security, build_document
+from bridge.ports import RMA_LIFECYCLE, Handler, Job, Port, Readiness, SharedKey
 from bridge.registry import AdapterRegistry, load_registry
 from bridge.scheduling import Scheduler
-from bridge.services import RMA_LIFECYCLE
 from bridge.store import Store, store_from_url
 
 log = logging.getLogger(__name__)
 
-Readiness = Callable[[], Awaitable[str | None]]
-"""Returns ``None`` when ready, else the reason it is not."""
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -69,7 +66,8 @@ class Route:
 
 @dataclass
 class Runtime:
-    """What the daemon hands to adapters. ``store``, ``http`` are set when the app starts."""
+    """The daemon's parts; adapters see it as their :class:`bridge.ports.AdapterContext`.
+    ``store`` and ``http`` are usable once the app has started."""
 
     config: AppConfig
     registry: AdapterRegistry
@@ -78,16 +76,21 @@ class Runtime:
     scheduler: Scheduler
     routes: list[Route] = field(default_factory=list)
     readiness: dict[str, Readiness] = field(default_factory=dict)
-    startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    startup: list[Job] = field(default_factory=list)
     session: aiohttp.ClientSession | None = None
     fatal: asyncio.Event = field(default_factory=asyncio.Event)
     fatal_reason: str | None = None
-    services: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    extras: dict[str, Any] = field(default_factory=dict)
+    services: dict[tuple[str, str], dict[str, object]] = field(default_factory=dict)
+    shared_objects: dict[str, object] = field(default_factory=dict)
+    openapi_document: dict[str, Any] | None = None
     side_task_backoff: float = 0.5
     side_task_backoff_cap: float = 30.0
     side_task_stable: float = 30.0
     side_task_restarts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def jobs(self) -> Scheduler:
+        return self.scheduler
 
     @property
     def http(self) -> HttpClient:
@@ -132,12 +135,13 @@ class Runtime:
         self.routes.append(Route(method, path, handler, inbox=inbox, operation=operation))
         return path
 
-    def provide(self, retailer: str, capability: str, adapter: str, service: Any) -> None:
-        """``adapter`` offers ``capability`` (see :mod:`bridge.services`) for ``retailer``."""
-        self.services.setdefault((retailer, capability), {})[adapter] = service
+    def provide(self, retailer: str, port: Port[T], adapter: str, service: T) -> None:
+        """``adapter`` serves ``port`` (see :mod:`bridge.ports`) for ``retailer``."""
+        self.services.setdefault((retailer, port.name), {})[adapter] = service
 
-    def service(self, retailer: str, capability: str) -> Any:
-        """The provider of ``capability`` for ``retailer``, as its routes choose."""
+    def service(self, retailer: str, port: Port[T]) -> T:
+        """The provider of ``port`` for ``retailer``, as its routes choose."""
+        capability = port.name
         providers = self.services.get((retailer, capability), {})
         chosen = self.config.retailers[retailer].routes.get(capability)
         if chosen is not None:
@@ -146,9 +150,9 @@ class Runtime:
                     f"retailers.{retailer}.routes.{capability}: adapter {chosen!r} does not"
                     f" provide it; providers: {', '.join(sorted(providers)) or 'none'}"
                 )
-            return providers[chosen]
+            return cast(T, providers[chosen])  # stored by provide() under this typed port
         if len(providers) == 1:
-            return next(iter(providers.values()))
+            return cast(T, next(iter(providers.values())))
         if not providers:
             raise ConfigError(f"retailer {retailer!r}: no configured adapter provides {capability}")
         raise ConfigError(
@@ -156,17 +160,27 @@ class Runtime:
             f" choose one of {', '.join(sorted(providers))}"
         )
 
-    def has_service(self, retailer: str, capability: str) -> bool:
-        return bool(self.services.get((retailer, capability)))
+    def has_service(self, retailer: str, port: Port[T]) -> bool:
+        return bool(self.services.get((retailer, port.name)))
+
+    def shared(self, key: SharedKey[T], make: Callable[[], T]) -> T:
+        """The object several retailers' setups share under ``key`` (made once)."""
+        if key.name not in self.shared_objects:
+            self.shared_objects[key.name] = make()
+        return cast(T, self.shared_objects[key.name])  # only shared() writes under key
+
+    def find_shared(self, key: SharedKey[T]) -> T | None:
+        """The object shared under ``key``, if a setup made one (for operators and tests)."""
+        return cast(T | None, self.shared_objects.get(key.name))
 
     def add_readiness(self, name: str, check: Readiness) -> None:
         self.readiness[name] = check
 
-    def on_startup(self, hook: Callable[[], Awaitable[None]]) -> None:
+    def on_startup(self, hook: Job) -> None:
         """Run ``hook`` once the store and HTTP session are open."""
         self.startup.append(hook)
 
-    def supervise(self, name: str, run: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+    def supervise(self, name: str, run: Job) -> asyncio.Task[None]:
         """Run side task ``name`` (``run()``) and restart it whenever it dies.
 
         A crash is logged with its traceback (through the redacting sink), the task is
@@ -291,9 +305,7 @@ def build_runtime(
 
 def _setup_retailer(runtime: Runtime, retailer: RetailerConfig) -> None:
     for name, platform_config in retailer.platforms.items():
-        setup = runtime.registry.get(name).hooks.get("setup")
-        if setup is not None:
-            setup(runtime, retailer, platform_config)
+        runtime.registry.get(name).wire(runtime, retailer, platform_config)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -310,11 +322,9 @@ DAEMON_ROUTES = (
 async def openapi_json(request: web.Request) -> web.Response:
     """The OpenAPI document of every inbound endpoint, built from the registered routes."""
     runtime = request.app[RUNTIME]
-    document = runtime.extras.get("openapi.document")
-    if document is None:
-        document = build_document(runtime.routes, extra=DAEMON_ROUTES)
-        runtime.extras["openapi.document"] = document
-    return web.json_response(document)
+    if runtime.openapi_document is None:
+        runtime.openapi_document = build_document(runtime.routes, extra=DAEMON_ROUTES)
+    return web.json_response(runtime.openapi_document)
 
 
 async def readyz(request: web.Request) -> web.Response:

@@ -813,7 +813,7 @@ class _Loader:
         this retailer's config (as its :class:`AdapterSpec` declares), and no capability that
         several configured adapters provide is left without a route: what the daemon would
         otherwise only find out inside an inbox transaction."""
-        from bridge.services import CAPABILITIES, CORE_CAPABILITIES, CORE_PROVIDER
+        from bridge.ports import CAPABILITIES, CORE_CAPABILITIES, CORE_PROVIDER
 
         providers: dict[str, set[str]] = {c: set() for c in CAPABILITIES}
         for capability in CORE_CAPABILITIES:
@@ -844,7 +844,7 @@ class _Loader:
         adapter: str,
         providers: Mapping[str, set[str]],
     ) -> str | None:
-        from bridge.services import CAPABILITIES, CORE_PROVIDER
+        from bridge.ports import CAPABILITIES, CORE_PROVIDER
 
         if capability not in CAPABILITIES:
             close = difflib.get_close_matches(capability, sorted(CAPABILITIES), n=1)

@@ -27,11 +27,11 @@ from pydantic import ValidationError
 
 from bridge.domain import Order, Refund, RefundLine, Rma, RmaStatus
 from bridge.policy import ConfirmRefund, PolicyConfig, Step, reached
-from bridge.services import ORDER_PUBLISHER, RETURNS_SINK
+from bridge.ports import ORDER_PUBLISHER, RETURNS_SINK
 from bridge.store import EffectState, NewEffect, Transaction
 
 if TYPE_CHECKING:
-    from bridge.app import Runtime
+    from bridge.ports import AdapterContext
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def with_refunds(order: Order, refunds: Sequence[Refund]) -> Order:
 class Lifecycle:
     """The ``rma_lifecycle`` capability of one retailer."""
 
-    def __init__(self, runtime: Runtime, retailer: str, policy: PolicyConfig) -> None:
+    def __init__(self, runtime: AdapterContext, retailer: str, policy: PolicyConfig) -> None:
         self.runtime = runtime
         self.retailer = retailer
         self.policy = policy
@@ -270,7 +270,7 @@ class Lifecycle:
 
 
 async def store_orders(
-    tx: Transaction, runtime: Runtime, retailer: str, orders: Sequence[Order]
+    tx: Transaction, runtime: AdapterContext, retailer: str, orders: Sequence[Order]
 ) -> list[NewEffect]:
     """Keep the latest canonical snapshot of ``orders`` (with the refunds the bridge has
     confirmed, which the source platform does not know) and publish the changed ones."""

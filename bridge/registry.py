@@ -1,63 +1,30 @@
 """Adapters are found through the ``returns_bridge.adapters`` entry-point group.
 
 Built-in adapters are registered the same way as third-party ones (see pyproject.toml), so
-``bridge`` never imports a concrete platform. An entry point names an :class:`AdapterSpec`.
+``bridge`` never imports a concrete platform. An entry point names an
+:class:`bridge.ports.AdapterSpec`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from importlib.metadata import entry_points
-from typing import Any
-
-from pydantic import BaseModel
 
 from bridge.errors import ConfigError
+from bridge.ports import CAPABILITIES, CORE_PROVIDER, Adapter, AdapterSpec
 
 ENTRY_POINT_GROUP = "returns_bridge.adapters"
-
-
-@dataclass(frozen=True)
-class AdapterSpec:
-    """What a platform adapter offers the core.
-
-    ``config_model`` validates the retailer's ``[retailers.<id>.<name>]`` table.
-    ``hooks`` is an open mapping of hook name to callable (setup, sandbox factory); the
-    core looks hooks up by name and never by platform.
-
-    ``capabilities`` declares, statically, every port of :mod:`bridge.services` the adapter
-    can provide (``runtime.provide``); ``provides``, when given, narrows that to what one
-    retailer's validated config turns on (e.g. a catalog that can be disabled). ``check``
-    validates ``[retailers.<id>.routes]`` against these declarations without starting
-    anything, so an adapter must never provide a capability it does not declare.
-    """
-
-    name: str
-    config_model: type[BaseModel]
-    description: str = ""
-    hooks: dict[str, Any] = field(default_factory=dict)
-    capabilities: frozenset[str] = frozenset()
-    provides: Callable[[BaseModel], Iterable[str]] | None = None
-
-    def provided(self, config: BaseModel) -> frozenset[str]:
-        """The capabilities this adapter provides for a retailer configured with ``config``."""
-        if self.provides is None:
-            return self.capabilities
-        return frozenset(self.provides(config)) & self.capabilities
 
 
 class AdapterRegistry:
     """Named adapters; refuses duplicates and names the installed ones for an unknown name."""
 
-    def __init__(self, specs: Iterable[AdapterSpec] = ()) -> None:
-        self._specs: dict[str, AdapterSpec] = {}
+    def __init__(self, specs: Iterable[Adapter] = ()) -> None:
+        self._specs: dict[str, Adapter] = {}
         for spec in specs:
             self.register(spec)
 
-    def register(self, spec: AdapterSpec) -> None:
-        from bridge.services import CAPABILITIES, CORE_PROVIDER
-
+    def register(self, spec: Adapter) -> None:
         if spec.name in self._specs:
             raise ConfigError(f"adapter {spec.name!r} is registered twice")
         if spec.name == CORE_PROVIDER:
@@ -70,7 +37,7 @@ class AdapterRegistry:
             )
         self._specs[spec.name] = spec
 
-    def get(self, name: str) -> AdapterSpec:
+    def get(self, name: str) -> Adapter:
         try:
             return self._specs[name]
         except KeyError:
@@ -84,7 +51,7 @@ class AdapterRegistry:
     def names(self) -> list[str]:
         return sorted(self._specs)
 
-    def specs(self) -> list[AdapterSpec]:
+    def specs(self) -> list[Adapter]:
         return [self._specs[n] for n in self.names()]
 
 

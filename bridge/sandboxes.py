@@ -1,6 +1,6 @@
 """``returns-bridge sandbox <platform>``: run an adapter's fake platform on loopback.
 
-An adapter offers a sandbox through its ``sandbox`` hook: ``(add_arguments, run)``.
+An adapter offers a sandbox through its ``sandbox`` (a :class:`bridge.ports.SandboxCommand`).
 """
 
 from __future__ import annotations
@@ -15,13 +15,12 @@ from bridge.registry import load_registry
 def _configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="platform", required=True)
     for spec in load_registry().specs():
-        hook = spec.hooks.get("sandbox")
-        if hook is None:
+        sandbox = spec.sandbox
+        if sandbox is None:
             continue
-        add_arguments, run = hook
         platform = sub.add_parser(spec.name, help=f"a fake {spec.description} on loopback")
-        add_arguments(platform)
-        platform.set_defaults(sandbox_run=run)
+        sandbox.add_arguments(platform)
+        platform.set_defaults(sandbox_run=sandbox.run)
 
 
 def _run(args: argparse.Namespace) -> int:

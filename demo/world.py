@@ -25,8 +25,8 @@ from adapters.returnlogic.sandbox import running_sandbox as running_returnlogic
 from bridge.app import Runtime, build_app, build_runtime
 from bridge.config import load_config
 from bridge.engine import EngineSettings
+from bridge.ports import CATALOG, EXCHANGE_ORDER_SINK
 from bridge.sandboxkit import serving
-from bridge.services import CATALOG, EXCHANGE_ORDER_SINK
 from demo.guide import guide_providers
 
 OPTORO_CLIENT_ID = "demo-bridge"

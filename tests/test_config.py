@@ -25,7 +25,8 @@ from bridge.config import (
 )
 from bridge.configbase import ConfigModel
 from bridge.errors import ConfigError
-from bridge.registry import AdapterRegistry, AdapterSpec, load_registry
+from bridge.ports import AdapterContext, AdapterSpec
+from bridge.registry import AdapterRegistry, load_registry
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
 EXAMPLE_ENV = {
@@ -641,6 +642,10 @@ def test_arrays_of_tables_get_their_own_lines() -> None:
 # --- secrets --------------------------------------------------------------------------------
 
 
+def _no_setup(ctx: AdapterContext, retailer: RetailerConfig, config: BaseModel) -> None:
+    """A table-only adapter: nothing to wire."""
+
+
 class _EchoConfig(ConfigModel):
     """A careless adapter whose validator echoes its input."""
 
@@ -657,7 +662,9 @@ def test_secrets_never_appear_in_errors_summaries_or_reprs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     secret = "s3cr3t-value-never-shown"
-    registry = AdapterRegistry([*load_registry().specs(), AdapterSpec("echo", _EchoConfig)])
+    registry = AdapterRegistry(
+        [*load_registry().specs(), AdapterSpec("echo", _EchoConfig, _no_setup)]
+    )
     good = write(
         tmp_path / "good.toml",
         """

@@ -13,10 +13,10 @@ import pytest
 from pydantic import BaseModel
 
 from bridge.app import build_runtime
-from bridge.config import check_main, load_config
+from bridge.config import RetailerConfig, check_main, load_config
 from bridge.errors import ConfigError
-from bridge.registry import AdapterRegistry, AdapterSpec, load_registry
-from bridge.services import CAPABILITIES, CORE_PROVIDER
+from bridge.ports import CAPABILITIES, CORE_PROVIDER, AdapterContext, AdapterSpec
+from bridge.registry import AdapterRegistry, load_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config.example.toml"
@@ -162,6 +162,10 @@ def test_example_still_passes(
     assert check(EXAMPLE, capsys)[0] == 0
 
 
+def _no_setup(ctx: AdapterContext, retailer: RetailerConfig, config: BaseModel) -> None:
+    """A table-only adapter: nothing to wire."""
+
+
 class _Table(BaseModel):
     pass
 
@@ -169,8 +173,8 @@ class _Table(BaseModel):
 def test_two_providers_and_no_route_must_be_chosen(tmp_path: Path) -> None:
     registry = AdapterRegistry(
         [
-            AdapterSpec("one", _Table, capabilities=frozenset({"catalog"})),
-            AdapterSpec("two", _Table, capabilities=frozenset({"catalog"})),
+            AdapterSpec("one", _Table, _no_setup, capabilities=frozenset({"catalog"})),
+            AdapterSpec("two", _Table, _no_setup, capabilities=frozenset({"catalog"})),
         ]
     )
     path = tmp_path / "bridge.toml"
@@ -195,9 +199,11 @@ def test_two_providers_and_no_route_must_be_chosen(tmp_path: Path) -> None:
 
 def test_registry_refuses_undeclared_names() -> None:
     with pytest.raises(ConfigError, match="unknown capabilities catalgo"):
-        AdapterRegistry([AdapterSpec("one", _Table, capabilities=frozenset({"catalgo"}))])
+        AdapterRegistry(
+            [AdapterSpec("one", _Table, _no_setup, capabilities=frozenset({"catalgo"}))]
+        )
     with pytest.raises(ConfigError, match="reserved for the core"):
-        AdapterRegistry([AdapterSpec(CORE_PROVIDER, _Table)])
+        AdapterRegistry([AdapterSpec(CORE_PROVIDER, _Table, _no_setup)])
 
 
 @pytest.mark.parametrize("disabled", [False, True])

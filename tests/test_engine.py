@@ -68,18 +68,28 @@ def make_engine(
 
 
 async def drain(engine: Engine, until: float = 10.0) -> None:
-    """Process and dispatch until nothing is pending (retries included) or ``until`` s pass."""
-    deadline = time.monotonic() + until
-    while time.monotonic() < deadline:
-        worked = await engine.process_available() + await engine.dispatch_available()
-        if worked:
-            continue
-        due = await engine.store.next_effect_due()
-        stats = await engine.store.inbox_stats()
-        if due is None and stats.pending == 0:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("engine did not drain in time")
+    """Run the daemon's inbox worker and dispatcher until nothing is pending (retries
+    included) or ``until`` s pass, then stop them as the daemon does."""
+    stop = asyncio.Event()
+    worker = asyncio.create_task(engine.run_inbox_worker())
+    dispatcher = asyncio.create_task(engine.run_dispatcher(stop, drain_seconds=5.0))
+    try:
+        deadline = time.monotonic() + until
+        while time.monotonic() < deadline:
+            if dispatcher.done():
+                dispatcher.result()  # a crashed dispatcher fails the test with its error
+            due = await engine.store.next_effect_due()
+            stats = await engine.store.inbox_stats()
+            leased = await engine.store.list_effects(EffectState.PENDING)
+            if due is None and stats.pending == 0 and not leased:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("engine did not drain in time")
+    finally:
+        worker.cancel()
+        stop.set()
+        await asyncio.gather(worker, return_exceptions=True)
+        await dispatcher
 
 
 def test_error_taxonomy_is_pinned() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 
-from adapters.kibo.client import CROSSWALK
+from adapters.kibo.client import CROSSWALK, reconciler_key
 from adapters.optoro.sandbox import scenario as guide_scenario
 from bridge.engine import EngineSettings
 from bridge.store import EffectState, InboxStatus
@@ -152,7 +152,8 @@ async def test_reconciliation_finds_a_create_sent_by_a_process_that_died(tmp_pat
         ) as resp:
             assert resp.status == 200  # the answer the dead process never read
         assert await store.release_leases("gone/") == 1
-        reconciler = world.runtime.extras[("kibo", RETAILER)]
+        reconciler = world.runtime.find_shared(reconciler_key(RETAILER))
+        assert reconciler is not None
         assert await reconciler.find_unknown_creates() == 1
         engine.destinations[name] = destination
         engine.wake_dispatcher()
@@ -350,7 +351,8 @@ async def test_lost_clear_notification_is_caught_by_reconciliation(tmp_path: Pat
         await world.kibo.clear(created["returnID"])
         await settle(world)
         assert refunds_received(world) == []  # the notification was lost
-        reconciler = world.runtime.extras[("kibo", RETAILER)]
+        reconciler = world.runtime.find_shared(reconciler_key(RETAILER))
+        assert reconciler is not None
         assert await reconciler.run_once() == 1
         await settle(world)
         (refund,) = refunds_received(world)

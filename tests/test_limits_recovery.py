@@ -21,6 +21,7 @@ from cryptography.fernet import Fernet
 from adapters.optoro.client import ISOLATE_AFTER, RPO_LANES
 from adapters.optoro.sandbox import OptoroSandbox
 from adapters.optoro.sandbox import running_sandbox as optoro_sandbox
+from adapters.returnlogic import team_key
 from adapters.returnlogic.client import RlTeam
 from adapters.returnlogic.config import ReturnLogicConfig
 from adapters.returnlogic.sandbox import DEFAULT_TEAM, ReturnLogicSandbox
@@ -82,7 +83,8 @@ async def test_restarted_daemon_starts_with_its_predecessors_windows(tmp_path: P
             async with running_daemon(tmp_path, tables, env=env) as daemon:
                 seen = len(api_requests(rl))
                 await until(lambda s=seen: len(api_requests(rl)) >= s + 5, 15, "requests")
-                team = daemon.runtime.extras[("returnlogic", RETAILER)]
+                team = daemon.runtime.find_shared(team_key(DEFAULT_TEAM))
+                assert team is not None
                 if lifetime > 1:
                     assert team.limits.journal.seeded_calls >= 2  # its predecessor's calls
         assert rl.rate_limited == 0

@@ -13,9 +13,10 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
+from adapters.optoro.inbound import inbound_key
 from bridge.app import Runtime
 from bridge.domain import Rma
-from bridge.services import CATALOG, EXCHANGE_ORDER_SINK
+from bridge.ports import CATALOG, EXCHANGE_ORDER_SINK, SharedKey
 from bridge.store import InboxStatus
 from demo.guide import GuideCatalog, GuideOrderSink
 from tests.harness import (
@@ -65,6 +66,14 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield client
 
 
+SINK: SharedKey[GuideOrderSink] = SharedKey("test.exchange_order_sink")
+MEMORY_CATALOG: SharedKey[GuideCatalog] = SharedKey("test.catalog")
+
+
+def _absent() -> Any:
+    raise AssertionError("the fixture did not wire it")
+
+
 HEADERS = {"X-Optiturn-Id": OPTITURN_ID, "X-Optiturn-Api-Version": "3"}
 
 
@@ -83,8 +92,8 @@ async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
     def wire(runtime: Runtime) -> None:
         runtime.provide("acme", CATALOG, "memory", catalog)
         runtime.provide("acme", EXCHANGE_ORDER_SINK, "memory", sink)
-        runtime.extras["sink"] = sink
-        runtime.extras["catalog"] = catalog
+        runtime.shared(SINK, lambda: sink)
+        runtime.shared(MEMORY_CATALOG, lambda: catalog)
 
     async with running_daemon(tmp_path, optoro_table("http://127.0.0.1:9"), before_start=wire) as d:
         yield d
@@ -235,8 +244,8 @@ async def get_variants(
 
 
 async def test_every_variants_sample_is_answered_from_the_catalog(daemon, session) -> None:  # type: ignore[no-untyped-def]
-    catalog = daemon.runtime.extras["catalog"]
-    cache = daemon.runtime.extras[("optoro", "acme")].variants_cache
+    catalog = daemon.runtime.shared(MEMORY_CATALOG, _absent)
+    cache = daemon.runtime.shared(inbound_key("acme"), _absent).variants_cache
     samples = steps("Exchange Variants")
     assert len(samples) == 8
     for step in samples:
@@ -252,12 +261,12 @@ async def test_every_variants_sample_is_answered_from_the_catalog(daemon, sessio
 async def test_cold_concurrent_variants_cause_one_upstream_call_and_stale_serves_outage(
     daemon, session
 ) -> None:  # type: ignore[no-untyped-def]
-    catalog = daemon.runtime.extras["catalog"]
+    catalog = daemon.runtime.shared(MEMORY_CATALOG, _absent)
     path = steps("Exchange Variants")[0]["path"]
     results = await asyncio.gather(*(get_variants(session, daemon, path) for _ in range(100)))
     assert {status for status, _ in results} == {200}
     assert catalog.calls == 1
-    inbound = daemon.runtime.extras[("optoro", "acme")]
+    inbound = daemon.runtime.shared(inbound_key("acme"), _absent)
     inbound.variants_cache.ttl = 0  # every request now goes upstream
     catalog.fail = True
     status, body = await get_variants(session, daemon, path)
@@ -293,7 +302,7 @@ async def test_every_exchange_order_sample_is_accepted_and_answered(daemon, sess
 
 
 async def test_exchange_orders_are_idempotent_on_original_order_id(daemon, session) -> None:  # type: ignore[no-untyped-def]
-    sink = daemon.runtime.extras["sink"]
+    sink = daemon.runtime.shared(SINK, _absent)
     sink.delay = 0.05
     step = next(s for s in steps("Exchange Order") if s["response"])
     answers = await asyncio.gather(*(post_exchange(session, daemon, step) for _ in range(20)))
@@ -316,7 +325,7 @@ async def test_exchange_orders_are_idempotent_on_original_order_id(daemon, sessi
 
 
 async def test_unavailable_order_system_is_503_and_nothing_half_created(daemon, session) -> None:  # type: ignore[no-untyped-def]
-    sink = daemon.runtime.extras["sink"]
+    sink = daemon.runtime.shared(SINK, _absent)
     step = next(s for s in steps("Exchange Order") if s["response"])
     sink.fail = True
     status, body, headers = await post_exchange(session, daemon, step)

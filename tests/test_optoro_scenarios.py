@@ -23,7 +23,7 @@ from adapters.optoro.sandbox import (
 )
 from adapters.optoro.sandbox.scenarios import Step
 from bridge.app import Runtime
-from bridge.services import CATALOG, EXCHANGE_ORDER_SINK
+from bridge.ports import CATALOG, EXCHANGE_ORDER_SINK
 from bridge.store import EffectState
 from bridge.sync import publish_orders
 from demo.guide import guide_providers

@@ -25,6 +25,7 @@ import pytest_asyncio
 from cryptography.fernet import Fernet
 
 from adapters.optoro.sandbox import running_sandbox as running_optoro
+from adapters.returnlogic import team_key
 from adapters.returnlogic.config import ReturnLogicConfig
 from adapters.returnlogic.install import install_url
 from adapters.returnlogic.sandbox import (
@@ -271,7 +272,10 @@ async def test_valid_install_once_replays_refused_concurrently_and_after_restart
         assert sandbox.tokens_issued == 1
 
         # the token call took no slot from the team's request budget
-        team = daemon.runtime.extras[("returnlogic", RETAILER)]
+        team = daemon.runtime.find_shared(
+            team_key(daemon.runtime.config.retailers[RETAILER].platforms["returnlogic"].team_id)
+        )
+        assert team is not None
         assert (team.limits.limiter.admitted, team.token_limits.limiter.admitted) == (0, 1)
         # the tokens work: the team's calls are authenticated
         response = await team.request("GET", "/v1/orders", params={"limit": 1})

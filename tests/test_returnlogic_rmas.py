@@ -30,6 +30,7 @@ from adapters.returnlogic.rmas import (
     endpoint_base,
     endpoint_with_secret,
     parse_webhook,
+    rmas_key,
 )
 from adapters.returnlogic.sandbox import DEFAULT_TEAM, ReturnLogicSandbox
 from adapters.returnlogic.sandbox import running_sandbox as running_rl
@@ -39,7 +40,7 @@ from bridge.domain import Rma, RmaStatus
 from bridge.engine import EngineSettings
 from bridge.errors import MappingError
 from bridge.lifecycle import is_closed
-from bridge.services import CATALOG, EXCHANGE_ORDER_SINK, RMA_LIFECYCLE
+from bridge.ports import CATALOG, EXCHANGE_ORDER_SINK, RMA_LIFECYCLE
 from bridge.store import EffectState
 from mappings.returnlogic import rma_to_canonical, rma_version
 
@@ -126,7 +127,8 @@ class World:
     @property
     def rmas(self) -> RlRmas:
         assert self.runtime is not None
-        source: RlRmas = self.runtime.extras[("returnlogic.rmas", RETAILER)]
+        source = self.runtime.find_shared(rmas_key(RETAILER))
+        assert source is not None
         return source
 
     @property

@@ -44,7 +44,7 @@ from bridge.engine import HttpDestination
 from bridge.errors import MappingError, PermanentDeliveryError, RetriableDeliveryError
 from bridge.http import DestinationLimits, HttpClient, OutboundRequest, Response
 from bridge.lifecycle import ReturnEvent
-from bridge.services import RMA_LIFECYCLE
+from bridge.ports import RMA_LIFECYCLE, AdapterContext, RmaLifecycle, SharedKey
 from bridge.store import Effect, EffectState, NewEffect, Store, Transaction
 from bridge.store.base import OUTCOME_UNKNOWN
 from mappings.kibo import (
@@ -125,7 +125,7 @@ class KiboReturnDestination(HttpDestination):
         config: KiboConfig,
         store: Callable[[], Store],
         http: Callable[[], HttpClient],
-        lifecycle: Callable[[], Any],
+        lifecycle: Callable[[], RmaLifecycle],
     ) -> None:
         limits = DestinationLimits(
             name,
@@ -482,7 +482,7 @@ async def _set_open(tx: Transaction, retailer: str, return_id: int, *, open_: bo
 
 
 async def apply_return_event(
-    tx: Transaction, retailer: str, lifecycle: Any, return_id: int, kind: str
+    tx: Transaction, retailer: str, lifecycle: RmaLifecycle, return_id: int, kind: str
 ) -> list[NewEffect]:
     """A known Kibo return moved (cleared, rejected, ...): record it, tell the lifecycle.
     Returns of other systems (unknown ids) are ignored."""
@@ -501,6 +501,11 @@ async def apply_return_event(
     return effects
 
 
+def reconciler_key(retailer: str) -> SharedKey[KiboReconciler]:
+    """The retailer's :class:`KiboReconciler` (for operators and tests)."""
+    return SharedKey(f"kibo.reconciler:{retailer}")
+
+
 class KiboReconciler:
     """Reads returns created but not yet cleared or rejected (Get Return), because
     notifications can be lost; feeds what it learns to the lifecycle like a notification.
@@ -513,7 +518,7 @@ class KiboReconciler:
 
     def __init__(
         self,
-        runtime: Any,
+        runtime: AdapterContext,
         retailer: str,
         config: KiboConfig,
         destination: KiboReturnDestination | None = None,

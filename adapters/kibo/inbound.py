@@ -20,7 +20,7 @@ from adapters.kibo.config import KiboConfig
 from bridge.engine import HandlerContext, Outcome
 from bridge.inbound import authenticated, receive, secret_headers_of, unauthorized
 from bridge.openapi import security_of
-from bridge.services import RMA_LIFECYCLE
+from bridge.ports import RMA_LIFECYCLE, AdapterContext
 from bridge.store import InboxItem, InboxStatus, Transaction
 from mappings.kibo import DEFAULT_EVENT_NAMES, KiboNotificationIn, parse_notification
 
@@ -28,7 +28,7 @@ NOTIFICATION_KIND = "kibo.notifications"
 
 
 class KiboNotifications:
-    def __init__(self, runtime: Any, retailer: str, config: KiboConfig) -> None:
+    def __init__(self, runtime: AdapterContext, retailer: str, config: KiboConfig) -> None:
         self.runtime = runtime
         self.retailer = retailer
         self.config = config

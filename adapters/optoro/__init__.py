@@ -2,49 +2,49 @@
 
 from __future__ import annotations
 
-from typing import Any
+import argparse
+from typing import TYPE_CHECKING
 
 from adapters.optoro.config import OptoroConfig
-from bridge.registry import AdapterSpec
-from bridge.services import ORDER_PUBLISHER
+from bridge.ports import ORDER_PUBLISHER, AdapterContext, AdapterSpec
+
+if TYPE_CHECKING:
+    from bridge.config import RetailerConfig
 
 
-def setup(runtime: Any, retailer: Any, config: OptoroConfig) -> None:
+def setup(ctx: AdapterContext, retailer: RetailerConfig, config: OptoroConfig) -> None:
     """Wire one retailer: RPO destination and publisher, inbound routes, RMA handler."""
     from adapters.optoro.client import OptoroAuth, RpoDestination, RpoPublisher
-    from adapters.optoro.inbound import OptoroInbound
-    from bridge.services import ORDER_PUBLISHER
-
-    def http() -> Any:
-        return runtime.http
+    from adapters.optoro.inbound import OptoroInbound, inbound_key
 
     destination = f"optoro.rpo:{retailer.id}"
-    auth = OptoroAuth(config, http)
-    runtime.engine.add_destination(RpoDestination(destination, config, auth, http))
-    runtime.provide(
+    auth = OptoroAuth(config, lambda: ctx.http)
+    ctx.engine.add_destination(RpoDestination(destination, config, auth, lambda: ctx.http))
+    ctx.provide(
         retailer.id, ORDER_PUBLISHER, "optoro", RpoPublisher(retailer.id, destination, config)
     )
-    inbound = OptoroInbound(runtime, retailer.id, config)
-    inbound.routes()
-    runtime.extras[("optoro", retailer.id)] = inbound
+    ctx.shared(inbound_key(retailer.id), lambda: OptoroInbound(ctx, retailer.id, config)).routes()
 
 
-def _sandbox_arguments(parser: Any) -> None:
-    from adapters.optoro.sandbox.__main__ import add_arguments
+class Sandbox:
+    """``returns-bridge sandbox optoro``."""
 
-    add_arguments(parser)
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        from adapters.optoro.sandbox.__main__ import add_arguments
 
+        add_arguments(parser)
 
-def _sandbox_run(args: Any) -> int:
-    from adapters.optoro.sandbox.__main__ import run
+    def run(self, args: argparse.Namespace) -> int:
+        from adapters.optoro.sandbox.__main__ import run
 
-    return run(args)
+        return run(args)
 
 
 ADAPTER = AdapterSpec(
     name="optoro",
     config_model=OptoroConfig,
+    setup=setup,
     description="Optoro Returns Experience",
-    hooks={"setup": setup, "sandbox": (_sandbox_arguments, _sandbox_run)},
-    capabilities=frozenset({ORDER_PUBLISHER}),
+    capabilities=frozenset({ORDER_PUBLISHER.name}),
+    sandbox=Sandbox(),
 )

@@ -25,7 +25,6 @@ from typing import Any
 from aiohttp import web
 
 from adapters.optoro.config import OptoroConfig
-from bridge.app import Runtime
 from bridge.cache import SingleFlightCache
 from bridge.domain import Rma, Variant
 from bridge.engine import HandlerContext, Outcome, apply_versioned
@@ -44,7 +43,7 @@ from bridge.inbound import (
 from bridge.jsonsafe import check_text
 from bridge.lifecycle import is_closed
 from bridge.openapi import security_of
-from bridge.services import CATALOG, EXCHANGE_ORDER_SINK, RMA_LIFECYCLE
+from bridge.ports import CATALOG, EXCHANGE_ORDER_SINK, RMA_LIFECYCLE, AdapterContext, SharedKey
 from bridge.store import ClaimState, InboxItem, InboxStatus, Transaction, canonical_json
 from mappings.optoro import (
     ExchangeOrderHeaders,
@@ -71,10 +70,15 @@ VARIANT_IDENTIFIER = r"[^/]+"
 ``/`` arrives as ``%2F`` and is part of the identifier)."""
 
 
+def inbound_key(retailer: str) -> SharedKey[OptoroInbound]:
+    """The retailer's :class:`OptoroInbound` (for operators, benches and tests)."""
+    return SharedKey(f"optoro.inbound:{retailer}")
+
+
 class OptoroInbound:
     """The inbound endpoints and the RMA inbox handler of one retailer."""
 
-    def __init__(self, runtime: Runtime, retailer: str, config: OptoroConfig) -> None:
+    def __init__(self, runtime: AdapterContext, retailer: str, config: OptoroConfig) -> None:
         self.runtime = runtime
         self.retailer = retailer
         self.config = config

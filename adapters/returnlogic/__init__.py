@@ -2,25 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydantic import BaseModel
+import argparse
+from typing import TYPE_CHECKING
 
 from adapters.returnlogic.config import ReturnLogicConfig
-from bridge.registry import AdapterSpec
-from bridge.services import CATALOG, EXCHANGE_ORDER_SINK
+from bridge.ports import CATALOG, EXCHANGE_ORDER_SINK, AdapterContext, AdapterSpec, SharedKey
+
+if TYPE_CHECKING:
+    from adapters.returnlogic.client import RlTeam
+    from bridge.config import RetailerConfig
 
 
-def setup(runtime: Any, retailer: Any, config: ReturnLogicConfig) -> None:
+def team_key(team_id: str) -> SharedKey[RlTeam]:
+    """One :class:`RlTeam` (tokens, rate governor) per ReturnLogic team, shared by the
+    retailers that use it."""
+    return SharedKey(f"returnlogic.team:{team_id}")
+
+
+def setup(ctx: AdapterContext, retailer: RetailerConfig, config: ReturnLogicConfig) -> None:
     """Wire one retailer: the team (tokens, governor), the OAuth callback, readiness."""
     from adapters.returnlogic.client import RlTeam
     from adapters.returnlogic.inbound import RlCallback
     from bridge.errors import ConfigError
     from bridge.vault import TokenVault, key_from_env
 
-    teams: dict[str, RlTeam] = runtime.extras.setdefault("returnlogic.teams", {})
-    team = teams.get(config.team_id)
-    if team is None:
+    def make_team() -> RlTeam:
         key, problem = None, None
         if config.static_token is None:
             try:
@@ -29,50 +35,56 @@ def setup(runtime: Any, retailer: Any, config: ReturnLogicConfig) -> None:
                 problem = str(exc)
         team = RlTeam(
             config,
-            http=lambda: runtime.http,
-            vault=lambda: TokenVault(runtime.store, key) if key is not None else None,
+            http=lambda: ctx.http,
+            vault=lambda: TokenVault(ctx.store, key) if key is not None else None,
         )
         team.broken = problem
-        teams[config.team_id] = team
-    runtime.extras[("returnlogic", retailer.id)] = team
-    RlCallback(runtime, retailer.id, team, config).routes()
+        return team
+
+    team = ctx.shared(team_key(config.team_id), make_team)
+    RlCallback(ctx, retailer.id, team, config).routes()
 
     async def ready() -> str | None:
         return team.broken
 
-    runtime.add_readiness(f"returnlogic:{retailer.id}", ready)
+    ctx.add_readiness(f"returnlogic:{retailer.id}", ready)
 
     from adapters.returnlogic import catalog, orders, rmas
 
-    orders.setup(runtime, retailer, config, team)
-    rmas.setup(runtime, retailer, config, team)
-    catalog.setup(runtime, retailer, config, team)
+    orders.setup(ctx, retailer, config, team)
+    rmas.setup(ctx, retailer, config, team)
+    catalog.setup(ctx, retailer, config, team)
 
 
-def _sandbox_arguments(parser: Any) -> None:
-    from adapters.returnlogic.sandbox.__main__ import add_arguments
+class Sandbox:
+    """``returns-bridge sandbox returnlogic``."""
 
-    add_arguments(parser)
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        from adapters.returnlogic.sandbox.__main__ import add_arguments
+
+        add_arguments(parser)
+
+    def run(self, args: argparse.Namespace) -> int:
+        from adapters.returnlogic.sandbox.__main__ import run
+
+        return run(args)
 
 
-def _sandbox_run(args: Any) -> int:
-    from adapters.returnlogic.sandbox.__main__ import run
-
-    return run(args)
-
-
-def _provides(config: BaseModel) -> frozenset[str]:
+def _provides(config: ReturnLogicConfig) -> frozenset[str]:
     """The catalog and the exchange-order sink, each unless disabled in its table."""
-    assert isinstance(config, ReturnLogicConfig)
-    enabled = {CATALOG: config.catalog.enabled, EXCHANGE_ORDER_SINK: config.exchange_orders.enabled}
+    enabled = {
+        CATALOG.name: config.catalog.enabled,
+        EXCHANGE_ORDER_SINK.name: config.exchange_orders.enabled,
+    }
     return frozenset(capability for capability, on in enabled.items() if on)
 
 
 ADAPTER = AdapterSpec(
     name="returnlogic",
     config_model=ReturnLogicConfig,
+    setup=setup,
     description="ReturnLogic",
-    hooks={"setup": setup, "sandbox": (_sandbox_arguments, _sandbox_run)},
-    capabilities=frozenset({CATALOG, EXCHANGE_ORDER_SINK}),
+    capabilities=frozenset({CATALOG.name, EXCHANGE_ORDER_SINK.name}),
     provides=_provides,
+    sandbox=Sandbox(),
 )

@@ -60,7 +60,7 @@ from typing import Any, TextIO
 from adapters.returnlogic.orders import PageResult, format_when, parse_when, sync_for
 from bridge.errors import BridgeError, ConfigError
 from bridge.http import Priority
-from bridge.services import ORDER_PUBLISHER
+from bridge.ports import ORDER_PUBLISHER
 
 log = logging.getLogger(__name__)
 

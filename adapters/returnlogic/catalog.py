@@ -31,8 +31,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adapters.returnlogic.client import RlTeam
 from adapters.returnlogic.config import ReturnLogicConfig
@@ -43,8 +44,8 @@ from bridge.errors import (
     PermanentDeliveryError,
     RetriableDeliveryError,
 )
-from bridge.http import Backoff, OutboundRequest, Priority, Response
-from bridge.services import CATALOG, EXCHANGE_ORDER_SINK
+from bridge.http import Backoff, HttpClient, OutboundRequest, Priority, Response
+from bridge.ports import CATALOG, EXCHANGE_ORDER_SINK, AdapterContext
 from mappings.returnlogic import (
     encode_json,
     exchange_order_number,
@@ -54,6 +55,9 @@ from mappings.returnlogic import (
     products_to_variants,
     variants_for_sku,
 )
+
+if TYPE_CHECKING:
+    from bridge.config import RetailerConfig
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +116,9 @@ class RlExchangeOrders:
     """The ``exchange_order_sink`` capability: ReturnLogic create order, at most once per
     ``original_order_id`` (see the module docstring)."""
 
-    def __init__(self, team: RlTeam, config: ReturnLogicConfig, http: Any) -> None:
+    def __init__(
+        self, team: RlTeam, config: ReturnLogicConfig, http: Callable[[], HttpClient]
+    ) -> None:
         self.team = team
         self.config = config.exchange_orders
         self._http = http
@@ -226,16 +232,18 @@ def _number_taken(exc: PermanentDeliveryError) -> bool:
     return isinstance(fields, dict) and "orderNumber" in fields
 
 
-def setup(runtime: Any, retailer: Any, config: ReturnLogicConfig, team: RlTeam) -> None:
+def setup(
+    ctx: AdapterContext, retailer: RetailerConfig, config: ReturnLogicConfig, team: RlTeam
+) -> None:
     """Provide the catalog and the exchange-order sink for one retailer, as enabled."""
     if config.catalog.enabled:
-        runtime.provide(retailer.id, CATALOG, "returnlogic", RlCatalog(team, config))
+        ctx.provide(retailer.id, CATALOG, "returnlogic", RlCatalog(team, config))
     if config.exchange_orders.enabled:
-        runtime.provide(
+        ctx.provide(
             retailer.id,
             EXCHANGE_ORDER_SINK,
             "returnlogic",
-            RlExchangeOrders(team, config, lambda: runtime.http),
+            RlExchangeOrders(team, config, lambda: ctx.http),
         )
 
 

@@ -15,8 +15,6 @@ model ``/openapi.json`` shows); presence is checked here in that security order.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
-from typing import Any
 
 from aiohttp import web
 
@@ -25,6 +23,7 @@ from adapters.returnlogic.config import ReturnLogicConfig
 from bridge.errors import BridgeError, ConfigError, DeliveryError, MappingError
 from bridge.inbound import json_error
 from bridge.oauthstate import StateRefused, StateSigner, consume
+from bridge.ports import AdapterContext
 from bridge.vault import key_from_env
 from mappings.returnlogic import OAuthCallbackQuery
 
@@ -48,7 +47,7 @@ class RlCallback:
 
     def __init__(
         self,
-        runtime: Any,
+        runtime: AdapterContext,
         retailer: str,
         team: RlTeam,
         config: ReturnLogicConfig | None = None,
@@ -141,6 +140,4 @@ class RlCallback:
 
     def _poll_orders_now(self) -> None:
         """Bring the retailer's next order poll forward: its first sync need not wait."""
-        job = self.runtime.scheduler.get_job(f"returnlogic-orders-poll:{self.retailer}")
-        if job is not None:
-            job.modify(next_run_time=datetime.now(UTC))
+        self.runtime.jobs.run_soon(f"returnlogic-orders-poll:{self.retailer}")

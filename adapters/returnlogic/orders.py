@@ -1,6 +1,6 @@
 """ReturnLogic orders -> the retailer's order publisher (Optoro Returns Portal Orders).
 
-One :class:`RlOrderSync` per retailer (``runtime.extras[("returnlogic.orders", retailer)]``):
+One :class:`RlOrderSync` per retailer (:func:`sync_for`):
 
 * :meth:`~RlOrderSync.poll_once`, every ``poll_every`` seconds (and at start): the orders
   created since the cursor, at live priority;
@@ -64,12 +64,13 @@ from typing import Any
 
 from adapters.returnlogic.client import RlTeam
 from adapters.returnlogic.config import ReturnLogicConfig, RlOrdersConfig
+from bridge.config import RetailerConfig
 from bridge.domain import Order
 from bridge.engine import HandlerContext, Outcome
 from bridge.errors import BridgeError, MappingError, PermanentDeliveryError
 from bridge.http import Priority
 from bridge.lifecycle import ORDER, store_orders
-from bridge.services import ORDER_PUBLISHER
+from bridge.ports import ORDER_PUBLISHER, AdapterContext, SharedKey
 from bridge.store import InboxItem, InboxStatus, Transaction
 from mappings.returnlogic import encode_json, order_to_canonical, orders_page
 
@@ -79,16 +80,19 @@ ORDERS_PATH = "/v1/orders"
 COUNT_PATH = "/v1/orders/count"
 INBOX_KIND = "returnlogic.order"
 """Inbox kind of a raw order record that failed mapping (quarantined, replayable)."""
-EXTRAS_KEY = "returnlogic.orders"
 
 
-def sync_for(runtime: Any, retailer: str) -> RlOrderSync:
+def orders_key(retailer: str) -> SharedKey[RlOrderSync]:
+    return SharedKey(f"returnlogic.orders:{retailer}")
+
+
+def sync_for(runtime: AdapterContext, retailer: str) -> RlOrderSync:
     """The retailer's :class:`RlOrderSync` (``BridgeError`` when ReturnLogic is not set up)."""
-    sync = runtime.extras.get((EXTRAS_KEY, retailer))
-    if sync is None:
+
+    def missing() -> RlOrderSync:
         raise BridgeError(f"retailer {retailer!r} has no ReturnLogic order source configured")
-    assert isinstance(sync, RlOrderSync)
-    return sync
+
+    return runtime.shared(orders_key(retailer), missing)
 
 
 def format_when(when: datetime, *, round_up: bool = False) -> str:
@@ -175,7 +179,7 @@ class RlOrderSync:
 
     def __init__(
         self,
-        runtime: Any,
+        runtime: AdapterContext,
         retailer: str,
         config: RlOrdersConfig,
         team: RlTeam,
@@ -261,29 +265,24 @@ class RlOrderSync:
             await self.runtime.store.set_cursor(self.rescan_cursor_name, format_when(now))
             last_rescan = now
         next_rescan = max(now, last_rescan + timedelta(seconds=self.config.rescan_every))
-        scheduler = self.runtime.scheduler
-        scheduler.add_job(
-            self._scheduled,
-            "interval",
-            args=(self.poll_once,),
-            seconds=self.config.poll_every,
-            next_run_time=now,
-            id=f"returnlogic-orders-poll:{self.retailer}",
-            max_instances=1,
-            coalesce=True,
-            replace_existing=True,
+        self.runtime.jobs.every(
+            f"returnlogic-orders-poll:{self.retailer}",
+            self._scheduled_poll,
+            self.config.poll_every,
+            first_at=now,
         )
-        scheduler.add_job(
-            self._scheduled,
-            "interval",
-            args=(self.rescan_once,),
-            seconds=self.config.rescan_every,
-            next_run_time=next_rescan,
-            id=f"returnlogic-orders-rescan:{self.retailer}",
-            max_instances=1,
-            coalesce=True,
-            replace_existing=True,
+        self.runtime.jobs.every(
+            f"returnlogic-orders-rescan:{self.retailer}",
+            self._scheduled_rescan,
+            self.config.rescan_every,
+            first_at=next_rescan,
         )
+
+    async def _scheduled_poll(self) -> None:
+        await self._scheduled(self.poll_once)
+
+    async def _scheduled_rescan(self) -> None:
+        await self._scheduled(self.rescan_once)
 
     async def _scheduled(self, run: Callable[[], Awaitable[SyncReport]]) -> None:
         """A scheduled run: a failure (partner down, token refused) is logged and the next
@@ -495,12 +494,14 @@ def _refuse(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def setup(runtime: Any, retailer: Any, config: ReturnLogicConfig, team: RlTeam) -> None:
+def setup(
+    runtime: AdapterContext, retailer: RetailerConfig, config: ReturnLogicConfig, team: RlTeam
+) -> None:
     """Wire the order source of one retailer: the sync object, its inbox handler (quarantined
     records), and, when ``orders.enabled``, the poll and re-scan jobs (scheduled at start, once
     every adapter has offered its services)."""
     sync = RlOrderSync(runtime, retailer.id, config.orders, team)
-    runtime.extras[(EXTRAS_KEY, retailer.id)] = sync
+    runtime.shared(orders_key(retailer.id), lambda: sync)
     runtime.engine.add_handler(INBOX_KIND, sync.handle_inbox, retailer=retailer.id)
     if config.orders.enabled:
         runtime.on_startup(sync.start)

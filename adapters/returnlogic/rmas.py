@@ -55,7 +55,7 @@ import asyncio
 import hmac
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -66,6 +66,7 @@ from aiohttp import web
 
 from adapters.returnlogic.client import RlTeam
 from adapters.returnlogic.config import ReturnLogicConfig
+from bridge.config import RetailerConfig
 from bridge.domain import Rma, RmaStatus
 from bridge.engine import DEFAULT_DEADLINE, HandlerContext, Outcome, apply_versioned
 from bridge.errors import (
@@ -80,7 +81,7 @@ from bridge.http import Backoff, OutboundRequest, Priority, Response
 from bridge.inbound import json_error, parse_json_object, receive, secret_matches
 from bridge.lifecycle import is_closed
 from bridge.openapi import ApiKey
-from bridge.services import RMA_LIFECYCLE
+from bridge.ports import RMA_LIFECYCLE, AdapterContext, RmaLifecycle, SharedKey
 from bridge.store import Effect, EffectState, InboxItem, InboxStatus, NewEffect, Transaction
 from mappings.returnlogic import (
     RESOURCE_ACTIONS,
@@ -207,7 +208,9 @@ class RlRmas:
     """One retailer's ReturnLogic RMA source: webhook receiver and handler, RMA reads,
     reconciliation, subscription supervisor and dead-letter flags."""
 
-    def __init__(self, runtime: Any, retailer: str, config: ReturnLogicConfig, team: RlTeam):
+    def __init__(
+        self, runtime: AdapterContext, retailer: str, config: ReturnLogicConfig, team: RlTeam
+    ):
         self.runtime = runtime
         self.retailer = retailer
         self.config = config
@@ -238,35 +241,31 @@ class RlRmas:
         )
         runtime.engine.add_handler(WEBHOOK_KIND, self.handle, retailer=rid)
         runtime.engine.add_destination(self.destination)
-        now = datetime.now(UTC)
-        jobs: list[tuple[str, Any, float, datetime | None]] = [
-            ("start", self.on_start, 0.0, now),
-            ("reconcile", self._job(self.reconcile), self.rmas.reconcile_every, None),
-        ]
+        jobs = runtime.jobs
+        jobs.once(f"returnlogic-rmas-start:{rid}", self.on_start)
+        jobs.every(
+            f"returnlogic-rmas-reconcile:{rid}",
+            self._job(self.reconcile),
+            self.rmas.reconcile_every,
+        )
         if self.supervising:
-            jobs.append(("supervise", self._job(self.supervise), self.rmas.supervise_every, None))
-        if self.rmas.flag_dead_letters:
-            jobs.append(("flag", self._job(self.flag_dead_letters), self.rmas.flag_every, None))
-        for name, func, every, first in jobs:
-            trigger: dict[str, Any] = (
-                {"trigger": "date", "run_date": first}
-                if every == 0.0
-                else {"trigger": "interval", "seconds": every}
+            jobs.every(
+                f"returnlogic-rmas-supervise:{rid}",
+                self._job(self.supervise),
+                self.rmas.supervise_every,
             )
-            runtime.scheduler.add_job(
-                func,
-                **trigger,
-                id=f"returnlogic-rmas-{name}:{rid}",
-                max_instances=1,
-                coalesce=True,
-                misfire_grace_time=None,
+        if self.rmas.flag_dead_letters:
+            jobs.every(
+                f"returnlogic-rmas-flag:{rid}",
+                self._job(self.flag_dead_letters),
+                self.rmas.flag_every,
             )
 
     @property
     def supervising(self) -> bool:
         return self.rmas.webhook_url is not None and self.rmas.webhook_secret is not None
 
-    def _job(self, run: Any) -> Any:
+    def _job(self, run: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
         async def job() -> None:
             try:
                 await run()
@@ -287,7 +286,7 @@ class RlRmas:
         await self._job(self.reconcile)()
 
     @property
-    def lifecycle(self) -> Any:
+    def lifecycle(self) -> RmaLifecycle:
         return self.runtime.service(self.retailer, RMA_LIFECYCLE)
 
     def rma_key(self, rma_id: str) -> str:
@@ -750,12 +749,19 @@ class RmaFetchDestination:
         return effects
 
 
-def setup(runtime: Any, retailer: Any, config: ReturnLogicConfig, team: RlTeam) -> None:
+def rmas_key(retailer: str) -> SharedKey[RlRmas]:
+    """The retailer's :class:`RlRmas` (for the CLI, the demo and tests)."""
+    return SharedKey(f"returnlogic.rmas:{retailer}")
+
+
+def setup(
+    runtime: AdapterContext, retailer: RetailerConfig, config: ReturnLogicConfig, team: RlTeam
+) -> None:
     """Wire the RMA source for one retailer (when ``rmas.enabled``)."""
     if not config.rmas.enabled:
         return
     source = RlRmas(runtime, retailer.id, config, team)
-    runtime.extras[("returnlogic.rmas", retailer.id)] = source
+    runtime.shared(rmas_key(retailer.id), lambda: source)
     source.wire()
 
 

@@ -370,25 +370,6 @@ class Engine:
 
     # outbox ------------------------------------------------------------------------------
 
-    async def dispatch_available(self) -> int:
-        """Lease due effects and deliver them concurrently; returns how many were leased."""
-        effects = await self.store.lease_effects(
-            self.owner,
-            self.settings.effect_batch,
-            self.settings.effect_lease,
-            frozenset(self.destinations),
-        )
-        if not effects:
-            return 0
-        gate = asyncio.Semaphore(self.settings.max_concurrent_deliveries)
-
-        async def one(effect: Effect) -> None:
-            async with gate:
-                await self.deliver(effect)
-
-        await asyncio.gather(*(one(e) for e in effects))
-        return len(effects)
-
     async def deliver(self, effect: Effect) -> None:
         """One delivery attempt of a leased effect and its recorded outcome.
 
