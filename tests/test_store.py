@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,6 +19,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from bridge.engine import Engine
+from bridge.engine.core import pid_alive
 from bridge.errors import StoreError
 from bridge.store import (
     Claim,
@@ -549,7 +552,7 @@ async def test_effects_of_one_order_key_are_leased_one_at_a_time(
     await store.mark_delivered(a1, "w1", {"status": 201})
     assert await lease_ids(store) == [a2]
     # a head scheduled for a later retry still holds the line
-    await store.schedule_retry(a2, "w1", clock.now + 60, "503")
+    await store.schedule_retry(a2, "w1", 60, "503")
     assert await lease_ids(store) == []
     clock.advance(60)
     assert await lease_ids(store) == [a2]
@@ -565,7 +568,7 @@ async def test_not_before_retry_and_attempts(store: Store, clock: FakeClock) -> 
     (leased,) = await store.lease_effects("w1", 10, 30)
     assert (leased.id, leased.attempts, leased.outcome_unknown) == (e, 1, False)
 
-    await store.schedule_retry(e, "w1", clock.now + 5, f"{OUTCOME_UNKNOWN}timeout")
+    await store.schedule_retry(e, "w1", 5, f"{OUTCOME_UNKNOWN}timeout")
     retried = await store.get_effect(e)
     assert retried is not None
     assert (retried.state, retried.last_error) == (EffectState.PENDING, f"{OUTCOME_UNKNOWN}timeout")
@@ -574,7 +577,7 @@ async def test_not_before_retry_and_attempts(store: Store, clock: FakeClock) -> 
     clock.advance(5)
     (leased,) = await store.lease_effects("w2", 10, 30)
     assert (leased.attempts, leased.outcome_unknown) == (2, True)
-    await store.schedule_retry(e, "w2", clock.now + 5, "answered 503")
+    await store.schedule_retry(e, "w2", 5, "answered 503")
     clock.advance(5)
     (leased,) = await store.lease_effects("w3", 10, 30)
     assert (leased.attempts, leased.outcome_unknown) == (3, False)  # a 503 is a known failure
@@ -592,7 +595,7 @@ async def test_effect_lease_expires_and_the_old_owner_loses_it(
     assert await lease_ids(store, "new") == [e]
     for finish in (
         store.mark_delivered(e, "old"),
-        store.schedule_retry(e, "old", clock.now, "x"),
+        store.schedule_retry(e, "old", 0, "x"),
         store.dead_letter(e, "old", "x"),
     ):
         with pytest.raises(LeaseLost):
@@ -662,7 +665,7 @@ async def test_requeue_effect_from_dead_letter(store: Store, clock: FakeClock) -
     )
     await lease_ids(store)
     clock.advance(20)
-    await store.schedule_retry(e, "w1", clock.now, "503")
+    await store.schedule_retry(e, "w1", 0, "503")
     await lease_ids(store)
     await store.dead_letter(e, "w1", "422", {"req": 1}, {"status": 422})
     assert not await store.requeue_effect(other)  # leased, not dead
@@ -873,25 +876,86 @@ async def test_sqlite_acknowledged_accepts_survive_kill_9(tmp_path: Path) -> Non
         await store.close()
 
 
-async def test_release_leases_frees_only_the_named_instances_work(
-    store: Store, clock: FakeClock
+def dead_pid() -> int:
+    """The pid of a process that has exited and was reaped."""
+    with subprocess.Popen([sys.executable, "-c", ""]) as child:  # noqa: S603
+        child.wait()
+        return child.pid
+
+
+async def test_take_back_frees_a_dead_process_of_this_instance_never_a_live_one(
+    store: Store,
 ) -> None:
-    for body in (b"a", b"b"):
+    """Two daemons on one host (instances a and b) and a live second process of a: a
+    restart of a frees only the leases of a's dead former process."""
+    gone, live, mine = dead_pid(), os.getppid(), os.getpid()
+    for body in (b"1", b"2", b"3"):
         await store.accept("src", None, body, {})
-    (mine,) = await store.lease_inbox("host-1/111/x", 1, 60)
-    (theirs,) = await store.lease_inbox("host-2/222/y", 1, 60)
+    await store.register_instance(f"a/{gone}/1", "a", "host", gone)
+    await store.register_instance(f"a/{live}/1", "a", "host", live)
+    await store.register_instance(f"b/{live}/1", "b", "host", live)
+    (dead_item,) = await store.lease_inbox(f"a/{gone}/1", 1, 60)
+    (live_a,) = await store.lease_inbox(f"a/{live}/1", 1, 60)
+    (live_b,) = await store.lease_inbox(f"b/{live}/1", 1, 60)
     sent, unsent = await add_effects(store, effect("sent"), effect("unsent"))
-    await store.lease_effects("host-1/111/x", 10, 60)
-    await store.mark_sending(sent, "host-1/111/x")  # then the process died mid-call
-    assert await store.lease_inbox("anyone", 10, 60) == []
-    assert await store.release_leases("host-1/") == 3
-    (again,) = await store.lease_inbox("host-1/333/z", 10, 60)
-    assert again.id == mine.id
-    by_id = {e.id: e for e in await store.lease_effects("host-1/333/z", 10, 60)}
+    await store.lease_effects(f"a/{gone}/1", 10, 60)
+    await store.mark_sending(sent, f"a/{gone}/1")  # then the process died mid-call
+
+    await store.register_instance(f"a/{mine}/2", "a", "host", mine)
+    assert await store.take_back_leases(f"a/{mine}/2", "a", "host", pid_alive, 3600) == 3
+    (again,) = await store.lease_inbox(f"a/{mine}/2", 10, 60)
+    assert again.id == dead_item.id
+    assert {live_a.id, live_b.id}.isdisjoint({again.id})
+    by_id = {e.id: e for e in await store.lease_effects(f"a/{mine}/2", 10, 60)}
     assert set(by_id) == {sent, unsent}
     assert by_id[sent].outcome_unknown  # recorded as sent: the dead process may have sent it
     assert not by_id[unsent].outcome_unknown  # never recorded as sent: known not sent
-    assert theirs.id != mine.id
+    owners = {i.owner for i in await store.list_instances()}
+    assert owners == {f"a/{live}/1", f"b/{live}/1", f"a/{mine}/2"}  # the dead one is gone
+    # b restarting frees nothing of a's live processes
+    assert await store.take_back_leases(f"b/{mine}/3", "b", "host", pid_alive, 3600) == 0
+
+
+async def test_take_back_treats_an_older_owner_with_the_callers_pid_as_dead(
+    store: Store,
+) -> None:
+    """A container restarts its daemon at the same pid: one pid is one process at a time,
+    so the former owner holding that pid is the dead previous run."""
+    mine = os.getpid()
+    await store.accept("src", None, b"x", {})
+    await store.register_instance(f"a/{mine}/1", "a", "host", mine)
+    await store.lease_inbox(f"a/{mine}/1", 1, 60)
+    await store.register_instance(f"a/{mine}/2", "a", "host", mine)
+    assert await store.take_back_leases(f"a/{mine}/2", "a", "host", pid_alive, 3600) == 1
+
+
+async def test_take_back_frees_an_owner_whose_heartbeat_is_stale(
+    store: Store, clock: FakeClock
+) -> None:
+    """Any instance, any host: a process that stopped heartbeating is dead; one that
+    heartbeats is not, and unregistered owners' leases only expire."""
+    for body in (b"1", b"2", b"3"):
+        await store.accept("src", None, body, {})
+    await store.register_instance("c/10/1", "c", "other-host", 10)
+    await store.register_instance("d/11/1", "d", "other-host", 11)
+    (stale,) = await store.lease_inbox("c/10/1", 1, 600)
+    (beating,) = await store.lease_inbox("d/11/1", 1, 600)
+    (unregistered,) = await store.lease_inbox("e/12/1", 1, 600)
+    clock.advance(100)
+    await store.heartbeat("d/11/1")
+    await store.register_instance("a/1/1", "a", "host", os.getpid())
+    assert await store.take_back_leases("a/1/1", "a", "host", pid_alive, 60) == 1
+    assert [i.id for i in await store.lease_inbox("a/1/1", 10, 60)] == [stale.id]
+    assert {i.owner for i in await store.list_instances()} == {"d/11/1", "a/1/1"}
+    assert beating.id != unregistered.id
+
+
+async def test_engine_owner_ids_are_unique_per_process_and_engine(store: Store) -> None:
+    first, second = Engine(store, instance="a"), Engine(store, instance="a")
+    instance, pid, start_ms = first.owner.split("/")
+    assert (instance, int(pid)) == ("a", os.getpid())
+    assert int(start_ms) > 0
+    assert first.owner != second.owner
 
 
 # recovery and rate limits (expedite, governor admissions) ----------------------------------
@@ -909,8 +973,8 @@ async def test_expedite_makes_only_waiting_retries_of_that_destination_due(
         effect("elsewhere", destination="optoro"),
     )
     assert set(await lease_ids(store)) == {retrying, leased, elsewhere}
-    await store.schedule_retry(retrying, "w1", clock.now + 3600, "503")
-    await store.schedule_retry(elsewhere, "w1", clock.now + 3600, "503")
+    await store.schedule_retry(retrying, "w1", 3600, "503")
+    await store.schedule_retry(elsewhere, "w1", 3600, "503")
     assert await lease_ids(store, owner="w2") == []  # the lane waits behind its head
 
     assert await store.expedite("kibo") == 1  # not the leased, the new or optoro's
@@ -949,7 +1013,7 @@ async def test_sending_mark_makes_an_interrupted_attempt_unknown_until_its_answe
 ) -> None:
     (e,) = await add_effects(store, effect("e"))
     await store.lease_effects("w1", 10, 30)
-    await store.schedule_retry(e, "w1", clock.now, "answered 503")  # known, nothing applied
+    await store.schedule_retry(e, "w1", 0, "answered 503")  # known, nothing applied
     (leased,) = await store.lease_effects("w2", 10, 30)
     assert (leased.attempts, leased.outcome_unknown) == (2, False)
     await store.mark_sending(e, "w2")
@@ -957,7 +1021,7 @@ async def test_sending_mark_makes_an_interrupted_attempt_unknown_until_its_answe
     (leased,) = await store.lease_effects("w3", 10, 30)
     assert (leased.attempts, leased.outcome_unknown) == (3, True)
     await store.mark_sending(e, "w3")
-    await store.schedule_retry(e, "w3", clock.now, "answered 503")  # its answer replaces it
+    await store.schedule_retry(e, "w3", 0, "answered 503")  # its answer replaces it
     (leased,) = await store.lease_effects("w4", 10, 30)
     assert (leased.attempts, leased.outcome_unknown) == (4, False)
     with pytest.raises(LeaseLost):  # w3's lease is gone: it must not send
