@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -137,6 +138,35 @@ async def test_sqlite_migrates_from_empty_and_reopens_idempotently(
         assert await second.get_cursor("poll") == "42"
     finally:
         await second.close()
+
+
+async def test_a_database_of_the_schema_before_0005_upgrades_in_place(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """A file written by the schema of migrations 1-4 (what main ran) opens, migrates, and
+    its pending items and leases behave as before (no entity: each its own)."""
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    for migration in sorted(MIGRATIONS.glob("*.sql")):
+        if int(migration.name[:4]) <= 4:
+            conn.executescript(migration.read_text(encoding="utf-8"))
+    conn.execute("PRAGMA user_version = 4")
+    conn.execute(
+        "INSERT INTO inbox (source, dedup_key, body_hash, body, headers, received_at)"
+        " VALUES ('src', 'k', 'h', x'7b7d', '{}', 1.0)"
+    )
+    conn.commit()
+    conn.close()
+    store = SqliteStore(path, clock=clock)
+    await store.open()
+    try:
+        assert await store.schema_version() == latest_migration() >= 5
+        (old,) = await store.lease_inbox("a/1/1", 10, 60)
+        assert (old.dedup_key, old.entity) == ("k", None)
+        await store.register_instance("a/1/1", "a", "host", 1)
+        assert [i.owner for i in await store.list_instances()] == ["a/1/1"]
+    finally:
+        await store.close()
 
 
 async def test_ping(store: Store) -> None:
@@ -820,6 +850,166 @@ async def test_flags_are_idempotent(store: Store, clock: FakeClock) -> None:
     assert await store.list_flags(include_resolved=True) == flags
 
 
+async def test_a_resolved_flag_leaves_the_open_list(store: Store, clock: FakeClock) -> None:
+    async with store.transaction() as tx:
+        await tx.add_flag("acme", "rma", "R1", "quantity mismatch")
+        await tx.add_flag("acme", "rma", "R2", "quantity mismatch")
+    first, second = await store.list_flags()
+    clock.advance(5)
+    assert await store.resolve_flag(first.id)
+    assert not await store.resolve_flag(first.id)  # resolved already
+    assert not await store.resolve_flag(9999)
+    assert await store.list_flags() == [second]
+    resolved, still_open = await store.list_flags(include_resolved=True)
+    assert (resolved.id, resolved.resolved_at) == (first.id, clock.now)
+    assert still_open == second
+
+
+async def test_claim_of_one_key_by_20_concurrent_callers_has_one_winner(store: Store) -> None:
+    claims = await asyncio.gather(*(store.claim("x", "order-1", "h", 30) for _ in range(20)))
+    states = sorted(c.state.value for c in claims)
+    assert states == sorted([ClaimState.NEW.value] + [ClaimState.IN_PROGRESS.value] * 19)
+
+
+async def test_an_expired_claim_is_taken_over_by_exactly_one_concurrent_claimer(
+    store: Store, clock: FakeClock
+) -> None:
+    assert (await store.claim("x", "k", "h", 30)).state is ClaimState.NEW
+    clock.advance(31)  # the claimant died: its lease ran out
+    claims = await asyncio.gather(*(store.claim("x", "k", "h", 30) for _ in range(10)))
+    assert [c.state for c in claims].count(ClaimState.NEW) == 1
+    assert {c.state for c in claims} == {ClaimState.NEW, ClaimState.IN_PROGRESS}
+    clock.advance(31)
+    # a different request never takes over, expired or not
+    assert (await store.claim("x", "k", "other", 30)).state is ClaimState.CONFLICT
+    assert (await store.claim("x", "k", "h", 30)).state is ClaimState.NEW
+
+
+# per-entity lock, entity-keyed inbox, the store's time, per-entity rows --------------------
+
+
+async def test_two_transactions_locking_one_new_entity_serialise(store: Store) -> None:
+    """Both lock an entity that does not exist yet, read it and write count + 1: the
+    second sees the first's write, so the count is 2 (never 1, a lost update)."""
+
+    async def increment() -> None:
+        async with store.transaction() as tx:
+            await tx.lock_entity("counter", "c1")
+            found = await tx.get_entity("counter", "c1")
+            count = 0 if found is None else int(found.data["count"])
+            for _ in range(5):  # let the other task run, were it able to enter
+                await asyncio.sleep(0)
+            await tx.put_entity("counter", "c1", (count + 1,), {"count": count + 1})
+
+    await asyncio.gather(increment(), increment())
+    async with store.transaction() as tx:
+        found = await tx.get_entity("counter", "c1")
+    assert found is not None
+    assert found.data == {"count": 2}
+
+
+async def test_deleted_entities_and_paged_entity_keys(store: Store) -> None:
+    async with store.transaction() as tx:
+        for key in ("acme:3", "acme:1", "acme:2", "zeta:1"):
+            await tx.put_entity("open_return", key, (1,), {"key": key})
+        await tx.put_entity("other", "acme:9", (1,), {})
+    assert await store.entity_keys("open_return", "acme:", limit=2) == ["acme:1", "acme:2"]
+    assert await store.entity_keys("open_return", "acme:", after="acme:2") == ["acme:3"]
+    assert await store.entity_keys("open_return") == ["acme:1", "acme:2", "acme:3", "zeta:1"]
+    async with store.transaction() as tx:
+        assert await tx.delete_entity("open_return", "acme:2")
+        assert not await tx.delete_entity("open_return", "acme:2")
+        assert await tx.get_entity("open_return", "acme:2") is None
+    assert await store.entity_keys("open_return", "acme:") == ["acme:1", "acme:3"]
+    with contextlib.suppress(RuntimeError):
+        async with store.transaction() as tx:
+            await tx.delete_entity("open_return", "acme:1")
+            raise RuntimeError("rolled back")
+    assert await store.entity_keys("open_return", "acme:") == ["acme:1", "acme:3"]
+
+
+async def accept_for(store: Store, body: str, entity: str | None) -> int:
+    return (await store.accept("src", None, body.encode(), {}, entity=entity)).inbox_id
+
+
+async def test_inbox_items_of_one_entity_are_leased_one_at_a_time_in_order(
+    store: Store, clock: FakeClock
+) -> None:
+    a1 = await accept_for(store, "a1", "rma:A")
+    a2 = await accept_for(store, "a2", "rma:A")
+    b1 = await accept_for(store, "b1", "rma:B")
+    own = await accept_for(store, "n1", None)
+    a3 = await accept_for(store, "a3", "rma:A")
+    first, second = await asyncio.gather(
+        store.lease_inbox("w1/1/1", 10, 60), store.lease_inbox("w2/2/2", 10, 60)
+    )
+    held = [*first, *second]
+    assert sorted(i.id for i in held) == [a1, b1, own]  # several entities per batch
+    assert [i.entity for i in held].count("rma:A") == 1
+    assert await store.lease_inbox("w2/2/2", 10, 60) == []  # a2 waits for a1
+    async with store.transaction() as tx:
+        for item in held:
+            await tx.finish_inbox(
+                item.id, "w1/1/1" if item in first else "w2/2/2", InboxStatus.DONE
+            )
+    (next_a,) = await store.lease_inbox("w2/2/2", 10, 60)
+    assert (next_a.id, next_a.entity) == (a2, "rma:A")
+    clock.advance(61)  # the worker holding a2 died: its lease expired, a2 goes again alone
+    again = await store.lease_inbox("w1/1/1", 10, 60)
+    assert [(i.id, i.attempts) for i in again] == [(a2, 2)]
+    assert a3 not in {i.id for i in await store.lease_inbox("w1/1/1", 10, 60)}
+    async with store.transaction() as tx:
+        await tx.finish_inbox(a2, "w1/1/1", InboxStatus.QUARANTINED, "bad")
+    leased = await store.lease_inbox("w1/1/1", 10, 60)
+    assert a3 in {i.id for i in leased}  # a quarantined item does not hold its entity
+
+
+async def test_concurrent_workers_never_hold_two_items_of_one_entity(store: Store) -> None:
+    """Four workers lease and finish concurrently until the inbox is empty; at no moment
+    does one entity have two items leased, and each entity's items finish in id order."""
+    ids: dict[str, list[int]] = {}
+    for n in range(30):
+        entity = f"rma:{n % 3}"
+        ids.setdefault(entity, []).append(await accept_for(store, f"m{n}", entity))
+    holding: dict[str, str] = {}
+    finished: dict[str, list[int]] = {}
+
+    async def worker(owner: str) -> None:
+        while await store.pending_inbox_count():
+            items = await store.lease_inbox(owner, 2, 60)
+            for item in items:
+                assert item.entity is not None
+                assert item.entity not in holding, "two items of one entity leased at once"
+                holding[item.entity] = owner
+            await asyncio.sleep(0)
+            for item in items:
+                assert item.entity is not None
+                async with store.transaction() as tx:
+                    await tx.finish_inbox(item.id, owner, InboxStatus.DONE)
+                del holding[item.entity]
+                finished.setdefault(item.entity, []).append(item.id)
+
+    await asyncio.gather(*(worker(f"w{n}/{n}/1") for n in range(4)))
+    assert finished == ids
+
+
+async def test_times_are_the_stores_own(store: Store, clock: FakeClock) -> None:
+    assert await store.now() == clock.now
+    (e,) = await add_effects(store, effect("e"))
+    await store.lease_effects("w1", 10, 30)
+    clock.advance(7)
+    await store.schedule_retry(e, "w1", 5, "503")
+    found = await store.get_effect(e)
+    assert found is not None
+    assert found.next_attempt_at == clock.now + 5  # due in the store's time, not the caller's
+    await store.accept("src", None, b"x", {})
+    await store.lease_inbox("w1", 10, 30)
+    clock.advance(30)
+    assert await store.lease_inbox("w2", 10, 30) == []  # expires at the store's now + 30
+    clock.advance(0.5)
+    assert len(await store.lease_inbox("w2", 10, 30)) == 1
+
+
 # durability ---------------------------------------------------------------------------------
 
 
@@ -878,7 +1068,7 @@ async def test_sqlite_acknowledged_accepts_survive_kill_9(tmp_path: Path) -> Non
 
 def dead_pid() -> int:
     """The pid of a process that has exited and was reaped."""
-    with subprocess.Popen([sys.executable, "-c", ""]) as child:  # noqa: S603
+    with subprocess.Popen([sys.executable, "-c", ""]) as child:
         child.wait()
         return child.pid
 
