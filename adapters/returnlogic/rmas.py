@@ -313,6 +313,7 @@ class RlRmas:
             kind=WEBHOOK_KIND,
             validate=parse_webhook,
             invalid_status=200,
+            entity_of=lambda event: f"rma:{self.rma_key(event.rma_id)}",
         )
 
     async def handle(self, item: InboxItem, tx: Transaction, ctx: HandlerContext) -> Outcome:
