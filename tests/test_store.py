@@ -33,7 +33,7 @@ from bridge.store import (
     Store,
     store_from_url,
 )
-from bridge.store.base import OUTCOME_UNKNOWN, SENT_WITHOUT_ANSWER, body_hash
+from bridge.store.base import OUTCOME_UNKNOWN, SENT_WITHOUT_ANSWER, body_hash, each_entity_key
 from bridge.store.memory import MemoryStore
 from bridge.store.sqlite import SqliteStore
 
@@ -916,6 +916,8 @@ async def test_deleted_entities_and_paged_entity_keys(store: Store) -> None:
     assert await store.entity_keys("open_return", "acme:", limit=2) == ["acme:1", "acme:2"]
     assert await store.entity_keys("open_return", "acme:", after="acme:2") == ["acme:3"]
     assert await store.entity_keys("open_return") == ["acme:1", "acme:2", "acme:3", "zeta:1"]
+    paged = [k async for k in each_entity_key(store, "open_return", "acme:", page=2)]
+    assert paged == ["acme:1", "acme:2", "acme:3"]
     async with store.transaction() as tx:
         assert await tx.delete_entity("open_return", "acme:2")
         assert not await tx.delete_entity("open_return", "acme:2")

@@ -48,7 +48,7 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -335,6 +335,17 @@ class Transaction(ABC):
         self, retailer: str | None, entity_kind: str, entity_key: str, reason: str
     ) -> None:
         """Flag an entity for an operator (idempotent per entity and reason)."""
+
+
+async def each_entity_key(
+    store: Store, kind: str, key_prefix: str = "", page: int = 500
+) -> AsyncIterator[str]:
+    """Every key of :meth:`Store.entity_keys`, read page by page."""
+    after = ""
+    while keys := await store.entity_keys(kind, key_prefix, after, page):
+        for key in keys:
+            yield key
+        after = keys[-1]
 
 
 class Store(ABC):
