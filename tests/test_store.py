@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from bridge.engine import Engine
+from bridge.engine import Engine, EngineSettings
 from bridge.engine.core import pid_alive
 from bridge.errors import StoreError
 from bridge.store import (
@@ -36,6 +37,7 @@ from bridge.store import (
 from bridge.store.base import OUTCOME_UNKNOWN, SENT_WITHOUT_ANSWER, body_hash, each_entity_key
 from bridge.store.memory import MemoryStore
 from bridge.store.sqlite import SqliteStore
+from tests.daemon_process import until
 
 T0 = 1_700_000_000.0
 REPO = Path(__file__).resolve().parents[1]
@@ -1140,6 +1142,26 @@ async def test_take_back_frees_an_owner_whose_heartbeat_is_stale(
     assert [i.id for i in await store.lease_inbox("a/1/1", 10, 60)] == [stale.id]
     assert {i.owner for i in await store.list_instances()} == {"d/11/1", "a/1/1"}
     assert beating.id != unregistered.id
+
+
+async def test_engine_registers_at_start_and_heartbeats(store: Store, clock: FakeClock) -> None:
+    engine = Engine(store, EngineSettings(heartbeat_interval=0.01), instance="a")
+    assert await engine.take_back_leases() == 0
+    (me,) = await store.list_instances()
+    assert (me.owner, me.instance, me.pid) == (engine.owner, "a", os.getpid())
+    assert (me.host, me.heartbeat_at) == (socket.gethostname(), clock.now)
+    beating = asyncio.create_task(engine.run_heartbeat())
+    try:
+        clock.advance(10)
+
+        async def beat() -> bool:
+            return [i.heartbeat_at for i in await store.list_instances()] == [clock.now]
+
+        await until(beat, 10, "a heartbeat at the store's new time")
+    finally:
+        beating.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beating
 
 
 async def test_engine_owner_ids_are_unique_per_process_and_engine(store: Store) -> None:
