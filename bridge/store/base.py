@@ -18,9 +18,10 @@ writer: every write holds one lock, so transactions run one after the other. Pos
   ``(kind, key)``.
 * **Inbox leased by entity.** An inbox item accepted with an ``entity`` key is leased only
   when no other item of that entity is leased (unexpired) and none with a lower id is
-  pending: one at a time per entity, in id order. SQLite/memory: the lease query checks it
-  under the writer lock; PostgreSQL: the same ``NOT EXISTS`` in a ``MATERIALIZED`` CTE with
-  ``FOR UPDATE SKIP LOCKED`` under a transaction advisory lock on the inbox.
+  pending: one at a time per entity, in id order (several entities per lease are fine).
+  SQLite/memory: the lease query checks it under the writer lock; PostgreSQL (next issue):
+  the same ``NOT EXISTS`` in a ``MATERIALIZED`` CTE with ``FOR UPDATE SKIP LOCKED``, made
+  exclusive per entity by an advisory lock.
 * **Leases and expiry.** Work (inbox items, outbox effects) is *leased*: a lease has an
   owner and an expiry, so the items of a worker that died are picked up again once its
   lease runs out; every finishing call names the owner and is refused (``LeaseLost``) when
@@ -30,13 +31,17 @@ writer: every write holds one lock, so transactions run one after the other. Pos
 * **Claims in one statement.** :meth:`Store.claim` inserts a claim or takes over an expired
   in-progress one in a single ``INSERT ... ON CONFLICT DO UPDATE ... WHERE ... RETURNING``
   (memory: the same decision under its lock), so of concurrent claimers exactly one wins.
-* **The store's time.** Every lease expiry, due time and row time is computed inside the
-  store from its own time (:meth:`Store.now`), never from a caller's clock: a lease means
-  the same on every replica. SQLite/memory: the injectable ``clock``; PostgreSQL: ``now()``.
+* **The store's time.** Every lease expiry, retry due time and row stamp is computed inside
+  the store from its own time (:meth:`Store.now`), never from a caller's clock: a lease
+  means the same on every replica. The few absolute times a caller passes
+  (``NewEffect.not_before``/``deadline_at``, admission times) are read from
+  :meth:`Store.now` (or :attr:`Store.clock`). SQLite/memory: the injectable ``clock``;
+  PostgreSQL: ``now()``.
 * **Owners unique per process, taken back only when dead.** An owner id is
   ``instance/pid/start_ms``; a process registers (:meth:`Store.register_instance`) and
   heartbeats; :meth:`Store.take_back_leases` frees the leases of owners that are dead (same
-  instance and host, pid gone; or heartbeat stale), never a live owner's.
+  instance and host, pid gone or now the caller's own; or heartbeat stale), never a live
+  owner's. Every backend decides it with :func:`dead_owners` inside one write.
 * **Per-entity rows.** Sets that grow per entity (open returns, open RMAs) are one entity
   row each, read with :meth:`Store.entity_keys` and removed with
   :meth:`Transaction.delete_entity`, so transactions on different entities write
@@ -201,6 +206,7 @@ class NewEffect:
     retailer: str | None = None
     source_inbox_id: int | None = None
     deadline_at: float | None = None
+    """Epoch seconds in the store's time (:meth:`Store.now`), like ``not_before``."""
     not_before: float | None = None
 
 
