@@ -89,13 +89,12 @@ class _Tables:
         """A copy whose dicts can change without touching these (rows are immutable)."""
         return _Tables(**{name: copy.copy(value) for name, value in vars(self).items()})
 
-    def leased_entities(self, now: float, besides: int) -> set[str]:
-        """Entities of pending items other than ``besides`` under an unexpired lease."""
+    def leased_entities(self, now: float) -> set[str]:
+        """Entities of pending items under an unexpired lease."""
         return {
             item.entity
             for inbox_id, (_, until) in self.inbox_leases.items()
-            if inbox_id != besides
-            and until >= now
+            if until >= now
             and (item := self.inbox[inbox_id]).status is InboxStatus.PENDING
             and item.entity is not None
         }
@@ -204,13 +203,14 @@ class MemoryStore(Store):
         async with self._write() as t:
             candidates: list[tuple[int, int]] = []
             seen_entities: set[str] = set()  # an entity with a lower pending id is not next
+            leased_entities = t.leased_entities(now)  # an item's own lease: excluded below too
             for item in sorted(t.inbox.values(), key=lambda i: i.id):
                 if len(candidates) >= limit:
                     break
                 if item.status is not InboxStatus.PENDING:
                     continue
                 held = item.entity is not None and (
-                    item.entity in seen_entities or item.entity in t.leased_entities(now, item.id)
+                    item.entity in seen_entities or item.entity in leased_entities
                 )
                 if item.entity is not None:
                     seen_entities.add(item.entity)
