@@ -459,7 +459,8 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
 
     shutdown.inbox_worker = runtime.supervise("inbox-worker", runtime.engine.run_inbox_worker)
     shutdown.dispatcher = runtime.supervise("dispatcher", dispatch)
-    tasks = [shutdown.inbox_worker, shutdown.dispatcher]
+    heartbeat = runtime.supervise("heartbeat", runtime.engine.run_heartbeat)
+    tasks = [shutdown.inbox_worker, shutdown.dispatcher, heartbeat]
     yield
     for task in tasks:
         task.cancel()

@@ -60,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="print the request, send nothing"
     )
     dlq_replay.set_defaults(func=cmd_dlq_replay)
+    dlq_resolve = dlq_sub.add_parser("resolve", help="mark a flag (dlq list --flagged) settled")
+    dlq_resolve.add_argument("flag_id", type=int)
+    dlq_resolve.set_defaults(func=cmd_dlq_resolve)
 
     inbox = sub.add_parser("inbox", help="backlog and quarantine")
     inbox.add_argument("--config", required=True)
@@ -136,7 +139,7 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
 
     async def body(runtime: Any) -> int:
         if args.flagged:
-            for flag in await runtime.store.list_flags():
+            for flag in await runtime.store.list_flags(include_resolved=False):
                 print(
                     f"{flag.id}\t{_when(flag.created_at)}\t{flag.retailer}\t"
                     f"{flag.entity_kind}:{flag.entity_key}\t{flag.reason}"
@@ -212,6 +215,17 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
             else:
                 print(f"{effect_id}\tqueued again")
         return 1 if failures else 0
+
+    return _with_runtime(args, body)
+
+
+def cmd_dlq_resolve(args: argparse.Namespace) -> int:
+    async def body(runtime: Any) -> int:
+        if await runtime.store.resolve_flag(args.flag_id):
+            print(f"{args.flag_id}\tresolved")
+            return 0
+        print(f"no unresolved flag {args.flag_id}", file=sys.stderr)
+        return 1
 
     return _with_runtime(args, body)
 

@@ -151,19 +151,31 @@ def refusal(body: bytes, validate: Callable[[bytes], Any] | None = None) -> Mapp
     The body is parsed with limits first (nothing else sees a body that breaks one); then
     ``validate`` runs. An unexpected exception in ``validate`` is a refusal too, with the
     exception class in the reason: a bug in a mapping must not answer 500."""
+    problem, _ = _checked(body, validate)
+    return problem
+
+
+def _checked(
+    body: bytes,
+    validate: Callable[[bytes], Any] | None,
+    entity_of: Callable[[Any], str | None] | None = None,
+) -> tuple[MappingError | None, str | None]:
+    """:func:`refusal`, and the entity key ``entity_of`` gives the validated value (a body
+    whose entity cannot be told is refused like one that does not validate)."""
     try:
-        loads(body)
+        parsed = loads(body)
         if validate is not None:
-            validate(body)
+            parsed = validate(body)
+        return None, None if entity_of is None else entity_of(parsed)
     except MappingError as exc:
-        return exc
+        return exc, None
     except Exception as exc:  # a mapping bug: refuse this body, keep serving
         log.warning(
             "validation raised unexpectedly",
             extra={"error": type(exc).__name__},
         )
-        return MappingError(f"body could not be validated ({type(exc).__name__})", field="body")
-    return None
+        problem = MappingError(f"body could not be validated ({type(exc).__name__})", field="body")
+        return problem, None
 
 
 async def read_body(request: web.Request) -> bytes | web.Response:
@@ -184,21 +196,31 @@ async def receive(
     key: str | None = None,
     invalid_status: int = 422,
     secret_headers: frozenset[str] = frozenset(),
+    entity_of: Callable[[Any], str | None] | None = None,
 ) -> web.Response:
     """Parse and validate the (already authenticated) request, then store it in the inbox.
 
     A body that breaks a parsing limit, or for which ``validate`` raises
     :class:`MappingError`, is stored already quarantined (one commit: the worker never sees
     it pending) and answered ``invalid_status``. Returns 200 ``{"status": "accepted"}``
-    otherwise, and 503 when the store could not commit (the sender should retry)."""
+    otherwise, and 503 when the store could not commit (the sender should retry).
+
+    ``entity_of``: the key of the entity a validated body is about (given what ``validate``
+    returned); the engine handles one entity's items one at a time, in arrival order."""
     body = await read_body(request)
     if isinstance(body, web.Response):
         return body
-    problem = refusal(body, validate)
+    problem, entity = _checked(body, validate, entity_of)
     headers = kept_headers(request.headers, secret_headers)
     try:
         accepted = await engine.accept_detailed(
-            retailer, kind, key, body, headers, quarantine=_reason(problem) if problem else None
+            retailer,
+            kind,
+            key,
+            body,
+            headers,
+            quarantine=_reason(problem) if problem else None,
+            entity=entity,
         )
     except StoreError as exc:
         return _not_stored(retailer, kind, exc)

@@ -125,3 +125,16 @@ async def test_flagged_rmas_are_listed(tmp_path: Path) -> None:
         assert listed.returncode == 0, listed.stderr
         assert f"rma:{RETAILER}:8b3P5rCjHW" in listed.stdout
         assert "rejected" in listed.stdout
+
+        (flag,) = await world.runtime.store.list_flags()
+        resolved = await cli(tmp_path, "dlq", "resolve", str(flag.id))
+        assert (resolved.returncode, resolved.stdout) == (0, f"{flag.id}\tresolved\n")
+        again = await cli(tmp_path, "dlq", "resolve", str(flag.id))
+        assert again.returncode == 1
+        assert f"no unresolved flag {flag.id}" in again.stderr
+        listed = await cli(tmp_path, "dlq", "list", "--flagged")
+        assert listed.returncode == 0, listed.stderr
+        assert f"rma:{RETAILER}:8b3P5rCjHW" not in listed.stdout  # resolved: not shown
+        assert await world.runtime.store.list_flags() == []
+        (kept,) = await world.runtime.store.list_flags(include_resolved=True)
+        assert kept.resolved_at is not None

@@ -10,6 +10,7 @@ import asyncio
 import base64
 import json
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -159,6 +160,13 @@ async def test_a_handler_bug_quarantines_that_item_and_the_next_is_processed(
     assert engine.stats.quarantined == 1
 
 
+async def register_dead(store: Store, owner: str, instance: str) -> None:
+    """Register ``owner`` as a process of ``instance`` on this host that has exited."""
+    child = await asyncio.create_subprocess_exec(sys.executable, "-c", "")
+    await child.wait()
+    await store.register_instance(owner, instance, socket.gethostname(), child.pid)
+
+
 async def test_an_item_leased_more_than_three_times_without_an_outcome_is_quarantined(
     store: Store,
 ) -> None:
@@ -169,6 +177,7 @@ async def test_an_item_leased_more_than_three_times_without_an_outcome_is_quaran
     poison = await store.accept(KIND, None, b'{"n": 1}', {})
     survivor = await store.accept(KIND, None, b'{"n": 2}', {})
     for run in range(3):
+        await register_dead(store, f"host/{100 + run}/x", "host")
         (leased,) = await store.lease_inbox(f"host/{100 + run}/x", 1, 60.0)
         assert leased.id == poison.inbox_id
         restarted = Engine(store, instance="host")  # the next process of this instance
@@ -399,6 +408,7 @@ async def test_an_item_leased_before_without_an_outcome_is_leased_alone(store: S
     ids = [
         (await store.accept(KIND, None, f'{{"n": {n}}}'.encode(), {})).inbox_id for n in range(4)
     ]
+    await register_dead(store, "host/1/a", "host")
     first = await store.lease_inbox("host/1/a", 10, 60.0)
     assert [i.id for i in first] == ids
     assert await Engine(store, instance="host").take_back_leases() == 4

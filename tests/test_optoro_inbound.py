@@ -133,6 +133,8 @@ async def test_every_guide_rma_message_is_accepted_and_applied(daemon, session) 
     stats = await daemon.runtime.store.inbox_stats()
     assert stats.quarantined == 0
     assert stats.done == 61
+    entities = {i.entity for i in await daemon.runtime.store.list_inbox(InboxStatus.DONE, 100)}
+    assert entities == {f"rma:acme:{rma_id}" for rma_id in finals}  # leased one RMA at a time
     for rma_id, last in finals.items():
         rma = await stored_rma(daemon, rma_id)
         assert rma is not None

@@ -41,7 +41,7 @@ from bridge.engine import EngineSettings
 from bridge.errors import MappingError
 from bridge.lifecycle import is_closed
 from bridge.ports import CATALOG, EXCHANGE_ORDER_SINK, RMA_LIFECYCLE
-from bridge.store import EffectState
+from bridge.store import EffectState, InboxStatus
 from mappings.returnlogic import rma_to_canonical, rma_version
 
 RETAILER = "acme"
@@ -323,6 +323,11 @@ async def test_unreliable_webhooks_end_with_every_rma_applied_once(world: World)
         ]
         assert fetched  # the RMAs were read by the outbox, outside the inbox transaction
         assert not await runtime.store.list_effects(EffectState.DEAD)
+        hooks = await runtime.store.list_inbox(InboxStatus.DONE, 1000)
+        assert {i.entity for i in hooks} <= {
+            f"rma:{RETAILER}:returnlogic:{rma_id}" for rma_id in created
+        }  # one RMA's webhooks are handled one at a time
+        assert hooks
 
 
 async def test_supervisor_restores_a_deactivated_registration_and_reconciles_the_gap(

@@ -11,6 +11,9 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
+import sqlite3
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,6 +21,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from bridge.engine import Engine, EngineSettings
+from bridge.engine.core import pid_alive
 from bridge.errors import StoreError
 from bridge.store import (
     Claim,
@@ -29,9 +34,10 @@ from bridge.store import (
     Store,
     store_from_url,
 )
-from bridge.store.base import OUTCOME_UNKNOWN, SENT_WITHOUT_ANSWER, body_hash
+from bridge.store.base import OUTCOME_UNKNOWN, SENT_WITHOUT_ANSWER, body_hash, each_entity_key
 from bridge.store.memory import MemoryStore
 from bridge.store.sqlite import SqliteStore
+from tests.daemon_process import until
 
 T0 = 1_700_000_000.0
 REPO = Path(__file__).resolve().parents[1]
@@ -134,6 +140,35 @@ async def test_sqlite_migrates_from_empty_and_reopens_idempotently(
         assert await second.get_cursor("poll") == "42"
     finally:
         await second.close()
+
+
+async def test_a_database_of_the_schema_before_0005_upgrades_in_place(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """A file written by the schema of migrations 1-4 (what main ran) opens, migrates, and
+    its pending items and leases behave as before (no entity: each its own)."""
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    for migration in sorted(MIGRATIONS.glob("*.sql")):
+        if int(migration.name[:4]) <= 4:
+            conn.executescript(migration.read_text(encoding="utf-8"))
+    conn.execute("PRAGMA user_version = 4")
+    conn.execute(
+        "INSERT INTO inbox (source, dedup_key, body_hash, body, headers, received_at)"
+        " VALUES ('src', 'k', 'h', x'7b7d', '{}', 1.0)"
+    )
+    conn.commit()
+    conn.close()
+    store = SqliteStore(path, clock=clock)
+    await store.open()
+    try:
+        assert await store.schema_version() == latest_migration() >= 5
+        (old,) = await store.lease_inbox("a/1/1", 10, 60)
+        assert (old.dedup_key, old.entity) == ("k", None)
+        await store.register_instance("a/1/1", "a", "host", 1)
+        assert [i.owner for i in await store.list_instances()] == ["a/1/1"]
+    finally:
+        await store.close()
 
 
 async def test_ping(store: Store) -> None:
@@ -549,7 +584,7 @@ async def test_effects_of_one_order_key_are_leased_one_at_a_time(
     await store.mark_delivered(a1, "w1", {"status": 201})
     assert await lease_ids(store) == [a2]
     # a head scheduled for a later retry still holds the line
-    await store.schedule_retry(a2, "w1", clock.now + 60, "503")
+    await store.schedule_retry(a2, "w1", 60, "503")
     assert await lease_ids(store) == []
     clock.advance(60)
     assert await lease_ids(store) == [a2]
@@ -565,7 +600,7 @@ async def test_not_before_retry_and_attempts(store: Store, clock: FakeClock) -> 
     (leased,) = await store.lease_effects("w1", 10, 30)
     assert (leased.id, leased.attempts, leased.outcome_unknown) == (e, 1, False)
 
-    await store.schedule_retry(e, "w1", clock.now + 5, f"{OUTCOME_UNKNOWN}timeout")
+    await store.schedule_retry(e, "w1", 5, f"{OUTCOME_UNKNOWN}timeout")
     retried = await store.get_effect(e)
     assert retried is not None
     assert (retried.state, retried.last_error) == (EffectState.PENDING, f"{OUTCOME_UNKNOWN}timeout")
@@ -574,7 +609,7 @@ async def test_not_before_retry_and_attempts(store: Store, clock: FakeClock) -> 
     clock.advance(5)
     (leased,) = await store.lease_effects("w2", 10, 30)
     assert (leased.attempts, leased.outcome_unknown) == (2, True)
-    await store.schedule_retry(e, "w2", clock.now + 5, "answered 503")
+    await store.schedule_retry(e, "w2", 5, "answered 503")
     clock.advance(5)
     (leased,) = await store.lease_effects("w3", 10, 30)
     assert (leased.attempts, leased.outcome_unknown) == (3, False)  # a 503 is a known failure
@@ -592,7 +627,7 @@ async def test_effect_lease_expires_and_the_old_owner_loses_it(
     assert await lease_ids(store, "new") == [e]
     for finish in (
         store.mark_delivered(e, "old"),
-        store.schedule_retry(e, "old", clock.now, "x"),
+        store.schedule_retry(e, "old", 0, "x"),
         store.dead_letter(e, "old", "x"),
     ):
         with pytest.raises(LeaseLost):
@@ -662,7 +697,7 @@ async def test_requeue_effect_from_dead_letter(store: Store, clock: FakeClock) -
     )
     await lease_ids(store)
     clock.advance(20)
-    await store.schedule_retry(e, "w1", clock.now, "503")
+    await store.schedule_retry(e, "w1", 0, "503")
     await lease_ids(store)
     await store.dead_letter(e, "w1", "422", {"req": 1}, {"status": 422})
     assert not await store.requeue_effect(other)  # leased, not dead
@@ -817,6 +852,168 @@ async def test_flags_are_idempotent(store: Store, clock: FakeClock) -> None:
     assert await store.list_flags(include_resolved=True) == flags
 
 
+async def test_a_resolved_flag_leaves_the_open_list(store: Store, clock: FakeClock) -> None:
+    async with store.transaction() as tx:
+        await tx.add_flag("acme", "rma", "R1", "quantity mismatch")
+        await tx.add_flag("acme", "rma", "R2", "quantity mismatch")
+    first, second = await store.list_flags()
+    clock.advance(5)
+    assert await store.resolve_flag(first.id)
+    assert not await store.resolve_flag(first.id)  # resolved already
+    assert not await store.resolve_flag(9999)
+    assert await store.list_flags() == [second]
+    resolved, still_open = await store.list_flags(include_resolved=True)
+    assert (resolved.id, resolved.resolved_at) == (first.id, clock.now)
+    assert still_open == second
+
+
+async def test_claim_of_one_key_by_20_concurrent_callers_has_one_winner(store: Store) -> None:
+    claims = await asyncio.gather(*(store.claim("x", "order-1", "h", 30) for _ in range(20)))
+    states = sorted(c.state.value for c in claims)
+    assert states == sorted([ClaimState.NEW.value] + [ClaimState.IN_PROGRESS.value] * 19)
+
+
+async def test_an_expired_claim_is_taken_over_by_exactly_one_concurrent_claimer(
+    store: Store, clock: FakeClock
+) -> None:
+    assert (await store.claim("x", "k", "h", 30)).state is ClaimState.NEW
+    clock.advance(31)  # the claimant died: its lease ran out
+    claims = await asyncio.gather(*(store.claim("x", "k", "h", 30) for _ in range(10)))
+    assert [c.state for c in claims].count(ClaimState.NEW) == 1
+    assert {c.state for c in claims} == {ClaimState.NEW, ClaimState.IN_PROGRESS}
+    clock.advance(31)
+    # a different request never takes over, expired or not
+    assert (await store.claim("x", "k", "other", 30)).state is ClaimState.CONFLICT
+    assert (await store.claim("x", "k", "h", 30)).state is ClaimState.NEW
+
+
+# per-entity lock, entity-keyed inbox, the store's time, per-entity rows --------------------
+
+
+async def test_two_transactions_locking_one_new_entity_serialise(store: Store) -> None:
+    """Both lock an entity that does not exist yet, read it and write count + 1: the
+    second sees the first's write, so the count is 2 (never 1, a lost update)."""
+
+    async def increment() -> None:
+        async with store.transaction() as tx:
+            await tx.lock_entity("counter", "c1")
+            found = await tx.get_entity("counter", "c1")
+            count = 0 if found is None else int(found.data["count"])
+            for _ in range(5):  # let the other task run, were it able to enter
+                await asyncio.sleep(0)
+            await tx.put_entity("counter", "c1", (count + 1,), {"count": count + 1})
+
+    await asyncio.gather(increment(), increment())
+    async with store.transaction() as tx:
+        found = await tx.get_entity("counter", "c1")
+    assert found is not None
+    assert found.data == {"count": 2}
+
+
+async def test_deleted_entities_and_paged_entity_keys(store: Store) -> None:
+    async with store.transaction() as tx:
+        for key in ("acme:3", "acme:1", "acme:2", "zeta:1"):
+            await tx.put_entity("open_return", key, (1,), {"key": key})
+        await tx.put_entity("other", "acme:9", (1,), {})
+    assert await store.entity_keys("open_return", "acme:", limit=2) == ["acme:1", "acme:2"]
+    assert await store.entity_keys("open_return", "acme:", after="acme:2") == ["acme:3"]
+    assert await store.entity_keys("open_return") == ["acme:1", "acme:2", "acme:3", "zeta:1"]
+    paged = [k async for k in each_entity_key(store, "open_return", "acme:", page=2)]
+    assert paged == ["acme:1", "acme:2", "acme:3"]
+    async with store.transaction() as tx:
+        assert await tx.delete_entity("open_return", "acme:2")
+        assert not await tx.delete_entity("open_return", "acme:2")
+        assert await tx.get_entity("open_return", "acme:2") is None
+    assert await store.entity_keys("open_return", "acme:") == ["acme:1", "acme:3"]
+    with contextlib.suppress(RuntimeError):
+        async with store.transaction() as tx:
+            await tx.delete_entity("open_return", "acme:1")
+            raise RuntimeError("rolled back")
+    assert await store.entity_keys("open_return", "acme:") == ["acme:1", "acme:3"]
+
+
+async def accept_for(store: Store, body: str, entity: str | None) -> int:
+    return (await store.accept("src", None, body.encode(), {}, entity=entity)).inbox_id
+
+
+async def test_inbox_items_of_one_entity_are_leased_one_at_a_time_in_order(
+    store: Store, clock: FakeClock
+) -> None:
+    a1 = await accept_for(store, "a1", "rma:A")
+    a2 = await accept_for(store, "a2", "rma:A")
+    b1 = await accept_for(store, "b1", "rma:B")
+    own = await accept_for(store, "n1", None)
+    a3 = await accept_for(store, "a3", "rma:A")
+    first, second = await asyncio.gather(
+        store.lease_inbox("w1/1/1", 10, 60), store.lease_inbox("w2/2/2", 10, 60)
+    )
+    held = [*first, *second]
+    assert sorted(i.id for i in held) == [a1, b1, own]  # several entities per batch
+    assert [i.entity for i in held].count("rma:A") == 1
+    assert await store.lease_inbox("w2/2/2", 10, 60) == []  # a2 waits for a1
+    async with store.transaction() as tx:
+        for item in held:
+            await tx.finish_inbox(
+                item.id, "w1/1/1" if item in first else "w2/2/2", InboxStatus.DONE
+            )
+    (next_a,) = await store.lease_inbox("w2/2/2", 10, 60)
+    assert (next_a.id, next_a.entity) == (a2, "rma:A")
+    clock.advance(61)  # the worker holding a2 died: its lease expired, a2 goes again alone
+    again = await store.lease_inbox("w1/1/1", 10, 60)
+    assert [(i.id, i.attempts) for i in again] == [(a2, 2)]
+    assert a3 not in {i.id for i in await store.lease_inbox("w1/1/1", 10, 60)}
+    async with store.transaction() as tx:
+        await tx.finish_inbox(a2, "w1/1/1", InboxStatus.QUARANTINED, "bad")
+    leased = await store.lease_inbox("w1/1/1", 10, 60)
+    assert a3 in {i.id for i in leased}  # a quarantined item does not hold its entity
+
+
+async def test_concurrent_workers_never_hold_two_items_of_one_entity(store: Store) -> None:
+    """Four workers lease and finish concurrently until the inbox is empty; at no moment
+    does one entity have two items leased, and each entity's items finish in id order."""
+    ids: dict[str, list[int]] = {}
+    for n in range(30):
+        entity = f"rma:{n % 3}"
+        ids.setdefault(entity, []).append(await accept_for(store, f"m{n}", entity))
+    holding: dict[str, str] = {}
+    finished: dict[str, list[int]] = {}
+
+    async def worker(owner: str) -> None:
+        while await store.pending_inbox_count():
+            items = await store.lease_inbox(owner, 2, 60)
+            for item in items:
+                assert item.entity is not None
+                assert item.entity not in holding, "two items of one entity leased at once"
+                holding[item.entity] = owner
+            await asyncio.sleep(0)
+            for item in items:
+                assert item.entity is not None
+                async with store.transaction() as tx:
+                    await tx.finish_inbox(item.id, owner, InboxStatus.DONE)
+                del holding[item.entity]
+                finished.setdefault(item.entity, []).append(item.id)
+
+    await asyncio.gather(*(worker(f"w{n}/{n}/1") for n in range(4)))
+    assert finished == ids
+
+
+async def test_times_are_the_stores_own(store: Store, clock: FakeClock) -> None:
+    assert await store.now() == clock.now
+    (e,) = await add_effects(store, effect("e"))
+    await store.lease_effects("w1", 10, 30)
+    clock.advance(7)
+    await store.schedule_retry(e, "w1", 5, "503")
+    found = await store.get_effect(e)
+    assert found is not None
+    assert found.next_attempt_at == clock.now + 5  # due in the store's time, not the caller's
+    await store.accept("src", None, b"x", {})
+    await store.lease_inbox("w1", 10, 30)
+    clock.advance(30)
+    assert await store.lease_inbox("w2", 10, 30) == []  # expires at the store's now + 30
+    clock.advance(0.5)
+    assert len(await store.lease_inbox("w2", 10, 30)) == 1
+
+
 # durability ---------------------------------------------------------------------------------
 
 
@@ -873,25 +1070,106 @@ async def test_sqlite_acknowledged_accepts_survive_kill_9(tmp_path: Path) -> Non
         await store.close()
 
 
-async def test_release_leases_frees_only_the_named_instances_work(
-    store: Store, clock: FakeClock
+def dead_pid() -> int:
+    """The pid of a process that has exited and was reaped."""
+    with subprocess.Popen([sys.executable, "-c", ""]) as child:
+        child.wait()
+        return child.pid
+
+
+async def test_take_back_frees_a_dead_process_of_this_instance_never_a_live_one(
+    store: Store,
 ) -> None:
-    for body in (b"a", b"b"):
+    """Two daemons on one host (instances a and b) and a live second process of a: a
+    restart of a frees only the leases of a's dead former process."""
+    gone, live, mine = dead_pid(), os.getppid(), os.getpid()
+    for body in (b"1", b"2", b"3"):
         await store.accept("src", None, body, {})
-    (mine,) = await store.lease_inbox("host-1/111/x", 1, 60)
-    (theirs,) = await store.lease_inbox("host-2/222/y", 1, 60)
+    await store.register_instance(f"a/{gone}/1", "a", "host", gone)
+    await store.register_instance(f"a/{live}/1", "a", "host", live)
+    await store.register_instance(f"b/{live}/1", "b", "host", live)
+    (dead_item,) = await store.lease_inbox(f"a/{gone}/1", 1, 60)
+    (live_a,) = await store.lease_inbox(f"a/{live}/1", 1, 60)
+    (live_b,) = await store.lease_inbox(f"b/{live}/1", 1, 60)
     sent, unsent = await add_effects(store, effect("sent"), effect("unsent"))
-    await store.lease_effects("host-1/111/x", 10, 60)
-    await store.mark_sending(sent, "host-1/111/x")  # then the process died mid-call
-    assert await store.lease_inbox("anyone", 10, 60) == []
-    assert await store.release_leases("host-1/") == 3
-    (again,) = await store.lease_inbox("host-1/333/z", 10, 60)
-    assert again.id == mine.id
-    by_id = {e.id: e for e in await store.lease_effects("host-1/333/z", 10, 60)}
+    await store.lease_effects(f"a/{gone}/1", 10, 60)
+    await store.mark_sending(sent, f"a/{gone}/1")  # then the process died mid-call
+
+    await store.register_instance(f"a/{mine}/2", "a", "host", mine)
+    assert await store.take_back_leases(f"a/{mine}/2", "a", "host", pid_alive, 3600) == 3
+    (again,) = await store.lease_inbox(f"a/{mine}/2", 10, 60)
+    assert again.id == dead_item.id
+    assert {live_a.id, live_b.id}.isdisjoint({again.id})
+    by_id = {e.id: e for e in await store.lease_effects(f"a/{mine}/2", 10, 60)}
     assert set(by_id) == {sent, unsent}
     assert by_id[sent].outcome_unknown  # recorded as sent: the dead process may have sent it
     assert not by_id[unsent].outcome_unknown  # never recorded as sent: known not sent
-    assert theirs.id != mine.id
+    owners = {i.owner for i in await store.list_instances()}
+    assert owners == {f"a/{live}/1", f"b/{live}/1", f"a/{mine}/2"}  # the dead one is gone
+    # b restarting frees nothing of a's live processes
+    assert await store.take_back_leases(f"b/{mine}/3", "b", "host", pid_alive, 3600) == 0
+
+
+async def test_take_back_treats_an_older_owner_with_the_callers_pid_as_dead(
+    store: Store,
+) -> None:
+    """A container restarts its daemon at the same pid: one pid is one process at a time,
+    so the former owner holding that pid is the dead previous run."""
+    mine = os.getpid()
+    await store.accept("src", None, b"x", {})
+    await store.register_instance(f"a/{mine}/1", "a", "host", mine)
+    await store.lease_inbox(f"a/{mine}/1", 1, 60)
+    await store.register_instance(f"a/{mine}/2", "a", "host", mine)
+    assert await store.take_back_leases(f"a/{mine}/2", "a", "host", pid_alive, 3600) == 1
+
+
+async def test_take_back_frees_an_owner_whose_heartbeat_is_stale(
+    store: Store, clock: FakeClock
+) -> None:
+    """Any instance, any host: a process that stopped heartbeating is dead; one that
+    heartbeats is not, and unregistered owners' leases only expire."""
+    for body in (b"1", b"2", b"3"):
+        await store.accept("src", None, body, {})
+    await store.register_instance("c/10/1", "c", "other-host", 10)
+    await store.register_instance("d/11/1", "d", "other-host", 11)
+    (stale,) = await store.lease_inbox("c/10/1", 1, 600)
+    (beating,) = await store.lease_inbox("d/11/1", 1, 600)
+    (unregistered,) = await store.lease_inbox("e/12/1", 1, 600)
+    clock.advance(100)
+    await store.heartbeat("d/11/1")
+    await store.register_instance("a/1/1", "a", "host", os.getpid())
+    assert await store.take_back_leases("a/1/1", "a", "host", pid_alive, 60) == 1
+    assert [i.id for i in await store.lease_inbox("a/1/1", 10, 60)] == [stale.id]
+    assert {i.owner for i in await store.list_instances()} == {"d/11/1", "a/1/1"}
+    assert beating.id != unregistered.id
+
+
+async def test_engine_registers_at_start_and_heartbeats(store: Store, clock: FakeClock) -> None:
+    engine = Engine(store, EngineSettings(heartbeat_interval=0.01), instance="a")
+    assert await engine.take_back_leases() == 0
+    (me,) = await store.list_instances()
+    assert (me.owner, me.instance, me.pid) == (engine.owner, "a", os.getpid())
+    assert (me.host, me.heartbeat_at) == (socket.gethostname(), clock.now)
+    beating = asyncio.create_task(engine.run_heartbeat())
+    try:
+        clock.advance(10)
+
+        async def beat() -> bool:
+            return [i.heartbeat_at for i in await store.list_instances()] == [clock.now]
+
+        await until(beat, 10, "a heartbeat at the store's new time")
+    finally:
+        beating.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beating
+
+
+async def test_engine_owner_ids_are_unique_per_process_and_engine(store: Store) -> None:
+    first, second = Engine(store, instance="a"), Engine(store, instance="a")
+    instance, pid, start_ms = first.owner.split("/")
+    assert (instance, int(pid)) == ("a", os.getpid())
+    assert int(start_ms) > 0
+    assert first.owner != second.owner
 
 
 # recovery and rate limits (expedite, governor admissions) ----------------------------------
@@ -909,8 +1187,8 @@ async def test_expedite_makes_only_waiting_retries_of_that_destination_due(
         effect("elsewhere", destination="optoro"),
     )
     assert set(await lease_ids(store)) == {retrying, leased, elsewhere}
-    await store.schedule_retry(retrying, "w1", clock.now + 3600, "503")
-    await store.schedule_retry(elsewhere, "w1", clock.now + 3600, "503")
+    await store.schedule_retry(retrying, "w1", 3600, "503")
+    await store.schedule_retry(elsewhere, "w1", 3600, "503")
     assert await lease_ids(store, owner="w2") == []  # the lane waits behind its head
 
     assert await store.expedite("kibo") == 1  # not the leased, the new or optoro's
@@ -949,7 +1227,7 @@ async def test_sending_mark_makes_an_interrupted_attempt_unknown_until_its_answe
 ) -> None:
     (e,) = await add_effects(store, effect("e"))
     await store.lease_effects("w1", 10, 30)
-    await store.schedule_retry(e, "w1", clock.now, "answered 503")  # known, nothing applied
+    await store.schedule_retry(e, "w1", 0, "answered 503")  # known, nothing applied
     (leased,) = await store.lease_effects("w2", 10, 30)
     assert (leased.attempts, leased.outcome_unknown) == (2, False)
     await store.mark_sending(e, "w2")
@@ -957,7 +1235,7 @@ async def test_sending_mark_makes_an_interrupted_attempt_unknown_until_its_answe
     (leased,) = await store.lease_effects("w3", 10, 30)
     assert (leased.attempts, leased.outcome_unknown) == (3, True)
     await store.mark_sending(e, "w3")
-    await store.schedule_retry(e, "w3", clock.now, "answered 503")  # its answer replaces it
+    await store.schedule_retry(e, "w3", 0, "answered 503")  # its answer replaces it
     (leased,) = await store.lease_effects("w4", 10, 30)
     assert (leased.attempts, leased.outcome_unknown) == (4, False)
     with pytest.raises(LeaseLost):  # w3's lease is gone: it must not send

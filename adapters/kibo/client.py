@@ -46,7 +46,7 @@ from bridge.http import DestinationLimits, HttpClient, OutboundRequest, Response
 from bridge.lifecycle import ReturnEvent
 from bridge.ports import RMA_LIFECYCLE, AdapterContext, RmaLifecycle, SharedKey
 from bridge.store import Effect, EffectState, NewEffect, Store, Transaction
-from bridge.store.base import OUTCOME_UNKNOWN
+from bridge.store.base import OUTCOME_UNKNOWN, each_entity_key
 from mappings.kibo import (
     MAX_ORDER_ITEM_ID,
     derive_return_id,
@@ -62,8 +62,12 @@ _CANONICAL_DIGITS = re.compile(r"0|[1-9][0-9]*")
 RETURN_KIND = "kibo.return.create"
 KIBO_RETURN = "kibo.return"
 """Entity per Kibo return id: which RMA and step it belongs to, and its state."""
+OPEN_RETURN = "kibo.open_return"
+"""Entity per ``<retailer>:<return id>``: a Kibo return created and not yet cleared or
+rejected (deleted when it closes: one row per return, never a per-retailer hot set)."""
 OPEN_RETURNS = "kibo.open_returns"
-"""Entity per retailer: Kibo returns created and not yet cleared or rejected."""
+"""Before 0005: one entity per retailer with every open return id (folded into
+:data:`OPEN_RETURN` rows by the reconciler)."""
 CREATED_BY_ORDER = "kibo.created_by_order"
 """Entity per external order id: returns Kibo announced (return_created) for it."""
 CROSSWALK = "kibo.crosswalk"
@@ -472,13 +476,11 @@ async def record_announced(
 
 
 async def _set_open(tx: Transaction, retailer: str, return_id: int, *, open_: bool) -> None:
-    entity = await tx.get_entity(OPEN_RETURNS, retailer)
-    ids: list[int] = list(entity.data["ids"]) if entity else []
-    if open_ and return_id not in ids:
-        ids.append(return_id)
-    elif not open_ and return_id in ids:
-        ids.remove(return_id)
-    await tx.put_entity(OPEN_RETURNS, retailer, (0,), {"ids": ids})
+    key = f"{retailer}:{return_id}"
+    if open_:
+        await tx.put_entity(OPEN_RETURN, key, (0,), {"return_id": return_id})
+    else:
+        await tx.delete_entity(OPEN_RETURN, key)
 
 
 async def apply_return_event(
@@ -577,9 +579,16 @@ class KiboReconciler:
     async def _check_open_returns(self) -> int:
         store = self.runtime.store
         async with store.transaction() as tx:
-            entity = await tx.get_entity(OPEN_RETURNS, self.retailer)
+            legacy = await tx.get_entity(OPEN_RETURNS, self.retailer)
+            for legacy_id in legacy.data["ids"] if legacy else ():
+                await _set_open(tx, self.retailer, int(legacy_id), open_=True)
+            await tx.delete_entity(OPEN_RETURNS, self.retailer)
+        prefix = f"{self.retailer}:"
+        open_ids = [
+            int(key[len(prefix) :]) async for key in each_entity_key(store, OPEN_RETURN, prefix)
+        ]
         changed = 0
-        for return_id in list(entity.data["ids"]) if entity else []:
+        for return_id in open_ids:
             request = OutboundRequest(
                 "GET",
                 f"{_base(self.config)}/api/v2/return/{return_id}",

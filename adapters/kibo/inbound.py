@@ -22,7 +22,12 @@ from bridge.inbound import authenticated, receive, secret_headers_of, unauthoriz
 from bridge.openapi import security_of
 from bridge.ports import RMA_LIFECYCLE, AdapterContext
 from bridge.store import InboxItem, InboxStatus, Transaction
-from mappings.kibo import DEFAULT_EVENT_NAMES, KiboNotificationIn, parse_notification
+from mappings.kibo import (
+    DEFAULT_EVENT_NAMES,
+    KiboNotificationIn,
+    KiboReturnEvent,
+    parse_notification,
+)
 
 NOTIFICATION_KIND = "kibo.notifications"
 
@@ -62,7 +67,14 @@ class KiboNotifications:
             kind=NOTIFICATION_KIND,
             validate=self._parse,
             secret_headers=secret_headers_of(auth),
+            entity_of=self._entity,
         )
+
+    def _entity(self, event: KiboReturnEvent) -> str | None:
+        """One Kibo return's notifications apply one at a time (``None``: no return id)."""
+        if event.return_id is None:
+            return None
+        return f"kibo.return:{self.retailer}:{event.return_id}"
 
     async def handle(self, item: InboxItem, tx: Transaction, ctx: HandlerContext) -> Outcome:
         event = self._parse(item.body)

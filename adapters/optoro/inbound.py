@@ -186,6 +186,7 @@ class OptoroInbound:
             validate=parse_rma,
             invalid_status=self.config.invalid_message_status,
             secret_headers=self.secret_headers,
+            entity_of=lambda rma: f"rma:{self.retailer}:{rma.id}",
         )
 
     async def handle_rma(self, item: InboxItem, tx: Transaction, ctx: HandlerContext) -> Outcome:

@@ -83,6 +83,7 @@ from bridge.lifecycle import is_closed
 from bridge.openapi import ApiKey
 from bridge.ports import RMA_LIFECYCLE, AdapterContext, RmaLifecycle, SharedKey
 from bridge.store import Effect, EffectState, InboxItem, InboxStatus, NewEffect, Transaction
+from bridge.store.base import each_entity_key
 from mappings.returnlogic import (
     RESOURCE_ACTIONS,
     WebhookIn,
@@ -103,8 +104,12 @@ OPEN_STATUSES = ("Requested", "Authorized", "Active", "InTransit", "Delivered", 
 CLOSED_STATUSES = ("Processed", "Complete", "Canceled", "Abandoned", "Rejected")
 FETCHED = "returnlogic.rma_fetched"
 """Entity per RMA key: ``{"started_at"}`` of the latest read applied (store clock)."""
+OPEN_RMA = "returnlogic.open_rma"
+"""Entity per ``<retailer>:<rma id>``: a ReturnLogic RMA the bridge holds as open (deleted
+when it closes: one row per RMA, never a per-retailer hot set)."""
 OPEN_RMAS = "returnlogic.open_rmas"
-"""Entity per retailer: ids of the ReturnLogic RMAs the bridge holds as open."""
+"""Before 0005: one entity per retailer with every open RMA id (folded into
+:data:`OPEN_RMA` rows by the reconciler)."""
 FLAGGED = "returnlogic.rma_flagged"
 """Entity per RMA key: flagged in ReturnLogic (when, for which dead letters)."""
 PAGE_SIZE = 250
@@ -312,6 +317,7 @@ class RlRmas:
             kind=WEBHOOK_KIND,
             validate=parse_webhook,
             invalid_status=200,
+            entity_of=lambda event: f"rma:{self.rma_key(event.rma_id)}",
         )
 
     async def handle(self, item: InboxItem, tx: Transaction, ctx: HandlerContext) -> Outcome:
@@ -378,16 +384,11 @@ class RlRmas:
 
     async def _track_open(self, tx: Transaction, rma: Rma | None, rma_id: str = "") -> None:
         rma_id = rma.id if rma is not None else rma_id
-        entity = await tx.get_entity(OPEN_RMAS, self.retailer)
-        ids: list[str] = list(entity.data["ids"]) if entity else []
-        is_open = rma is not None and not is_closed(rma)
-        if is_open == (rma_id in ids):
-            return
-        if is_open:
-            ids.append(rma_id)
-        else:
-            ids.remove(rma_id)
-        await tx.put_entity(OPEN_RMAS, self.retailer, (0,), {"ids": ids})
+        key = f"{self.retailer}:{rma_id}"
+        if rma is None or is_closed(rma):
+            await tx.delete_entity(OPEN_RMA, key)
+        elif await tx.get_entity(OPEN_RMA, key) is None:
+            await tx.put_entity(OPEN_RMA, key, (0,), {"rma_id": rma_id})
 
     async def apply_records(
         self, records: list[dict[str, Any]], report: ReconcileReport
@@ -458,8 +459,16 @@ class RlRmas:
                 report.listed += len(records)
                 await self.apply_records(records, report)
             async with store.transaction() as tx:
-                entity = await tx.get_entity(OPEN_RMAS, self.retailer)
-            for rma_id in sorted(set(entity.data["ids"] if entity else ()) - seen_open):
+                legacy = await tx.get_entity(OPEN_RMAS, self.retailer)
+                for legacy_id in legacy.data["ids"] if legacy else ():
+                    key = f"{self.retailer}:{legacy_id}"
+                    await tx.put_entity(OPEN_RMA, key, (0,), {"rma_id": legacy_id})
+                await tx.delete_entity(OPEN_RMAS, self.retailer)
+            prefix = f"{self.retailer}:"
+            held_open = {
+                key[len(prefix) :] async for key in each_entity_key(store, OPEN_RMA, prefix)
+            }
+            for rma_id in sorted(held_open - seen_open):
                 await self._check_one(rma_id, report)
             await store.set_cursor(self._cursor, started.isoformat())
             self.reconciles += 1

@@ -25,6 +25,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -138,6 +139,31 @@ class EngineSettings:
     max_concurrent_deliveries: int = 16
     max_inbox_attempts: int = 3
     """An inbox item leased more often than this without an outcome is quarantined."""
+    heartbeat_interval: float = 5.0
+    stale_after: float = 60.0
+    """A process whose heartbeat is older than this is dead: its leases are taken back."""
+
+
+def pid_alive(pid: int) -> bool:
+    """A process with this pid exists on this host (``os.kill(pid, 0)``)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+_last_start_ms = 0
+
+
+def _start_ms() -> int:
+    """Milliseconds since the epoch, strictly increasing within this process (two engines
+    made in one millisecond still get different owner ids)."""
+    global _last_start_ms
+    _last_start_ms = max(time.time_ns() // 1_000_000, _last_start_ms + 1)
+    return _last_start_ms
 
 
 @dataclass
@@ -190,25 +216,40 @@ class Engine:
         self.store = store
         self.settings = settings or EngineSettings()
         self.instance = instance or socket.gethostname()
-        self.owner = owner or f"{self.instance}/{os.getpid()}/{id(self):x}"
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.owner = owner or f"{self.instance}/{self.pid}/{_start_ms()}"
         self.handlers: dict[str, InboxHandler] = {}
         self.destinations: dict[str, Destination] = {}
         self.stats = EngineStats()
         self._inbox_wakeup = asyncio.Event()
         self._outbox_wakeup = asyncio.Event()
 
-    async def take_back_leases(self) -> int:
-        """At start: free what this instance's former process had leased (it died), so the
-        work resumes now rather than when the leases expire.
+    async def take_back_leases(self, alive: Callable[[int], bool] = pid_alive) -> int:
+        """At start: register this process (:attr:`owner`), then free what dead processes
+        had leased, so the work resumes now rather than when the leases expire: this
+        instance's former processes on this host (their pid is gone), and any process whose
+        heartbeat is older than ``stale_after``. A live process's leases are never freed
+        (two daemons on one host each keep theirs); others expire as always.
 
         An effect freed this way is of unknown outcome only if its interrupted attempt was
         recorded as sent (:meth:`record_attempt`, committed just before the partner call):
         its destination then settles it (idempotency key, or a lookup) before sending
         again. One the process never got to send is simply sent."""
-        released = await self.store.release_leases(f"{self.instance}/")
+        await self.store.register_instance(self.owner, self.instance, self.host, self.pid)
+        released = await self.store.take_back_leases(
+            self.owner, self.instance, self.host, alive, self.settings.stale_after
+        )
         if released:
             log.warning("took back leases of a previous run", extra={"released": released})
         return released
+
+    async def run_heartbeat(self) -> None:
+        """Tell the store this process is alive every ``heartbeat_interval`` seconds, until
+        cancelled (a supervised side task: a store error ends it, the supervisor restarts)."""
+        while True:
+            await self.store.heartbeat(self.owner)
+            await asyncio.sleep(self.settings.heartbeat_interval)
 
     async def record_attempt(self, effect: Effect) -> None:
         """Commit that this attempt of ``effect`` may reach the partner, before the call
@@ -240,10 +281,18 @@ class Engine:
     # inbox -------------------------------------------------------------------------------
 
     async def accept(
-        self, retailer: str | None, kind: str, key: str | None, body: bytes, headers: dict[str, str]
+        self,
+        retailer: str | None,
+        kind: str,
+        key: str | None,
+        body: bytes,
+        headers: dict[str, str],
+        entity: str | None = None,
     ) -> int:
-        """Durably store raw input (returns after commit) and wake the worker."""
-        return (await self.accept_detailed(retailer, kind, key, body, headers)).inbox_id
+        """Durably store raw input (returns after commit) and wake the worker. ``entity``:
+        what the input is about; items of one entity are handled one at a time, in order."""
+        accepted = await self.accept_detailed(retailer, kind, key, body, headers, entity=entity)
+        return accepted.inbox_id
 
     async def accept_detailed(
         self,
@@ -253,13 +302,14 @@ class Engine:
         body: bytes,
         headers: dict[str, str],
         quarantine: str | None = None,
+        entity: str | None = None,
     ) -> Accepted:
         """:meth:`accept`, also saying whether this was a duplicate delivery.
 
         ``quarantine``: the reason the edge refused the input; it is committed quarantined
         in the same commit that stores it (no worker ever sees it pending)."""
         accepted = await self.store.accept(
-            inbox_source(retailer, kind), key, body, headers, retailer, quarantine
+            inbox_source(retailer, kind), key, body, headers, retailer, quarantine, entity
         )
         if quarantine is not None and not accepted.duplicate:
             self.stats.quarantined += 1
@@ -405,7 +455,7 @@ class Engine:
             await self.record_attempt(effect)
             response = await destination.deliver(effect)
         except RetriableDeliveryError as exc:
-            now = self.store.clock()
+            now = await self.store.now()
             deadline = effect.deadline_at or (effect.created_at + destination.deadline_seconds)
             delay = destination.backoff.delay(effect.attempts, exc.retry_after)
             if now + delay > deadline:
@@ -413,7 +463,7 @@ class Engine:
                 return
             with contextlib.suppress(LeaseLost):
                 error = f"{OUTCOME_UNKNOWN}{exc}" if exc.outcome_unknown else str(exc)
-                await self.store.schedule_retry(effect.id, self.owner, now + delay, error)
+                await self.store.schedule_retry(effect.id, self.owner, delay, error)
             self.stats.retried += 1
             self.stats.count(effect.destination, "retried")
             log.info(
@@ -567,7 +617,7 @@ class Engine:
                 due = await self.store.next_effect_due()
                 wait = self.settings.idle_poll
                 if due is not None:
-                    wait = min(wait, max(0.01, due - self.store.clock()))
+                    wait = min(wait, max(0.01, due - await self.store.now()))
                 self._outbox_wakeup.clear()
                 woken = asyncio.ensure_future(self._outbox_wakeup.wait())
                 stopped = asyncio.ensure_future(stopping.wait())

@@ -1,20 +1,51 @@
 """The durable store: the port every backend implements.
 
-Semantics callers rely on (and the conformance suite in ``tests/test_store.py`` pins):
+Guarantees callers rely on (the conformance suite in ``tests/test_store.py`` pins each one
+on every backend), and how each backend meets them. SQLite and the in-memory fake have one
+writer: every write holds one lock, so transactions run one after the other. PostgreSQL
+(next) has many writers and meets the same guarantees with row and advisory locks.
 
-* ``accept`` returns only once the raw input is committed durably; duplicates (same
-  ``(source, key)`` or same body bytes for that source) are counted, never stored twice.
-  Input refused at the edge is stored with ``quarantine=<reason>``: it is committed as
+* **Durable accept.** ``accept`` returns only once the raw input is committed; duplicates
+  (same ``(source, key)`` or same body bytes for that source) are counted, never stored
+  twice. Input refused at the edge is stored with ``quarantine=<reason>``: committed
   quarantined in that same commit, so no worker ever leases it (a duplicate keeps the
   status of the row it repeats).
-* Work (inbox items, outbox effects) is *leased*: a lease has an owner and an expiry, so
-  the items of a worker that died are picked up again once its lease runs out; every
-  finishing call names the owner and is refused (``LeaseLost``) when the lease moved on.
-* A :class:`Transaction` applies entity state, new effects and the inbox outcome at once.
-* Effects are unique by idempotency key; effects sharing an ``order_key`` are leased one
-  at a time in the order they were written.
-
-Times are epoch seconds from the store's clock (injectable for tests).
+* **Atomic transactions.** A :class:`Transaction` applies entity state, new effects and the
+  inbox outcome at once, or nothing of them.
+* **Per-entity lock.** :meth:`Transaction.lock_entity` holds an entity (existing or not)
+  against every other transaction until this one ends. SQLite/memory: the single writer
+  already serialises whole transactions; PostgreSQL: ``pg_advisory_xact_lock`` on a hash of
+  ``(kind, key)``.
+* **Inbox leased by entity.** An inbox item accepted with an ``entity`` key is leased only
+  when no other item of that entity is leased (unexpired) and none with a lower id is
+  pending: one at a time per entity, in id order (several entities per lease are fine).
+  SQLite/memory: the lease query checks it under the writer lock; PostgreSQL (next issue):
+  the same ``NOT EXISTS`` in a ``MATERIALIZED`` CTE with ``FOR UPDATE SKIP LOCKED``, made
+  exclusive per entity by an advisory lock.
+* **Leases and expiry.** Work (inbox items, outbox effects) is *leased*: a lease has an
+  owner and an expiry, so the items of a worker that died are picked up again once its
+  lease runs out; every finishing call names the owner and is refused (``LeaseLost``) when
+  the lease moved on.
+* **Per-key FIFO.** Effects are unique by idempotency key; effects sharing an
+  ``order_key`` are leased one at a time in id order (the order they were written).
+* **Claims in one statement.** :meth:`Store.claim` inserts a claim or takes over an expired
+  in-progress one in a single ``INSERT ... ON CONFLICT DO UPDATE ... WHERE ... RETURNING``
+  (memory: the same decision under its lock), so of concurrent claimers exactly one wins.
+* **The store's time.** Every lease expiry, retry due time and row stamp is computed inside
+  the store from its own time (:meth:`Store.now`), never from a caller's clock: a lease
+  means the same on every replica. The few absolute times a caller passes
+  (``NewEffect.not_before``/``deadline_at``, admission times) are read from
+  :meth:`Store.now` (or :attr:`Store.clock`). SQLite/memory: the injectable ``clock``;
+  PostgreSQL: ``now()``.
+* **Owners unique per process, taken back only when dead.** An owner id is
+  ``instance/pid/start_ms``; a process registers (:meth:`Store.register_instance`) and
+  heartbeats; :meth:`Store.take_back_leases` frees the leases of owners that are dead (same
+  instance and host, pid gone or now the caller's own; or heartbeat stale), never a live
+  owner's. Every backend decides it with :func:`dead_owners` inside one write.
+* **Per-entity rows.** Sets that grow per entity (open returns, open RMAs) are one entity
+  row each, read with :meth:`Store.entity_keys` and removed with
+  :meth:`Transaction.delete_entity`, so transactions on different entities write
+  different rows.
 """
 
 from __future__ import annotations
@@ -22,11 +53,11 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from bridge.errors import StoreError
 
@@ -95,6 +126,40 @@ def lease_batch(candidates: list[tuple[int, int]]) -> list[int]:
     return chosen
 
 
+class Registered(NamedTuple):
+    """What :func:`dead_owners` needs of a registered process."""
+
+    owner: str
+    instance: str
+    host: str
+    pid: int
+    heartbeat_at: float
+
+
+def dead_owners(
+    registered: list[Registered],
+    owner: str,
+    instance: str,
+    host: str,
+    alive: Callable[[int], bool],
+    stale_before: float,
+) -> list[str]:
+    """The registered owners :meth:`Store.take_back_leases` frees for ``owner``: those of
+    ``instance`` on ``host`` whose process is gone (``alive(pid)`` false, or the pid is the
+    caller's own: one pid is one process at a time, as in a container restarted at pid 1),
+    and any whose heartbeat is older than ``stale_before``. Never ``owner`` itself."""
+    own_pid = next((r.pid for r in registered if r.owner == owner), None)
+    dead = []
+    for row in registered:
+        if row.owner == owner:
+            continue
+        here = row.instance == instance and row.host == host
+        gone = here and (row.pid == own_pid or not alive(row.pid))
+        if gone or row.heartbeat_at < stale_before:
+            dead.append(row.owner)
+    return sorted(dead)
+
+
 @dataclass(frozen=True)
 class Accepted:
     """Outcome of ``accept``: the inbox id and whether it was a duplicate delivery."""
@@ -116,6 +181,8 @@ class InboxItem:
     note: str | None
     attempts: int
     duplicates: int
+    entity: str | None = None
+    """The entity the item is about (leased one at a time per entity); ``None``: its own."""
 
 
 @dataclass(frozen=True)
@@ -139,6 +206,7 @@ class NewEffect:
     retailer: str | None = None
     source_inbox_id: int | None = None
     deadline_at: float | None = None
+    """Epoch seconds in the store's time (:meth:`Store.now`), like ``not_before``."""
     not_before: float | None = None
 
 
@@ -194,6 +262,19 @@ class Flag:
     entity_key: str
     reason: str
     created_at: float
+    resolved_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Instance:
+    """A registered process (:meth:`Store.register_instance`)."""
+
+    owner: str
+    instance: str
+    host: str
+    pid: int
+    started_at: float
+    heartbeat_at: float
 
 
 @dataclass(frozen=True)
@@ -210,8 +291,22 @@ class Transaction(ABC):
     """One atomic unit: entity state, new effects and inbox outcomes commit together."""
 
     @abstractmethod
+    async def lock_entity(self, kind: str, key: str) -> None:
+        """No other transaction holds this entity's lock until this one ends; works for an
+        entity that does not exist yet. Take it before reading what you will write.
+
+        SQLite/memory meet it by their single writer (a transaction holds the write lock
+        from its start to its end, so this returns at once); PostgreSQL by
+        ``pg_advisory_xact_lock``."""
+
+    @abstractmethod
     async def get_entity(self, kind: str, key: str) -> Entity | None:
-        """The entity, locked against concurrent writers until the transaction ends."""
+        """The entity as this transaction sees it (lock it first with :meth:`lock_entity`
+        when the write depends on it)."""
+
+    @abstractmethod
+    async def delete_entity(self, kind: str, key: str) -> bool:
+        """Remove the entity; ``False`` when there was none."""
 
     @abstractmethod
     async def put_entity(
@@ -248,10 +343,26 @@ class Transaction(ABC):
         """Flag an entity for an operator (idempotent per entity and reason)."""
 
 
+async def each_entity_key(
+    store: Store, kind: str, key_prefix: str = "", page: int = 500
+) -> AsyncIterator[str]:
+    """Every key of :meth:`Store.entity_keys`, read page by page."""
+    after = ""
+    while keys := await store.entity_keys(kind, key_prefix, after, page):
+        for key in keys:
+            yield key
+        after = keys[-1]
+
+
 class Store(ABC):
     """The durable store port. Backends: :mod:`bridge.store.sqlite`, :mod:`bridge.store.memory`."""
 
     clock: Clock
+    """The store's time source (SQLite/memory: injectable; read it through :meth:`now`)."""
+
+    async def now(self) -> float:
+        """The store's time, the base of every lease expiry and due time it writes."""
+        return self.clock()
 
     @abstractmethod
     async def open(self) -> None:
@@ -277,16 +388,20 @@ class Store(ABC):
         headers: Mapping[str, str],
         retailer: str | None = None,
         quarantine: str | None = None,
+        entity: str | None = None,
     ) -> Accepted:
         """Store raw input durably; returns after commit. ``quarantine``: the reason it is
-        refused; the new row is committed quarantined with that note."""
+        refused; the new row is committed quarantined with that note. ``entity``: the key
+        of what the input is about (``None``: the item is its own entity)."""
 
     @abstractmethod
     async def lease_inbox(
         self, owner: str, limit: int, lease_seconds: float, source_prefix: str = ""
     ) -> list[InboxItem]:
-        """Pending items in id order, ``attempts`` incremented; see :func:`lease_batch` for
-        which ones are leased together."""
+        """Pending items in id order, ``attempts`` incremented, lease until the store's now
+        + ``lease_seconds``. An item is never leased while another item of its entity is
+        leased (unexpired) or pending with a lower id: per entity one at a time, in id
+        order. See :func:`lease_batch` for which ones are leased together."""
 
     @abstractmethod
     async def get_inbox(self, inbox_id: int) -> InboxItem | None: ...
@@ -319,9 +434,8 @@ class Store(ABC):
     async def mark_delivered(self, effect_id: int, owner: str, result: JSON = None) -> None: ...
 
     @abstractmethod
-    async def schedule_retry(
-        self, effect_id: int, owner: str, next_attempt_at: float, error: str
-    ) -> None: ...
+    async def schedule_retry(self, effect_id: int, owner: str, delay: float, error: str) -> None:
+        """Free the lease; the effect is due again ``delay`` seconds from the store's now."""
 
     @abstractmethod
     async def dead_letter(
@@ -353,10 +467,32 @@ class Store(ABC):
     async def next_effect_due(self) -> float | None:
         """When the earliest pending effect becomes due (for the dispatcher's sleep)."""
 
+    # process registry
     @abstractmethod
-    async def release_leases(self, owner_prefix: str) -> int:
-        """Free the pending inbox items and effects leased by owners starting with
-        ``owner_prefix`` (a restarted instance's former self); returns how many.
+    async def register_instance(self, owner: str, instance: str, host: str, pid: int) -> None:
+        """Record a process that will lease work as ``owner`` (started and heartbeat now)."""
+
+    @abstractmethod
+    async def heartbeat(self, owner: str) -> None:
+        """``owner`` is alive at the store's now."""
+
+    @abstractmethod
+    async def list_instances(self) -> list[Instance]: ...
+
+    @abstractmethod
+    async def take_back_leases(
+        self,
+        owner: str,
+        instance: str,
+        host: str,
+        alive: Callable[[int], bool],
+        stale_after: float,
+    ) -> int:
+        """Free the pending inbox items and effects leased by *dead* owners; returns how
+        many. Dead: registered with ``instance`` on ``host`` (not ``owner`` itself) whose pid
+        is not ``alive``, or any registered owner whose heartbeat is older than
+        ``stale_after`` seconds. A live owner's leases are never freed (unregistered
+        owners' leases only expire). Dead owners' registrations are removed.
 
         Nothing else changes: an effect freed here is of unknown outcome exactly when its
         interrupted attempt had been recorded as sent (:meth:`mark_sending`); the others
@@ -403,6 +539,19 @@ class Store(ABC):
     # flags
     @abstractmethod
     async def list_flags(self, include_resolved: bool = False) -> list[Flag]: ...
+
+    @abstractmethod
+    async def resolve_flag(self, flag_id: int) -> bool:
+        """Mark a flag resolved (an operator settled it); ``False`` when there is no such
+        unresolved flag."""
+
+    # per-entity rows
+    @abstractmethod
+    async def entity_keys(
+        self, kind: str, key_prefix: str = "", after: str = "", limit: int = 1000
+    ) -> list[str]:
+        """Keys of ``kind``'s entities starting with ``key_prefix`` and sorting after
+        ``after``, in key order, at most ``limit`` (page on with the last key)."""
 
     # back-pressure and graceful stop
     @abstractmethod

@@ -14,7 +14,7 @@ import contextlib
 import copy
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -32,14 +32,17 @@ from bridge.store.base import (
     InboxItem,
     InboxStats,
     InboxStatus,
+    Instance,
     LeaseLost,
     NewEffect,
     Store,
     Transaction,
     body_hash,
     canonical_json,
+    dead_owners,
     lease_batch,
 )
+from bridge.store.base import Registered as _Registered
 
 Lease = tuple[str, float]  # owner, lease_until
 
@@ -80,10 +83,21 @@ class _Tables:
     tokens: dict[str, tuple[bytes, int]] = field(default_factory=dict)
     last_ids: dict[str, int] = field(default_factory=dict)  # table -> last id given out
     admissions: dict[int, tuple[str, float, float | None]] = field(default_factory=dict)
+    instances: dict[str, Instance] = field(default_factory=dict)
 
     def snapshot(self) -> _Tables:
         """A copy whose dicts can change without touching these (rows are immutable)."""
         return _Tables(**{name: copy.copy(value) for name, value in vars(self).items()})
+
+    def leased_entities(self, now: float) -> set[str]:
+        """Entities of pending items under an unexpired lease."""
+        return {
+            item.entity
+            for inbox_id, (_, until) in self.inbox_leases.items()
+            if until >= now
+            and (item := self.inbox[inbox_id]).status is InboxStatus.PENDING
+            and item.entity is not None
+        }
 
     def next_id(self, table: str) -> int:
         self.last_ids[table] = self.last_ids.get(table, 0) + 1
@@ -147,6 +161,7 @@ class MemoryStore(Store):
         headers: Mapping[str, str],
         retailer: str | None = None,
         quarantine: str | None = None,
+        entity: str | None = None,
     ) -> Accepted:
         digest = body_hash(body)
         dedup_key = key or f"sha256:{digest}"
@@ -175,6 +190,7 @@ class MemoryStore(Store):
                 note=quarantine,
                 attempts=0,
                 duplicates=0,
+                entity=entity,
             )
             t.inbox_by_key[(source, dedup_key)] = inbox_id
             t.inbox_by_hash[(source, digest)] = inbox_id
@@ -186,12 +202,21 @@ class MemoryStore(Store):
         now = self.clock()
         async with self._write() as t:
             candidates: list[tuple[int, int]] = []
+            seen_entities: set[str] = set()  # an entity with a lower pending id is not next
+            leased_entities = t.leased_entities(now)  # an item's own lease: excluded below too
             for item in sorted(t.inbox.values(), key=lambda i: i.id):
                 if len(candidates) >= limit:
                     break
+                if item.status is not InboxStatus.PENDING:
+                    continue
+                held = item.entity is not None and (
+                    item.entity in seen_entities or item.entity in leased_entities
+                )
+                if item.entity is not None:
+                    seen_entities.add(item.entity)
                 lease = t.inbox_leases.get(item.id)
                 if (
-                    item.status is InboxStatus.PENDING
+                    not held
                     and (lease is None or lease[1] < now)
                     and item.source.startswith(source_prefix)
                 ):
@@ -288,11 +313,9 @@ class MemoryStore(Store):
             effect_id, owner, state=EffectState.DELIVERED, result=_json(result)
         )
 
-    async def schedule_retry(
-        self, effect_id: int, owner: str, next_attempt_at: float, error: str
-    ) -> None:
+    async def schedule_retry(self, effect_id: int, owner: str, delay: float, error: str) -> None:
         await self._finish_effect(
-            effect_id, owner, next_attempt_at=next_attempt_at, last_error=error
+            effect_id, owner, next_attempt_at=self.clock() + delay, last_error=error
         )
 
     async def dead_letter(
@@ -358,15 +381,52 @@ class MemoryStore(Store):
         due = [max(e.next_attempt_at, t.effect_leases.get(e.id, ("", 0.0))[1]) for e in t.heads()]
         return min(due, default=None)
 
-    async def release_leases(self, owner_prefix: str) -> int:
+    # process registry --------------------------------------------------------------------
+
+    async def register_instance(self, owner: str, instance: str, host: str, pid: int) -> None:
+        now = self.clock()
+        async with self._write() as t:
+            known = t.instances.get(owner)
+            started = now if known is None else known.started_at
+            t.instances[owner] = Instance(owner, instance, host, pid, started, now)
+
+    async def heartbeat(self, owner: str) -> None:
+        async with self._write() as t:
+            known = t.instances.get(owner)
+            if known is not None:
+                t.instances[owner] = replace(known, heartbeat_at=self.clock())
+
+    async def list_instances(self) -> list[Instance]:
+        return sorted(self._t.instances.values(), key=lambda i: i.owner)
+
+    async def take_back_leases(
+        self,
+        owner: str,
+        instance: str,
+        host: str,
+        alive: Callable[[int], bool],
+        stale_after: float,
+    ) -> int:
+        now = self.clock()
         released = 0
         async with self._write() as t:
-            for leases in (t.inbox_leases, t.effect_leases):
-                for key in [
-                    k for k, (owner, _) in leases.items() if owner.startswith(owner_prefix)
-                ]:
+            rows = [
+                _Registered(i.owner, i.instance, i.host, i.pid, i.heartbeat_at)
+                for i in t.instances.values()
+            ]
+            dead = set(dead_owners(rows, owner, instance, host, alive, now - stale_after))
+            inbox_pending = {i for i, item in t.inbox.items() if item.status is InboxStatus.PENDING}
+            effects_pending = {i for i, e in t.effects.items() if e.state is EffectState.PENDING}
+            for leases, pending in (
+                (t.inbox_leases, inbox_pending),
+                (t.effect_leases, effects_pending),
+            ):
+                for key in [k for k, (held_by, _) in leases.items() if held_by in dead]:
+                    if key in pending:
+                        released += 1
                     del leases[key]
-                    released += 1
+            for dead_owner in dead:
+                del t.instances[dead_owner]
         return released
 
     async def mark_sending(self, effect_id: int, owner: str) -> None:
@@ -389,21 +449,27 @@ class MemoryStore(Store):
     # idempotency -------------------------------------------------------------------------
 
     async def claim(self, scope: str, key: str, request_hash: str, lease_seconds: float) -> Claim:
+        """Insert, or take over an expired in-progress claim of the same request: one
+        decision under the lock, as SQLite's one ``INSERT ... ON CONFLICT DO UPDATE``."""
         now = self.clock()
         async with self._write() as t:
             found = t.claims.get((scope, key))
-            if found is None:
+            taken = found is None or (
+                found.state is ClaimState.IN_PROGRESS
+                and found.request_hash == request_hash
+                and found.lease_until is not None
+                and found.lease_until < now
+            )
+            if taken:
                 t.claims[(scope, key)] = _Claim(
                     request_hash, ClaimState.IN_PROGRESS, lease_until=now + lease_seconds
                 )
                 return Claim(ClaimState.NEW)
+            assert found is not None
             if found.request_hash != request_hash:
                 return Claim(ClaimState.CONFLICT, _out(found.response))
             if found.state is ClaimState.DONE:
                 return Claim(ClaimState.DONE, _out(found.response))
-            if found.lease_until is not None and found.lease_until < now:
-                t.claims[(scope, key)] = replace(found, lease_until=now + lease_seconds)
-                return Claim(ClaimState.NEW)
             return Claim(ClaimState.IN_PROGRESS)
 
     async def complete_claim(self, scope: str, key: str, response: JSON) -> None:
@@ -436,7 +502,30 @@ class MemoryStore(Store):
     # flags -------------------------------------------------------------------------------
 
     async def list_flags(self, include_resolved: bool = False) -> list[Flag]:
-        return sorted(self._t.flags.values(), key=lambda f: f.id)  # nothing resolves here
+        return sorted(
+            (f for f in self._t.flags.values() if include_resolved or f.resolved_at is None),
+            key=lambda f: f.id,
+        )
+
+    async def resolve_flag(self, flag_id: int) -> bool:
+        async with self._write() as t:
+            for where, flag in t.flags.items():
+                if flag.id == flag_id and flag.resolved_at is None:
+                    t.flags[where] = replace(flag, resolved_at=self.clock())
+                    return True
+            return False
+
+    # per-entity rows ---------------------------------------------------------------------
+
+    async def entity_keys(
+        self, kind: str, key_prefix: str = "", after: str = "", limit: int = 1000
+    ) -> list[str]:
+        keys = sorted(
+            key
+            for found_kind, key in self._t.entities
+            if found_kind == kind and key.startswith(key_prefix) and key > after
+        )
+        return keys[:limit]
 
     # back-pressure and graceful stop -----------------------------------------------------
 
@@ -512,6 +601,12 @@ class _MemoryTransaction(Transaction):
     def __init__(self, tables: _Tables, now: float) -> None:
         self._t = tables
         self._now = now
+
+    async def lock_entity(self, kind: str, key: str) -> None:
+        """Held already: a transaction holds the store's only lock until it ends."""
+
+    async def delete_entity(self, kind: str, key: str) -> bool:
+        return self._t.entities.pop((kind, key), None) is not None
 
     async def get_entity(self, kind: str, key: str) -> Entity | None:
         return _out(self._t.entities.get((kind, key)))

@@ -4,7 +4,9 @@ Durability: WAL journal with ``synchronous=FULL``, so every COMMIT is fsynced be
 returns; an ``accept`` answers only after the COMMIT holding its row. Concurrent accepts
 are *group-committed*: they queue, and one writer commits the whole queue in one
 transaction (one fsync for many acknowledgements). All writes go through one connection
-guarded by one lock, which is also what serialises concurrent transactions on an entity.
+guarded by one lock: that single writer is how this backend meets the port's concurrency
+guarantees (per-entity lock, entity-keyed inbox leases, one-statement claims): transactions
+run one after the other, so whatever one reads stays true until it commits.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -36,14 +38,17 @@ from bridge.store.base import (
     InboxItem,
     InboxStats,
     InboxStatus,
+    Instance,
     LeaseLost,
     NewEffect,
     Store,
     Transaction,
     body_hash,
     canonical_json,
+    dead_owners,
     lease_batch,
 )
+from bridge.store.base import Registered as _Registered
 
 GROUP_COMMIT_MAX = 512
 MARK_BATCH_MAX = 256
@@ -80,6 +85,7 @@ def _inbox(row: aiosqlite.Row) -> InboxItem:
         note=row["note"],
         attempts=row["attempts"],
         duplicates=row["duplicates"],
+        entity=row["entity"],
     )
 
 
@@ -116,7 +122,17 @@ def sqlite_path_from_url(url: str) -> Path:
 
 
 class _PendingAccept:
-    __slots__ = ("body", "digest", "future", "headers", "key", "quarantine", "retailer", "source")
+    __slots__ = (
+        "body",
+        "digest",
+        "entity",
+        "future",
+        "headers",
+        "key",
+        "quarantine",
+        "retailer",
+        "source",
+    )
 
     def __init__(
         self,
@@ -128,7 +144,9 @@ class _PendingAccept:
         retailer: str | None,
         future: asyncio.Future[Accepted],
         quarantine: str | None = None,
+        entity: str | None = None,
     ) -> None:
+        self.entity = entity
         self.source = source
         self.key = key
         self.digest = digest
@@ -277,6 +295,7 @@ class SqliteStore(Store):
         headers: Mapping[str, str],
         retailer: str | None = None,
         quarantine: str | None = None,
+        entity: str | None = None,
     ) -> Accepted:
         if self._flusher is None:
             raise StoreError("store is not open")
@@ -292,6 +311,7 @@ class SqliteStore(Store):
                 retailer,
                 future,
                 quarantine,
+                entity,
             )
         )
         self._queue_ready.set()
@@ -344,8 +364,8 @@ class SqliteStore(Store):
                 status = InboxStatus.PENDING if p.quarantine is None else InboxStatus.QUARANTINED
                 cur = conn.execute(
                     "INSERT OR IGNORE INTO inbox (source, retailer, dedup_key, body_hash, body,"
-                    " headers, received_at, status, note, processed_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " headers, received_at, status, note, processed_at, entity)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         p.source,
                         p.retailer,
@@ -357,6 +377,7 @@ class SqliteStore(Store):
                         status.value,
                         p.quarantine,
                         None if p.quarantine is None else now,
+                        p.entity,
                     ),
                 )
                 if cur.rowcount == 1 and cur.lastrowid is not None:
@@ -383,10 +404,14 @@ class SqliteStore(Store):
         now = self.clock()
         async with self._write() as conn:
             cur = await conn.execute(
-                "SELECT id, attempts FROM inbox WHERE status = 'pending'"
-                " AND (lease_until IS NULL OR lease_until < ?) AND substr(source, 1, length(?)) = ?"
-                " ORDER BY id LIMIT ?",
-                (now, source_prefix, source_prefix, limit),
+                "SELECT i.id, i.attempts FROM inbox i WHERE i.status = 'pending'"
+                " AND (i.lease_until IS NULL OR i.lease_until < ?)"
+                " AND substr(i.source, 1, length(?)) = ?"
+                " AND (i.entity IS NULL OR NOT EXISTS (SELECT 1 FROM inbox o"
+                " WHERE o.entity = i.entity AND o.status = 'pending' AND o.id <> i.id"
+                " AND (o.id < i.id OR o.lease_until >= ?)))"
+                " ORDER BY i.id LIMIT ?",
+                (now, source_prefix, source_prefix, now, limit),
             )
             chosen = lease_batch([(int(r[0]), int(r[1])) for r in await cur.fetchall()])
             await cur.close()
@@ -499,15 +524,13 @@ class SqliteStore(Store):
             (self.clock(), _dumps(result)),
         )
 
-    async def schedule_retry(
-        self, effect_id: int, owner: str, next_attempt_at: float, error: str
-    ) -> None:
+    async def schedule_retry(self, effect_id: int, owner: str, delay: float, error: str) -> None:
         await self._finish_effect(
             effect_id,
             owner,
             "UPDATE outbox SET next_attempt_at = ?, last_error = ?,"
             " lease_owner = NULL, lease_until = NULL",
-            (next_attempt_at, error),
+            (self.clock() + delay, error),
         )
 
     async def dead_letter(
@@ -572,17 +595,59 @@ class SqliteStore(Store):
         value = rows[0][0] if rows else None
         return float(value) if value is not None else None
 
-    async def release_leases(self, owner_prefix: str) -> int:
+    # process registry --------------------------------------------------------------------
+
+    async def register_instance(self, owner: str, instance: str, host: str, pid: int) -> None:
+        now = self.clock()
+        async with self._write() as conn:
+            await conn.execute(
+                "INSERT INTO instances (owner, instance, host, pid, started_at, heartbeat_at)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (owner) DO UPDATE SET"
+                " heartbeat_at = excluded.heartbeat_at",
+                (owner, instance, host, pid, now, now),
+            )
+
+    async def heartbeat(self, owner: str) -> None:
+        async with self._write() as conn:
+            await conn.execute(
+                "UPDATE instances SET heartbeat_at = ? WHERE owner = ?", (self.clock(), owner)
+            )
+
+    async def list_instances(self) -> list[Instance]:
+        rows = await self._fetchall("SELECT * FROM instances ORDER BY owner")
+        return [
+            Instance(
+                r["owner"], r["instance"], r["host"], r["pid"], r["started_at"], r["heartbeat_at"]
+            )
+            for r in rows
+        ]
+
+    async def take_back_leases(
+        self,
+        owner: str,
+        instance: str,
+        host: str,
+        alive: Callable[[int], bool],
+        stale_after: float,
+    ) -> int:
+        now = self.clock()
         released = 0
         async with self._write() as conn:
-            for table, state in (("inbox", "status"), ("outbox", "state")):
-                cur = await conn.execute(
-                    f"UPDATE {table} SET lease_owner = NULL, lease_until = NULL"  # noqa: S608
-                    f" WHERE {state} = 'pending' AND lease_owner IS NOT NULL"
-                    " AND substr(lease_owner, 1, length(?)) = ?",
-                    (owner_prefix, owner_prefix),
-                )
-                released += cur.rowcount
+            cur = await conn.execute(
+                "SELECT owner, instance, host, pid, heartbeat_at FROM instances"
+            )
+            rows = [_Registered(*r) for r in await cur.fetchall()]
+            await cur.close()
+            dead = dead_owners(rows, owner, instance, host, alive, now - stale_after)
+            for dead_owner in dead:
+                for table, state in (("inbox", "status"), ("outbox", "state")):
+                    cur = await conn.execute(
+                        f"UPDATE {table} SET lease_owner = NULL, lease_until = NULL"  # noqa: S608
+                        f" WHERE {state} = 'pending' AND lease_owner = ?",
+                        (dead_owner,),
+                    )
+                    released += cur.rowcount
+                await conn.execute("DELETE FROM instances WHERE owner = ?", (dead_owner,))
         return released
 
     async def mark_sending(self, effect_id: int, owner: str) -> None:
@@ -651,34 +716,36 @@ class SqliteStore(Store):
     # idempotency -------------------------------------------------------------------------
 
     async def claim(self, scope: str, key: str, request_hash: str, lease_seconds: float) -> Claim:
+        """Insert, or take over an expired in-progress claim of the same request, in one
+        statement; only when neither happened is the claim read to say why."""
         now = self.clock()
         async with self._write() as conn:
             cur = await conn.execute(
-                "SELECT request_hash, state, response, lease_until FROM idempotency"
-                " WHERE scope = ? AND key = ?",
+                "INSERT INTO idempotency (scope, key, request_hash, state, lease_until,"
+                " created_at, updated_at) VALUES (?, ?, ?, 'in_progress', ?, ?, ?)"
+                " ON CONFLICT (scope, key) DO UPDATE SET lease_until = excluded.lease_until,"
+                " updated_at = excluded.updated_at WHERE idempotency.state = 'in_progress'"
+                " AND idempotency.request_hash = excluded.request_hash"
+                " AND idempotency.lease_until < excluded.created_at RETURNING 1",
+                (scope, key, request_hash, now + lease_seconds, now, now),
+            )
+            taken = await cur.fetchone()
+            await cur.close()
+            if taken is not None:
+                return Claim(ClaimState.NEW)
+            cur = await conn.execute(
+                "SELECT request_hash, state, response FROM idempotency WHERE scope = ? AND key = ?",
                 (scope, key),
             )
             row = await cur.fetchone()
             await cur.close()
-            if row is None:
-                await conn.execute(
-                    "INSERT INTO idempotency (scope, key, request_hash, state, lease_until,"
-                    " created_at, updated_at) VALUES (?, ?, ?, 'in_progress', ?, ?, ?)",
-                    (scope, key, request_hash, now + lease_seconds, now, now),
-                )
-                return Claim(ClaimState.NEW)
-            if row["request_hash"] != request_hash:
-                return Claim(ClaimState.CONFLICT, _loads(row["response"]))
-            if row["state"] == "done":
-                return Claim(ClaimState.DONE, _loads(row["response"]))
-            if row["lease_until"] is not None and row["lease_until"] < now:
-                await conn.execute(
-                    "UPDATE idempotency SET lease_until = ?, updated_at = ?"
-                    " WHERE scope = ? AND key = ?",
-                    (now + lease_seconds, now, scope, key),
-                )
-                return Claim(ClaimState.NEW)
-            return Claim(ClaimState.IN_PROGRESS)
+        if row is None:
+            raise StoreError("claim row vanished")
+        if row["request_hash"] != request_hash:
+            return Claim(ClaimState.CONFLICT, _loads(row["response"]))
+        if row["state"] == "done":
+            return Claim(ClaimState.DONE, _loads(row["response"]))
+        return Claim(ClaimState.IN_PROGRESS)
 
     async def complete_claim(self, scope: str, key: str, response: JSON) -> None:
         async with self._write() as conn:
@@ -731,9 +798,30 @@ class SqliteStore(Store):
                 r["entity_key"],
                 r["reason"],
                 r["created_at"],
+                r["resolved_at"],
             )
             for r in rows
         ]
+
+    async def resolve_flag(self, flag_id: int) -> bool:
+        async with self._write() as conn:
+            cur = await conn.execute(
+                "UPDATE flags SET resolved_at = ? WHERE id = ? AND resolved_at IS NULL",
+                (self.clock(), flag_id),
+            )
+            return cur.rowcount == 1
+
+    # per-entity rows ---------------------------------------------------------------------
+
+    async def entity_keys(
+        self, kind: str, key_prefix: str = "", after: str = "", limit: int = 1000
+    ) -> list[str]:
+        rows = await self._fetchall(
+            "SELECT key FROM entities WHERE kind = ? AND substr(key, 1, length(?)) = ?"
+            " AND key > ? ORDER BY key LIMIT ?",
+            (kind, key_prefix, key_prefix, after, limit),
+        )
+        return [str(r[0]) for r in rows]
 
     # back-pressure and graceful stop -----------------------------------------------------
 
@@ -800,6 +888,15 @@ class _SqliteTransaction(Transaction):
     def __init__(self, conn: aiosqlite.Connection, now: float) -> None:
         self._conn = conn
         self._now = now
+
+    async def lock_entity(self, kind: str, key: str) -> None:
+        """Held already: this transaction holds the store's only write lock until it ends."""
+
+    async def delete_entity(self, kind: str, key: str) -> bool:
+        cur = await self._conn.execute(
+            "DELETE FROM entities WHERE kind = ? AND key = ?", (kind, key)
+        )
+        return cur.rowcount == 1
 
     async def get_entity(self, kind: str, key: str) -> Entity | None:
         async with self._conn.execute(
