@@ -42,9 +42,10 @@ def setup(runtime: Any, retailer: Any, config: ReturnLogicConfig) -> None:
 
     runtime.add_readiness(f"returnlogic:{retailer.id}", ready)
 
-    from adapters.returnlogic import catalog, orders, rmas
+    from adapters.returnlogic import backfill_jobs, catalog, orders, rmas
 
     orders.setup(runtime, retailer, config, team)
+    backfill_jobs.setup(runtime, retailer)
     rmas.setup(runtime, retailer, config, team)
     catalog.setup(runtime, retailer, config, team)
 

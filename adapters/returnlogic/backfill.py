@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -87,9 +88,23 @@ def parse_moment(text: str, now: datetime) -> datetime:
     return when
 
 
+COUNTERS = ("pages", "records", "published", "stale", "quarantined", "queued")
+"""What a job has done so far, every run of it included (kept in its checkpoint)."""
+
+HOLD_STALE_AFTER = 10.0
+"""A job whose holder has not beaten for this long (s) is free: its process is gone."""
+
+HOLD_BEAT = 2.0
+"""How often (s) the process running a job renews its hold."""
+
+
 @dataclass
 class Checkpoint:
-    """The state of one backfill run, kept in the store after every page."""
+    """The state of one backfill job, kept in the store after every page.
+
+    ``requested``: a command asked the daemon to run it (:mod:`adapters.returnlogic.
+    backfill_jobs`). ``owner`` / ``beat_at`` (store time): the process running it now, and
+    when it last said so; ``counts``: :data:`COUNTERS` over every run of the job."""
 
     since: str
     until: str
@@ -97,6 +112,21 @@ class Checkpoint:
     total: int | None = None
     done: bool = False
     started_at: str = ""
+    requested: bool = False
+    owner: str | None = None
+    beat_at: float | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def held_by_other(self, owner: str | None, now: float) -> str | None:
+        """The other process that runs this job now (``None``: nobody, or ``owner``)."""
+        if self.owner is None or self.owner == owner or self.beat_at is None:
+            return None
+        return self.owner if now - self.beat_at < HOLD_STALE_AFTER else None
+
+    def add(self, result: PageResult) -> None:
+        for name in COUNTERS:
+            moved = 1 if name == "pages" else int(getattr(result, name))
+            self.counts[name] = self.counts.get(name, 0) + moved
 
     def dump(self) -> str:
         return json.dumps(
@@ -107,6 +137,10 @@ class Checkpoint:
                 "total": self.total,
                 "done": self.done,
                 "started_at": self.started_at,
+                "requested": self.requested,
+                "owner": self.owner,
+                "beat_at": self.beat_at,
+                "counts": self.counts,
             },
             sort_keys=True,
         )
@@ -117,6 +151,7 @@ class Checkpoint:
             return None
         try:
             data = json.loads(text)
+            beat_at = data.get("beat_at")
             return cls(
                 since=str(data["since"]),
                 until=str(data["until"]),
@@ -124,10 +159,22 @@ class Checkpoint:
                 total=data.get("total"),
                 done=bool(data.get("done")),
                 started_at=str(data.get("started_at", "")),
+                requested=bool(data.get("requested")),
+                owner=data.get("owner"),
+                beat_at=float(beat_at) if beat_at is not None else None,
+                counts={str(k): int(v) for k, v in (data.get("counts") or {}).items()},
             )
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             log.warning("unreadable backfill checkpoint ignored", extra={"checkpoint": text[:200]})
             return None
+
+
+class BackfillBusy(BridgeError):
+    """Another process runs this retailer's backfill now; wait for it or follow it."""
+
+
+class BackfillRefused(BridgeError):
+    """The request contradicts the job that runs now (e.g. ``--restart`` while it runs)."""
 
 
 @dataclass
@@ -164,6 +211,34 @@ class BackfillReport:
         self.stale += result.stale
         self.quarantined += result.quarantined
         self.queued += result.queued
+
+    @classmethod
+    def between(
+        cls, retailer: str, first: Checkpoint, last: Checkpoint, elapsed: float, publisher: bool
+    ) -> BackfillReport:
+        """What a job did from checkpoint ``first`` to ``last`` (a command following a job
+        that the daemon runs)."""
+
+        def moved(counter: str) -> int:
+            return last.counts.get(counter, 0) - first.counts.get(counter, 0)
+
+        return cls(
+            retailer,
+            last.since,
+            last.until,
+            total=last.total or 0,
+            start_skip=first.skip,
+            skip=last.skip,
+            pages=moved("pages"),
+            records=moved("records"),
+            published=moved("published"),
+            stale=moved("stale"),
+            quarantined=moved("quarantined"),
+            queued=moved("queued"),
+            elapsed=elapsed,
+            finished=last.done,
+            publisher=publisher,
+        )
 
     def summary(self) -> str:
         rate = self.records / self.elapsed if self.elapsed > 0 else 0.0
@@ -273,16 +348,27 @@ async def backfill_orders(
     restart: bool = False,
     progress: Progress | None = None,
     on_page: Callable[[int, list[Any], PageResult], Any] | None = None,
+    owner: str | None = None,
+    requested: bool = False,
 ) -> BackfillReport:
     """Read every order created in ``[since, until]`` at backfill priority, publish each page
     and checkpoint after it; resume an unfinished checkpoint unless ``restart``.
 
     ``on_page(skip, records, result)`` is called after each page is published and
-    checkpointed (the benchmark uses it to keep the raw records)."""
+    checkpointed (the benchmark uses it to keep the raw records). ``owner``: this process
+    holds the job while it runs (renewed every :data:`HOLD_BEAT` s; :class:`BackfillBusy`
+    when another live process holds it); ``requested``: a new job is marked as the daemon's
+    to run."""
     sync = sync_for(runtime, retailer)
     store = runtime.store
     name = checkpoint_name(retailer)
-    checkpoint = None if restart else Checkpoint.load(await store.get_cursor(name))
+    checkpoint = Checkpoint.load(await store.get_cursor(name))
+    if checkpoint is not None and not checkpoint.done and owner is not None:
+        holder = checkpoint.held_by_other(owner, store.clock())
+        if holder is not None:
+            raise BackfillBusy(f"the backfill of {retailer!r} is running in {holder}")
+    if restart:
+        checkpoint = None
     notes = []
     if checkpoint is not None and not checkpoint.done:
         notes.append(
@@ -296,7 +382,10 @@ async def backfill_orders(
             since=format_when(since),
             until=format_when(until, round_up=True),
             started_at=format_when(datetime.now(UTC)),
+            requested=requested,
         )
+    checkpoint.owner = owner
+    checkpoint.beat_at = store.clock() if owner is not None else None
     params = {"minCreateDate": checkpoint.since, "maxCreateDate": checkpoint.until}
     report = BackfillReport(
         retailer,
@@ -319,6 +408,7 @@ async def backfill_orders(
     async def page_done(skip: int, records: list[Any], result: PageResult) -> None:
         assert checkpoint is not None
         checkpoint.skip = skip + len(records)
+        checkpoint.add(result)
         await store.set_cursor(name, checkpoint.dump())
         report.add(result)
         report.skip = checkpoint.skip
@@ -330,6 +420,14 @@ async def backfill_orders(
             if asyncio.iscoroutine(outcome):
                 await outcome
 
+    async def hold() -> None:
+        assert checkpoint is not None
+        while True:
+            await asyncio.sleep(HOLD_BEAT)
+            checkpoint.beat_at = store.clock()
+            await store.set_cursor(name, checkpoint.dump())
+
+    holding = asyncio.create_task(hold()) if owner is not None else None
     try:
         if checkpoint.skip < total:
             await sync.read(
@@ -341,12 +439,22 @@ async def backfill_orders(
                 on_page=page_done,
             )
         checkpoint.done = True
-        await store.set_cursor(name, checkpoint.dump())
         report.finished = True
     finally:
+        if holding is not None:
+            holding.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await holding
         report.elapsed = time.monotonic() - started
         if progress is not None:
             progress.finish()
+        if checkpoint.done or owner is not None:
+            checkpoint.owner = checkpoint.beat_at = None
+            # best effort when the run was stopped: the store may be closing; an unreleased
+            # hold goes stale after HOLD_STALE_AFTER s
+            stopped = contextlib.suppress(Exception)
+            with contextlib.nullcontext() if checkpoint.done else stopped:
+                await store.set_cursor(name, checkpoint.dump())
     log.info(
         "returnlogic orders backfilled",
         extra={
@@ -392,9 +500,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def command(args: argparse.Namespace) -> int:
     """Run ``backfill orders``; 0 done, 1 stopped (rerun to resume), 2 bad arguments, 130
     interrupted (rerun to resume)."""
-    import aiohttp
-
-    from bridge.app import build_runtime
+    from bridge.app import build_runtime, running
     from bridge.config import load_config
     from bridge.logs import configure_logging
 
@@ -417,23 +523,26 @@ def command(args: argparse.Namespace) -> int:
         return 2
 
     async def run() -> BackfillReport:
+        from adapters.returnlogic import backfill_jobs as jobs
+
         runtime = build_runtime(config)
-        await runtime.store.open()
-        runtime.session = aiohttp.ClientSession()
-        try:
-            for hook in runtime.startup:
-                await hook()
+        progress = Progress(sys.stderr)
+        async with running(runtime, engine=False, scheduler=False):
+            daemon = await jobs.daemon_presence(runtime, args.retailer)
+            if daemon is not None:  # its governor holds the budget: it runs the job
+                job = await jobs.request_job(
+                    runtime, args.retailer, since, until, restart=args.restart, progress=progress
+                )
+                return await jobs.follow_job(runtime, args.retailer, job, progress)
             return await backfill_orders(
                 runtime,
                 args.retailer,
                 since,
                 until,
                 restart=args.restart,
-                progress=Progress(sys.stderr),
+                progress=progress,
+                owner=jobs.process_owner("command"),
             )
-        finally:
-            await runtime.session.close()
-            await runtime.store.close()
 
     try:
         report = asyncio.run(run())
@@ -442,6 +551,9 @@ def command(args: argparse.Namespace) -> int:
         return 130
     except ConfigError:
         raise
+    except BackfillRefused as exc:
+        print(f"backfill: {exc}", file=sys.stderr)
+        return 2
     except BridgeError as exc:
         print(f"\nbackfill stopped: {exc}; run the same command again to resume", file=sys.stderr)
         return 1
@@ -479,6 +591,8 @@ if __name__ == "__main__":
 
 
 __all__ = [
+    "BackfillBusy",
+    "BackfillRefused",
     "BackfillReport",
     "Checkpoint",
     "Progress",
