@@ -111,17 +111,17 @@ async def finished(proc: asyncio.subprocess.Process, within: float = 120) -> tup
 
 
 @contextlib.asynccontextmanager
-async def setup(tmp_path: Path, *, poll: bool) -> AsyncIterator[Setup]:
+async def setup(tmp_path: Path, *, poll: bool, orders: int = ORDERS) -> AsyncIterator[Setup]:
     async with (
         running_rl() as rl,
         running_optoro(client_id=OPTORO_CLIENT_ID, client_secret=OPTORO_SECRET) as optoro,
     ):
-        rl.generate(orders=ORDERS, seed=7, anchor=datetime.now(UTC), days=180)
+        rl.generate(orders=orders, seed=7, anchor=datetime.now(UTC), days=180)
         for order in rl.orders.values():
             name_addresses(order)
-        orders = {"enabled": "true", "poll_every": "1.0"} if poll else {}
+        polls = {"enabled": "true", "poll_every": "1.0"} if poll else {}
         tables = optoro_table(optoro.url) + rl_table(
-            rl.url, rl.issue_api_key(), page_size=str(PAGE), **orders
+            rl.url, rl.issue_api_key(), page_size=str(PAGE), **polls
         )
         db = tmp_path / "bridge.db"
         config = tmp_path / "bridge.toml"
@@ -236,3 +236,32 @@ async def test_backfill_without_a_daemon_runs_in_process_and_resumes(tmp_path: P
         assert done is not None
         assert done.done
         assert done.counts["records"] == ORDERS  # each order read once over both runs
+
+
+async def test_a_daemon_started_during_an_in_process_backfill_takes_the_job_over(
+    tmp_path: Path,
+) -> None:
+    orders = 2 * ORDERS  # 24 pages, about 12 s at 2/s: the daemon starts well before the end
+    async with setup(tmp_path, poll=False, orders=orders) as s:
+        command = await s.backfill()
+
+        async def started() -> bool:
+            job = await s.checkpoint()
+            return job is not None and job.skip >= 2 * PAGE
+
+        await until(started, 60, "the in-process backfill to start")
+        daemon = await s.daemon()
+        try:
+            code, out, err = await finished(command)
+            assert code == 0, err
+            assert "a daemon started: it runs the rest of the backfill" in err
+            assert f"{orders:,}/{orders:,} read" in out
+            done = await s.checkpoint()
+            assert done is not None
+            assert done.done
+            assert done.requested  # the daemon finished it
+            assert set(s.backfill_skips()) == set(range(0, orders, PAGE))
+            assert s.rl.rate_limited == 0
+            await s.every_order_reaches_optoro()
+        finally:
+            assert await daemon.stop(signal.SIGTERM) == 0

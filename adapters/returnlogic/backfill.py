@@ -5,6 +5,9 @@
     returns-bridge backfill orders --config PATH --retailer ID --since 180d [--until 2025-01-01]
                                    [--restart] [--log-level WARNING]
 
+Exit 0 done, 1 stopped (rerun to resume; also when the daemon running the job stopped), 2 bad
+arguments or ``--restart`` while the job runs, 130 interrupted (rerun to resume).
+
 How it pages. ReturnLogic's ``GET /v1/orders`` has no sort parameter (the spec lists
 ``skip``, ``limit``, ``minCreateDate``, ``maxCreateDate`` and a few exact-match filters) and
 answers in an unspecified order, so the backfill pins one closed ``createDate`` window,
@@ -24,12 +27,15 @@ that finds an unfinished checkpoint resumes it -- same window, from that ``skip`
 checkpointed when the run stopped is read again: unchanged snapshots are not sent twice.
 
 Rate. Every request is made at ``Priority.BACKFILL`` through the team's governor (2/s and
-120/min per key): inside one process, live and reconcile calls are served first. The command
-runs in its own process beside a running daemon; the two processes share the key but not a
-governor, and each slows down from the ``X-RateLimit-Remaining-*`` headers the other's calls
-leave; a 429 pauses and retries, never fails the run. To keep the daemon's live polls
-prompt, :func:`backfill_orders` can also be awaited inside the daemon's runtime, where it
-shares the governor (the tests do that).
+120/min per key): inside one process, live and reconcile calls are served first. A governor
+lives in one process, so the command never calls ReturnLogic beside a running daemon: when
+the daemon's backfill runner beats in the store, the command queues the job there and
+follows it, and the daemon runs it with the governor its polls use
+(:mod:`adapters.returnlogic.backfill_jobs`, which says how the command knows). Without a
+daemon the command runs it itself, in-process, through :func:`bridge.app.running`. A 429
+pauses and retries, never fails the run. The process running a job holds it
+(``owner``/``beat_at`` in the checkpoint, renewed every :data:`HOLD_BEAT` s), so no two
+processes run one retailer's backfill at once.
 
 Delivery. The backfill stores each page's canonical orders and queues the changed ones to the
 retailer's order publisher in the store's outbox, in the page's transaction; it does **not**
@@ -52,7 +58,7 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -171,6 +177,10 @@ class Checkpoint:
 
 class BackfillBusy(BridgeError):
     """Another process runs this retailer's backfill now; wait for it or follow it."""
+
+
+class HandedOver(BridgeError):
+    """A daemon started while this process ran the job: the job is now the daemon's."""
 
 
 class BackfillRefused(BridgeError):
@@ -350,6 +360,7 @@ async def backfill_orders(
     on_page: Callable[[int, list[Any], PageResult], Any] | None = None,
     owner: str | None = None,
     requested: bool = False,
+    hand_over: Callable[[], Awaitable[bool]] | None = None,
 ) -> BackfillReport:
     """Read every order created in ``[since, until]`` at backfill priority, publish each page
     and checkpoint after it; resume an unfinished checkpoint unless ``restart``.
@@ -358,7 +369,8 @@ async def backfill_orders(
     checkpointed (the benchmark uses it to keep the raw records). ``owner``: this process
     holds the job while it runs (renewed every :data:`HOLD_BEAT` s; :class:`BackfillBusy`
     when another live process holds it); ``requested``: a new job is marked as the daemon's
-    to run."""
+    to run; ``hand_over()`` true after a page: stop there and leave the job to the daemon
+    (:class:`HandedOver`)."""
     sync = sync_for(runtime, retailer)
     store = runtime.store
     name = checkpoint_name(retailer)
@@ -409,6 +421,8 @@ async def backfill_orders(
         assert checkpoint is not None
         checkpoint.skip = skip + len(records)
         checkpoint.add(result)
+        handing_over = hand_over is not None and await hand_over()
+        checkpoint.requested = checkpoint.requested or handing_over
         await store.set_cursor(name, checkpoint.dump())
         report.add(result)
         report.skip = checkpoint.skip
@@ -419,6 +433,8 @@ async def backfill_orders(
             outcome = on_page(skip, records, result)
             if asyncio.iscoroutine(outcome):
                 await outcome
+        if handing_over:
+            raise HandedOver(f"the backfill of {retailer!r} is handed over to the daemon")
 
     async def hold() -> None:
         assert checkpoint is not None
@@ -534,15 +550,28 @@ def command(args: argparse.Namespace) -> int:
                     runtime, args.retailer, since, until, restart=args.restart, progress=progress
                 )
                 return await jobs.follow_job(runtime, args.retailer, job, progress)
-            return await backfill_orders(
-                runtime,
-                args.retailer,
-                since,
-                until,
-                restart=args.restart,
-                progress=progress,
-                owner=jobs.process_owner("command"),
-            )
+
+            async def daemon_started() -> bool:
+                return await jobs.daemon_presence(runtime, args.retailer) is not None
+
+            try:
+                return await backfill_orders(
+                    runtime,
+                    args.retailer,
+                    since,
+                    until,
+                    restart=args.restart,
+                    progress=progress,
+                    owner=jobs.process_owner("command"),
+                    hand_over=daemon_started,
+                )
+            except HandedOver:
+                progress.note("\na daemon started: it runs the rest of the backfill")
+                stored = await runtime.store.get_cursor(checkpoint_name(args.retailer))
+                handed = Checkpoint.load(stored)
+                if handed is None:
+                    raise BridgeError("the backfill checkpoint is gone") from None
+                return await jobs.follow_job(runtime, args.retailer, handed, progress)
 
     try:
         report = asyncio.run(run())
@@ -595,6 +624,7 @@ __all__ = [
     "BackfillRefused",
     "BackfillReport",
     "Checkpoint",
+    "HandedOver",
     "Progress",
     "backfill_orders",
     "checkpoint_name",
