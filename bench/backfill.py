@@ -188,26 +188,21 @@ def floor_span(calls: int, per_second: int = PER_SECOND, per_minute: int = PER_M
 async def run_backfill(
     work: Path, sandbox_url: str, publisher: bool
 ) -> tuple[Any, list[Any], float, tuple[int, int]]:
-    import aiohttp
-
     from adapters.returnlogic.backfill import Progress, backfill_orders
-    from bridge.app import build_runtime
+    from bridge.app import build_runtime, running
     from bridge.config import load_config
 
     path = work / "bridge.toml"
     path.write_text(config_text(work / "bridge.db", sandbox_url, publisher))
     config = load_config(path, env={})
     runtime = build_runtime(config)
-    await runtime.store.open()
-    runtime.session = aiohttp.ClientSession()
     records: list[Any] = []
 
     def keep(skip: int, page: list[Any], result: Any) -> None:
         records.extend(page)
 
-    try:
-        for hook in runtime.startup:
-            await hook()
+    # what the command runs without a daemon: the one lifecycle, no engine, no scheduler
+    async with running(runtime, engine=False, scheduler=False):
         now = datetime.now(UTC)
         cpu = time.process_time()
         report = await backfill_orders(
@@ -218,13 +213,11 @@ async def run_backfill(
             restart=True,
             progress=Progress(sys.stderr),
             on_page=keep,
+            owner="bench",
         )
         cpu = time.process_time() - cpu
         effects = len(await runtime.store.list_effects(limit=1_000_000))
         flagged = len(await runtime.store.list_flags())
-    finally:
-        await runtime.session.close()
-        await runtime.store.close()
     return report, records, cpu, (effects, flagged)
 
 

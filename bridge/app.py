@@ -1,9 +1,11 @@
 """The daemon: one aiohttp application, its resources owned through ``cleanup_ctx``.
 
-Order of start (and reverse order of stop): store -> HTTP session -> engine tasks ->
-scheduler. Adapters are wired per retailer by their ``setup`` hook, which registers
-inbound routes, inbox handlers, destinations, jobs and readiness checks on the
-:class:`Runtime`; the core never names a platform.
+Order of start (and reverse order of stop): store -> HTTP session -> startup hooks ->
+engine tasks -> scheduler, all opened by one function, :func:`running`: the daemon's
+``cleanup_ctx`` enters it, and so does every command that needs a runtime (``dlq``,
+``inbox``, ``backfill``), without the engine and scheduler. Adapters are wired per
+retailer by their ``setup`` hook, which registers inbound routes, inbox handlers,
+destinations, jobs and readiness checks on the :class:`Runtime`; the core never names a platform.
 """
 
 from __future__ import annotations
@@ -390,13 +392,9 @@ def _safe(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")[:300]
 
 
-def build_app(runtime: Runtime) -> web.Application:
-    """The aiohttp application serving the runtime's routes and owning its resources.
-
-    Inbox webhooks answer 503 with ``Retry-After`` above ``[server] max_inbox_backlog``;
-    every body is read within ``body_timeout`` (see :mod:`bridge.listener`)."""
+def _shutdown_for(runtime: Runtime) -> Shutdown:
     server = runtime.config.server
-    shutdown = Shutdown(
+    return Shutdown(
         guard=ConnectionGuard(
             ListenerLimits(
                 header_timeout=server.header_timeout,
@@ -406,6 +404,15 @@ def build_app(runtime: Runtime) -> web.Application:
         ),
         backlog=InboxBacklog(runtime.store.pending_inbox_count, server.max_inbox_backlog),
     )
+
+
+def build_app(runtime: Runtime) -> web.Application:
+    """The aiohttp application serving the runtime's routes and owning its resources.
+
+    Inbox webhooks answer 503 with ``Retry-After`` above ``[server] max_inbox_backlog``;
+    every body is read within ``body_timeout`` (see :mod:`bridge.listener`)."""
+    server = runtime.config.server
+    shutdown = _shutdown_for(runtime)
     app = web.Application(
         client_max_size=server.max_body_bytes,
         middlewares=[json_errors, limits_middleware(shutdown.guard, shutdown.draining)],
@@ -420,36 +427,72 @@ def build_app(runtime: Runtime) -> web.Application:
         if route.inbox:
             handler = backpressured(handler, shutdown.backlog, server.backlog_retry_after)
         app.router.add_route(route.method, route.path, handler)
-    app.cleanup_ctx.extend([_store_ctx, _session_ctx, _startup_ctx, _engine_ctx, _scheduler_ctx])
+    app.cleanup_ctx.append(_running_ctx)
     return app
 
 
-async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
-    runtime = app[RUNTIME]
+async def _running_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with running(app[RUNTIME], shutdown=app[SHUTDOWN]):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def running(
+    runtime: Runtime,
+    *,
+    engine: bool = True,
+    scheduler: bool = True,
+    shutdown: Shutdown | None = None,
+) -> AsyncIterator[Runtime]:
+    """Open the runtime's resources in order -- store, HTTP session, startup hooks, then
+    (``engine``) the inbox worker and dispatcher and (``scheduler``) the scheduled jobs --
+    and close them in reverse when the block ends, also on an error or a cancellation.
+
+    The one place these are opened: the daemon (:func:`build_app`) and every command
+    (``dlq``, ``inbox``, ``backfill`` without a daemon) enter it. ``shutdown`` is the
+    daemon's stop state (a fresh one otherwise)."""
+    shutdown = shutdown or _shutdown_for(runtime)
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(_store_ctx(runtime))
+        await stack.enter_async_context(_session_ctx(runtime, shutdown))
+        await stack.enter_async_context(_startup_ctx(runtime))
+        if engine:
+            await stack.enter_async_context(_engine_ctx(runtime, shutdown))
+        if scheduler:
+            await stack.enter_async_context(_scheduler_ctx(runtime))
+        yield runtime
+
+
+@contextlib.asynccontextmanager
+async def _store_ctx(runtime: Runtime) -> AsyncIterator[None]:
     await runtime.store.open()
-    yield
-    await runtime.store.close()
+    try:
+        yield
+    finally:
+        await runtime.store.close()
 
 
-async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
-    runtime = app[RUNTIME]
+@contextlib.asynccontextmanager
+async def _session_ctx(runtime: Runtime, shutdown: Shutdown) -> AsyncIterator[None]:
     runtime.session = aiohttp.ClientSession(
-        raise_for_status=False, trace_configs=[app[SHUTDOWN].sends.trace_config]
+        raise_for_status=False, trace_configs=[shutdown.sends.trace_config]
     )
-    yield
-    await runtime.session.close()
-    runtime.session = None
+    try:
+        yield
+    finally:
+        await runtime.session.close()
+        runtime.session = None
 
 
-async def _startup_ctx(app: web.Application) -> AsyncIterator[None]:
-    for hook in app[RUNTIME].startup:
+@contextlib.asynccontextmanager
+async def _startup_ctx(runtime: Runtime) -> AsyncIterator[None]:
+    for hook in runtime.startup:
         await hook()
     yield
 
 
-async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
-    runtime = app[RUNTIME]
-    shutdown = app[SHUTDOWN]
+@contextlib.asynccontextmanager
+async def _engine_ctx(runtime: Runtime, shutdown: Shutdown) -> AsyncIterator[None]:
     await runtime.engine.take_back_leases()
 
     async def dispatch() -> None:
@@ -461,20 +504,25 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
     shutdown.dispatcher = runtime.supervise("dispatcher", dispatch)
     heartbeat = runtime.supervise("heartbeat", runtime.engine.run_heartbeat)
     tasks = [shutdown.inbox_worker, shutdown.dispatcher, heartbeat]
-    yield
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        # a task that died has been reported (watch) and made the daemon stop already
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            # a task that died has been reported (watch) and made the daemon stop already
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
 
-async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
-    scheduler = app[RUNTIME].scheduler
+@contextlib.asynccontextmanager
+async def _scheduler_ctx(runtime: Runtime) -> AsyncIterator[None]:
+    scheduler = runtime.scheduler
     scheduler.start()
-    yield
-    scheduler.shutdown(wait=False)
+    try:
+        yield
+    finally:
+        scheduler.shutdown(wait=False)
 
 
 LISTEN_BACKLOG = 1024

@@ -110,22 +110,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _with_runtime(args: argparse.Namespace, body: Callable[[Any], Awaitable[int]]) -> int:
-    """Open the store and HTTP session of the configured runtime, run ``body``, close."""
-    import aiohttp
-
-    from bridge.app import build_runtime
+    """Run ``body`` on the configured runtime, opened (store, HTTP session, startup hooks)
+    and closed by :func:`bridge.app.running`, without the engine and scheduler: the daemon
+    delivers what a command queues."""
+    from bridge.app import build_runtime, running
 
     async def main() -> int:
         runtime = build_runtime(_load(args.config))
-        await runtime.store.open()
-        runtime.session = aiohttp.ClientSession()
-        try:
-            for hook in runtime.startup:
-                await hook()
+        async with running(runtime, engine=False, scheduler=False):
             return await body(runtime)
-        finally:
-            await runtime.session.close()
-            await runtime.store.close()
 
     return asyncio.run(main())
 

@@ -138,3 +138,23 @@ async def test_flagged_rmas_are_listed(tmp_path: Path) -> None:
         assert await world.runtime.store.list_flags() == []
         (kept,) = await world.runtime.store.list_flags(include_resolved=True)
         assert kept.resolved_at is not None
+
+
+async def test_commands_run_their_own_lifecycle_when_no_daemon_runs(tmp_path: Path) -> None:
+    async with running_world(tmp_path, [1], settings=FAST) as world:
+        effect_id = await dead_letter(world)
+    # the daemon has stopped: each command opens and closes the runtime itself
+
+    checked = await cli(tmp_path, "check")
+    assert checked.returncode == 0, checked.stderr
+    listed = await cli(tmp_path, "dlq", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.startswith(f"{effect_id}\t{DESTINATION}\t")
+    replayed = await cli(tmp_path, "dlq", "replay", str(effect_id))
+    assert replayed.returncode == 0, replayed.stderr
+    assert f"{effect_id}\tqueued again" in replayed.stdout
+    shown = await cli(tmp_path, "dlq", "show", str(effect_id))
+    assert json.loads(shown.stdout)["state"] == "pending"  # the next daemon delivers it
+    inbox = await cli(tmp_path, "inbox")
+    assert inbox.returncode == 0, inbox.stderr
+    assert inbox.stdout.startswith("pending 0")

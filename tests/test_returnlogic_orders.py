@@ -31,6 +31,7 @@ from adapters.returnlogic.backfill import (
     main,
     parse_moment,
 )
+from adapters.returnlogic.backfill_jobs import presence_name
 from adapters.returnlogic.orders import (
     INBOX_KIND,
     RlOrderSync,
@@ -45,6 +46,7 @@ from bridge.store import InboxStatus
 from bridge.store.base import canonical_json
 from mappings.optoro.orders import order_to_rpo
 from mappings.returnlogic import TagRules, order_to_canonical, orders_page
+from tests.daemon_process import until
 from tests.harness import (
     ENV,
     OPTORO_CLIENT_ID,
@@ -455,9 +457,16 @@ async def test_backfill_command_queues_and_the_running_daemon_delivers(
     async with world(tmp_path, orders=60, days=30) as w:
         config = str(tmp_path / "bridge.toml")  # the daemon's own file and SQLite store
         argv = ["orders", "--config", config, "--retailer", RETAILER, "--since", "45d"]
+        store = w.daemon.runtime.store
+
+        async def daemon_beats() -> bool:
+            return await store.get_cursor(presence_name(RETAILER)) is not None
+
+        await until(daemon_beats, 10, "the daemon's backfill runner")
         assert await asyncio.to_thread(main, argv) == 0
         await w.daemon.settle()
         out, err = capsys.readouterr()
+        assert "queued for the running daemon" in err  # the daemon ran it, with its governor
         assert "60/60 read (from 0)" in out
         assert "the daemon delivers them" in out
         assert "60/60" in err

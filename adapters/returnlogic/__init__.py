@@ -49,9 +49,10 @@ def setup(ctx: AdapterContext, retailer: RetailerConfig, config: ReturnLogicConf
 
     ctx.add_readiness(f"returnlogic:{retailer.id}", ready)
 
-    from adapters.returnlogic import catalog, orders, rmas
+    from adapters.returnlogic import backfill_jobs, catalog, orders, rmas
 
     orders.setup(ctx, retailer, config, team)
+    backfill_jobs.setup(ctx, retailer)
     rmas.setup(ctx, retailer, config, team)
     catalog.setup(ctx, retailer, config, team)
 

@@ -5,6 +5,9 @@
     returns-bridge backfill orders --config PATH --retailer ID --since 180d [--until 2025-01-01]
                                    [--restart] [--log-level WARNING]
 
+Exit 0 done, 1 stopped (rerun to resume; also when the daemon running the job stopped), 2 bad
+arguments or ``--restart`` while the job runs, 130 interrupted (rerun to resume).
+
 How it pages. ReturnLogic's ``GET /v1/orders`` has no sort parameter (the spec lists
 ``skip``, ``limit``, ``minCreateDate``, ``maxCreateDate`` and a few exact-match filters) and
 answers in an unspecified order, so the backfill pins one closed ``createDate`` window,
@@ -24,12 +27,15 @@ that finds an unfinished checkpoint resumes it -- same window, from that ``skip`
 checkpointed when the run stopped is read again: unchanged snapshots are not sent twice.
 
 Rate. Every request is made at ``Priority.BACKFILL`` through the team's governor (2/s and
-120/min per key): inside one process, live and reconcile calls are served first. The command
-runs in its own process beside a running daemon; the two processes share the key but not a
-governor, and each slows down from the ``X-RateLimit-Remaining-*`` headers the other's calls
-leave; a 429 pauses and retries, never fails the run. To keep the daemon's live polls
-prompt, :func:`backfill_orders` can also be awaited inside the daemon's runtime, where it
-shares the governor (the tests do that).
+120/min per key): inside one process, live and reconcile calls are served first. A governor
+lives in one process, so the command never calls ReturnLogic beside a running daemon: when
+the daemon's backfill runner beats in the store, the command queues the job there and
+follows it, and the daemon runs it with the governor its polls use
+(:mod:`adapters.returnlogic.backfill_jobs`, which says how the command knows). Without a
+daemon the command runs it itself, in-process, through :func:`bridge.app.running`. A 429
+pauses and retries, never fails the run. The process running a job holds it
+(``owner``/``beat_at`` in the checkpoint, renewed every :data:`HOLD_BEAT` s), so no two
+processes run one retailer's backfill at once.
 
 Delivery. The backfill stores each page's canonical orders and queues the changed ones to the
 retailer's order publisher in the store's outbox, in the page's transaction; it does **not**
@@ -46,12 +52,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import re
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -60,7 +67,7 @@ from typing import Any, TextIO
 from adapters.returnlogic.orders import PageResult, format_when, parse_when, sync_for
 from bridge.errors import BridgeError, ConfigError
 from bridge.http import Priority
-from bridge.ports import ORDER_PUBLISHER
+from bridge.ports import ORDER_PUBLISHER, AdapterContext
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +94,23 @@ def parse_moment(text: str, now: datetime) -> datetime:
     return when
 
 
+COUNTERS = ("pages", "records", "published", "stale", "quarantined", "queued")
+"""What a job has done so far, every run of it included (kept in its checkpoint)."""
+
+HOLD_STALE_AFTER = 10.0
+"""A job whose holder has not beaten for this long (s) is free: its process is gone."""
+
+HOLD_BEAT = 2.0
+"""How often (s) the process running a job renews its hold."""
+
+
 @dataclass
 class Checkpoint:
-    """The state of one backfill run, kept in the store after every page."""
+    """The state of one backfill job, kept in the store after every page.
+
+    ``requested``: a command asked the daemon to run it (:mod:`adapters.returnlogic.
+    backfill_jobs`). ``owner`` / ``beat_at`` (store time): the process running it now, and
+    when it last said so; ``counts``: :data:`COUNTERS` over every run of the job."""
 
     since: str
     until: str
@@ -97,6 +118,21 @@ class Checkpoint:
     total: int | None = None
     done: bool = False
     started_at: str = ""
+    requested: bool = False
+    owner: str | None = None
+    beat_at: float | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def held_by_other(self, owner: str | None, now: float) -> str | None:
+        """The other process that runs this job now (``None``: nobody, or ``owner``)."""
+        if self.owner is None or self.owner == owner or self.beat_at is None:
+            return None
+        return self.owner if now - self.beat_at < HOLD_STALE_AFTER else None
+
+    def add(self, result: PageResult) -> None:
+        for name in COUNTERS:
+            moved = 1 if name == "pages" else int(getattr(result, name))
+            self.counts[name] = self.counts.get(name, 0) + moved
 
     def dump(self) -> str:
         return json.dumps(
@@ -107,6 +143,10 @@ class Checkpoint:
                 "total": self.total,
                 "done": self.done,
                 "started_at": self.started_at,
+                "requested": self.requested,
+                "owner": self.owner,
+                "beat_at": self.beat_at,
+                "counts": self.counts,
             },
             sort_keys=True,
         )
@@ -117,6 +157,7 @@ class Checkpoint:
             return None
         try:
             data = json.loads(text)
+            beat_at = data.get("beat_at")
             return cls(
                 since=str(data["since"]),
                 until=str(data["until"]),
@@ -124,10 +165,26 @@ class Checkpoint:
                 total=data.get("total"),
                 done=bool(data.get("done")),
                 started_at=str(data.get("started_at", "")),
+                requested=bool(data.get("requested")),
+                owner=data.get("owner"),
+                beat_at=float(beat_at) if beat_at is not None else None,
+                counts={str(k): int(v) for k, v in (data.get("counts") or {}).items()},
             )
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             log.warning("unreadable backfill checkpoint ignored", extra={"checkpoint": text[:200]})
             return None
+
+
+class BackfillBusy(BridgeError):
+    """Another process runs this retailer's backfill now; wait for it or follow it."""
+
+
+class HandedOver(BridgeError):
+    """A daemon started while this process ran the job: the job is now the daemon's."""
+
+
+class BackfillRefused(BridgeError):
+    """The request contradicts the job that runs now (e.g. ``--restart`` while it runs)."""
 
 
 @dataclass
@@ -164,6 +221,34 @@ class BackfillReport:
         self.stale += result.stale
         self.quarantined += result.quarantined
         self.queued += result.queued
+
+    @classmethod
+    def between(
+        cls, retailer: str, first: Checkpoint, last: Checkpoint, elapsed: float, publisher: bool
+    ) -> BackfillReport:
+        """What a job did from checkpoint ``first`` to ``last`` (a command following a job
+        that the daemon runs)."""
+
+        def moved(counter: str) -> int:
+            return last.counts.get(counter, 0) - first.counts.get(counter, 0)
+
+        return cls(
+            retailer,
+            last.since,
+            last.until,
+            total=last.total or 0,
+            start_skip=first.skip,
+            skip=last.skip,
+            pages=moved("pages"),
+            records=moved("records"),
+            published=moved("published"),
+            stale=moved("stale"),
+            quarantined=moved("quarantined"),
+            queued=moved("queued"),
+            elapsed=elapsed,
+            finished=last.done,
+            publisher=publisher,
+        )
 
     def summary(self) -> str:
         rate = self.records / self.elapsed if self.elapsed > 0 else 0.0
@@ -265,7 +350,7 @@ def _duration(seconds: float) -> str:
 
 
 async def backfill_orders(
-    runtime: Any,
+    runtime: AdapterContext,
     retailer: str,
     since: datetime,
     until: datetime,
@@ -273,16 +358,29 @@ async def backfill_orders(
     restart: bool = False,
     progress: Progress | None = None,
     on_page: Callable[[int, list[Any], PageResult], Any] | None = None,
+    owner: str | None = None,
+    requested: bool = False,
+    hand_over: Callable[[], Awaitable[bool]] | None = None,
 ) -> BackfillReport:
     """Read every order created in ``[since, until]`` at backfill priority, publish each page
     and checkpoint after it; resume an unfinished checkpoint unless ``restart``.
 
     ``on_page(skip, records, result)`` is called after each page is published and
-    checkpointed (the benchmark uses it to keep the raw records)."""
+    checkpointed (the benchmark uses it to keep the raw records). ``owner``: this process
+    holds the job while it runs (renewed every :data:`HOLD_BEAT` s; :class:`BackfillBusy`
+    when another live process holds it); ``requested``: a new job is marked as the daemon's
+    to run; ``hand_over()`` true after a page: stop there and leave the job to the daemon
+    (:class:`HandedOver`)."""
     sync = sync_for(runtime, retailer)
     store = runtime.store
     name = checkpoint_name(retailer)
-    checkpoint = None if restart else Checkpoint.load(await store.get_cursor(name))
+    checkpoint = Checkpoint.load(await store.get_cursor(name))
+    if checkpoint is not None and not checkpoint.done and owner is not None:
+        holder = checkpoint.held_by_other(owner, store.clock())
+        if holder is not None:
+            raise BackfillBusy(f"the backfill of {retailer!r} is running in {holder}")
+    if restart:
+        checkpoint = None
     notes = []
     if checkpoint is not None and not checkpoint.done:
         notes.append(
@@ -296,7 +394,10 @@ async def backfill_orders(
             since=format_when(since),
             until=format_when(until, round_up=True),
             started_at=format_when(datetime.now(UTC)),
+            requested=requested,
         )
+    checkpoint.owner = owner
+    checkpoint.beat_at = store.clock() if owner is not None else None
     params = {"minCreateDate": checkpoint.since, "maxCreateDate": checkpoint.until}
     report = BackfillReport(
         retailer,
@@ -319,6 +420,9 @@ async def backfill_orders(
     async def page_done(skip: int, records: list[Any], result: PageResult) -> None:
         assert checkpoint is not None
         checkpoint.skip = skip + len(records)
+        checkpoint.add(result)
+        handing_over = hand_over is not None and await hand_over()
+        checkpoint.requested = checkpoint.requested or handing_over
         await store.set_cursor(name, checkpoint.dump())
         report.add(result)
         report.skip = checkpoint.skip
@@ -329,7 +433,17 @@ async def backfill_orders(
             outcome = on_page(skip, records, result)
             if asyncio.iscoroutine(outcome):
                 await outcome
+        if handing_over:
+            raise HandedOver(f"the backfill of {retailer!r} is handed over to the daemon")
 
+    async def hold() -> None:
+        assert checkpoint is not None
+        while True:
+            await asyncio.sleep(HOLD_BEAT)
+            checkpoint.beat_at = store.clock()
+            await store.set_cursor(name, checkpoint.dump())
+
+    holding = asyncio.create_task(hold()) if owner is not None else None
     try:
         if checkpoint.skip < total:
             await sync.read(
@@ -341,12 +455,22 @@ async def backfill_orders(
                 on_page=page_done,
             )
         checkpoint.done = True
-        await store.set_cursor(name, checkpoint.dump())
         report.finished = True
     finally:
+        if holding is not None:
+            holding.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await holding
         report.elapsed = time.monotonic() - started
         if progress is not None:
             progress.finish()
+        if checkpoint.done or owner is not None:
+            checkpoint.owner = checkpoint.beat_at = None
+            # best effort when the run was stopped: the store may be closing; an unreleased
+            # hold goes stale after HOLD_STALE_AFTER s
+            stopped = contextlib.suppress(Exception)
+            with contextlib.nullcontext() if checkpoint.done else stopped:
+                await store.set_cursor(name, checkpoint.dump())
     log.info(
         "returnlogic orders backfilled",
         extra={
@@ -392,9 +516,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def command(args: argparse.Namespace) -> int:
     """Run ``backfill orders``; 0 done, 1 stopped (rerun to resume), 2 bad arguments, 130
     interrupted (rerun to resume)."""
-    import aiohttp
-
-    from bridge.app import build_runtime
+    from bridge.app import build_runtime, running
     from bridge.config import load_config
     from bridge.logs import configure_logging
 
@@ -417,23 +539,39 @@ def command(args: argparse.Namespace) -> int:
         return 2
 
     async def run() -> BackfillReport:
+        from adapters.returnlogic import backfill_jobs as jobs
+
         runtime = build_runtime(config)
-        await runtime.store.open()
-        runtime.session = aiohttp.ClientSession()
-        try:
-            for hook in runtime.startup:
-                await hook()
-            return await backfill_orders(
-                runtime,
-                args.retailer,
-                since,
-                until,
-                restart=args.restart,
-                progress=Progress(sys.stderr),
-            )
-        finally:
-            await runtime.session.close()
-            await runtime.store.close()
+        progress = Progress(sys.stderr)
+        async with running(runtime, engine=False, scheduler=False):
+            daemon = await jobs.daemon_presence(runtime, args.retailer)
+            if daemon is not None:  # its governor holds the budget: it runs the job
+                job = await jobs.request_job(
+                    runtime, args.retailer, since, until, restart=args.restart, progress=progress
+                )
+                return await jobs.follow_job(runtime, args.retailer, job, progress)
+
+            async def daemon_started() -> bool:
+                return await jobs.daemon_presence(runtime, args.retailer) is not None
+
+            try:
+                return await backfill_orders(
+                    runtime,
+                    args.retailer,
+                    since,
+                    until,
+                    restart=args.restart,
+                    progress=progress,
+                    owner=jobs.process_owner("command"),
+                    hand_over=daemon_started,
+                )
+            except HandedOver:
+                progress.note("\na daemon started: it runs the rest of the backfill")
+                stored = await runtime.store.get_cursor(checkpoint_name(args.retailer))
+                handed = Checkpoint.load(stored)
+                if handed is None:
+                    raise BridgeError("the backfill checkpoint is gone") from None
+                return await jobs.follow_job(runtime, args.retailer, handed, progress)
 
     try:
         report = asyncio.run(run())
@@ -442,6 +580,9 @@ def command(args: argparse.Namespace) -> int:
         return 130
     except ConfigError:
         raise
+    except BackfillRefused as exc:
+        print(f"backfill: {exc}", file=sys.stderr)
+        return 2
     except BridgeError as exc:
         print(f"\nbackfill stopped: {exc}; run the same command again to resume", file=sys.stderr)
         return 1
@@ -479,8 +620,11 @@ if __name__ == "__main__":
 
 
 __all__ = [
+    "BackfillBusy",
+    "BackfillRefused",
     "BackfillReport",
     "Checkpoint",
+    "HandedOver",
     "Progress",
     "backfill_orders",
     "checkpoint_name",
