@@ -38,15 +38,27 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import SecretStr
+
 from adapters.kibo.config import KiboConfig
 from bridge.domain import Rma
 from bridge.engine import HttpDestination
-from bridge.errors import MappingError, PermanentDeliveryError, RetriableDeliveryError
-from bridge.http import DestinationLimits, HttpClient, OutboundRequest, Response
+from bridge.errors import (
+    CredentialsRefused,
+    MappingError,
+    PermanentDeliveryError,
+    RetriableDeliveryError,
+)
+from bridge.http import (
+    DestinationLimits,
+    HttpClient,
+    OutboundRequest,
+    Response,
+    StaticCredentials,
+)
 from bridge.lifecycle import ReturnEvent
 from bridge.services import RMA_LIFECYCLE
 from bridge.store import Effect, EffectState, NewEffect, Store, Transaction
-from bridge.store.base import OUTCOME_UNKNOWN
 from mappings.kibo import (
     MAX_ORDER_ITEM_ID,
     derive_return_id,
@@ -85,6 +97,15 @@ def kibo_headers(config: KiboConfig) -> dict[str, str]:
     return {}
 
 
+def kibo_credentials(config: KiboConfig) -> StaticCredentials | None:
+    """The tenant's token or basic credentials, attached on admission; they cannot be
+    refreshed, so a 401 is a dead letter at once ("credentials refused")."""
+    headers = kibo_headers(config)
+    if not headers:
+        return None
+    return StaticCredentials(headers, SecretStr(headers[config.auth_header]))
+
+
 def _base(config: KiboConfig) -> str:
     return str(config.base_url).rstrip("/")
 
@@ -114,7 +135,8 @@ class KiboReturnsSink:
 
 class KiboReturnDestination(HttpDestination):
     """Delivers ``kibo.return.create``: the body is built when sent, from the RMA as stored
-    then, so a dead letter replayed after a fix (crosswalk, config) uses the fix."""
+    then, so a dead letter replayed after a fix (crosswalk, config) uses the fix. The
+    tenant's credentials are static: a 401 dead-letters the create at once."""
 
     idempotency_header = None
 
@@ -133,7 +155,7 @@ class KiboReturnDestination(HttpDestination):
             backoff=config.retry.backoff(),
             default_pause_on_429=config.retry.pause_on_429,
         )
-        super().__init__(name, http, limits)
+        super().__init__(name, http, limits, credentials=kibo_credentials(config))
         self.retailer = retailer
         self.config = config
         self._store = store
@@ -163,11 +185,7 @@ class KiboReturnDestination(HttpDestination):
         return OutboundRequest(
             "POST",
             f"{_base(self.config)}/api/v2/return/",
-            {
-                **kibo_headers(self.config),
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-            },
+            {"Content-Type": "application/json", "Accept": "application/json"},
             data=dumps(body).encode(),
             json=body,
         )
@@ -216,7 +234,9 @@ class KiboReturnDestination(HttpDestination):
                 ids[key] = int(unit.order_line_id)
         return ids
 
-    async def deliver(self, effect: Effect) -> Response | None:
+    async def deliver(self, effect: Effect) -> Response:
+        """Create the return; when an earlier attempt may have created it, settle that
+        first (:meth:`_settle_unknown`) and create only when none was."""
         if effect.outcome_unknown:
             settled = await self._settle_unknown(effect)
             if settled is not None:
@@ -226,10 +246,17 @@ class KiboReturnDestination(HttpDestination):
     async def _create(self, effect: Effect) -> Response:
         request = await self.build_request(effect)
         try:
-            return await self.http.send(request, self.limits, self.priority)
+            return await self.http.send(
+                request, self.limits, self.priority, credentials=self.credentials
+            )
         except PermanentDeliveryError as refused:
             return_id = self.return_id_for(effect)
-            if return_id is None or refused.status is None or not 400 <= refused.status < 500:
+            if (
+                return_id is None
+                or isinstance(refused, CredentialsRefused)
+                or refused.status is None
+                or not 400 <= refused.status < 500
+            ):
                 raise
             # the tenant may refuse an id it holds already: an earlier attempt's return?
             try:
@@ -247,12 +274,12 @@ class KiboReturnDestination(HttpDestination):
     async def _get_return(self, return_id: int) -> Response | None:
         """Get Return; ``None`` when Kibo holds no return with that id (404)."""
         request = OutboundRequest(
-            "GET",
-            f"{_base(self.config)}/api/v2/return/{return_id}",
-            {**kibo_headers(self.config), "Accept": "application/json"},
+            "GET", f"{_base(self.config)}/api/v2/return/{return_id}", {"Accept": "application/json"}
         )
         try:
-            return await self.http.send(request, self.lookup_limits, self.priority)
+            return await self.http.send(
+                request, self.lookup_limits, self.priority, credentials=self.credentials
+            )
         except PermanentDeliveryError as exc:
             if exc.status == 404:
                 return None
@@ -381,12 +408,10 @@ class KiboReturnDestination(HttpDestination):
         )
 
     async def on_delivered(
-        self, tx: Transaction, effect: Effect, response: Response | None
+        self, tx: Transaction, effect: Effect, response: Response
     ) -> list[NewEffect]:
         """Record the Kibo return and tell the RMA lifecycle (refund confirmation); learn
         from a create's answer whether the tenant keeps the bridge's ``returnID``."""
-        if response is None:
-            return []
         ref = return_response_to_ref(response.body)
         sent = self.return_id_for(effect)
         if sent is not None and response.headers.get(SETTLED_BY) != "notification":
@@ -542,9 +567,8 @@ class KiboReconciler:
         store = self.runtime.store
         for effect in await store.list_effects(EffectState.PENDING, destination.name):
             return_id = destination.return_id_for(effect)
-            # not leased now: its last attempt's outcome is what last_error says
-            unknown = (effect.last_error or "").startswith(OUTCOME_UNKNOWN)
-            if return_id is None or not unknown:
+            # not leased now: its field is its last attempt's outcome
+            if return_id is None or not effect.outcome_unknown:
                 continue
             try:
                 answer = await destination.find_created(effect, return_id)

@@ -1,12 +1,20 @@
-"""A destination that delivers effects as HTTP requests through the shared client."""
+"""Base classes of the two destination kinds, with the defaults adapters would repeat.
+
+* :class:`DeliveryDestination` -- a :class:`~bridge.engine.core.Delivery` that causes
+  nothing after it is delivered and never reports a recovery; :class:`HttpDestination`
+  -- one that sends effects as HTTP requests through the shared client.
+* :class:`ReadDestination` -- a :class:`~bridge.engine.core.Read` with the default
+  deadline and backoff.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import replace
+from typing import ClassVar, Literal
 
-from bridge.engine.core import DEFAULT_DEADLINE
+from bridge.engine.core import DEFAULT_DEADLINE, Absent, Fetched, Found
 from bridge.http import (
     Backoff,
     Credentials,
@@ -16,10 +24,67 @@ from bridge.http import (
     Priority,
     Response,
 )
-from bridge.store import Effect
+from bridge.store import Effect, NewEffect, Transaction
 
 
-class HttpDestination(ABC):
+class DeliveryDestination(ABC):
+    """A :class:`~bridge.engine.core.Delivery`: subclasses implement :meth:`build_request`
+    and :meth:`deliver`; override :meth:`on_delivered` when a delivery causes state or
+    follow-up effects, :meth:`take_recovery` when the destination tracks its health."""
+
+    kind: ClassVar[Literal["delivery"]] = "delivery"
+    name: str
+    deadline_seconds: float = DEFAULT_DEADLINE
+    backoff: Backoff = Backoff(initial=1.0, cap=300.0)
+
+    @abstractmethod
+    async def build_request(self, effect: Effect) -> OutboundRequest:
+        """The exact request :meth:`deliver` sends."""
+
+    @abstractmethod
+    async def deliver(self, effect: Effect) -> Response:
+        """Send once (see :class:`~bridge.engine.core.Delivery`)."""
+
+    async def on_delivered(
+        self, tx: Transaction, effect: Effect, response: Response
+    ) -> list[NewEffect]:
+        """Nothing follows a delivery unless a subclass says so."""
+        return []
+
+    def take_recovery(self) -> bool:
+        """No health tracked: never a recovery."""
+        return False
+
+
+class ReadDestination(ABC):
+    """A :class:`~bridge.engine.core.Read`: subclasses implement :meth:`build_request`,
+    :meth:`fetch` and :meth:`apply`."""
+
+    kind: ClassVar[Literal["read"]] = "read"
+    name: str
+    deadline_seconds: float = DEFAULT_DEADLINE
+    backoff: Backoff = Backoff(initial=1.0, cap=300.0)
+
+    @abstractmethod
+    async def build_request(self, effect: Effect) -> OutboundRequest:
+        """The request :meth:`fetch` sends."""
+
+    @abstractmethod
+    async def fetch(self, effect: Effect) -> Fetched:
+        """Read once, outside any transaction."""
+
+    @abstractmethod
+    async def apply(
+        self, tx: Transaction, effect: Effect, fetched: Found | Absent
+    ) -> list[NewEffect]:
+        """Apply what was read, in the transaction that records it."""
+
+    def take_recovery(self) -> bool:
+        """No health tracked: never a recovery."""
+        return False
+
+
+class HttpDestination(DeliveryDestination):
     """Subclasses say how an effect becomes a request (:meth:`render`); sending, rate
     limiting and error classification are shared. The effect's idempotency key goes out in
     ``idempotency_header`` (``None`` for partners without one: such a destination must
@@ -84,7 +149,7 @@ class HttpDestination(ABC):
             request = replace(request, headers=headers)
         return request
 
-    async def deliver(self, effect: Effect) -> Response | None:
+    async def deliver(self, effect: Effect) -> Response:
         return await self.http.send(
             await self.build_request(effect),
             self.limits,
