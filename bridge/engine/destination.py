@@ -88,12 +88,16 @@ class HttpDestination(DeliveryDestination):
     """Subclasses say how an effect becomes a request (:meth:`render`); sending, rate
     limiting and error classification are shared. The effect's idempotency key goes out in
     ``idempotency_header`` (``None`` for partners without one: such a destination must
-    look up before it creates when ``effect.outcome_unknown``, which holds only when an
-    earlier attempt was recorded as sent -- :meth:`Engine.record_attempt`, called by the
-    engine just before :meth:`deliver` -- and its answer never came).
+    look up before it creates when ``effect.outcome_unknown``, which holds only when the
+    previous attempt may have reached the partner -- recorded as sent by
+    :meth:`Engine.record_attempt` just before :meth:`deliver` and never answered, or failed
+    after its request held a connection -- and, until the lookup settles it, keep failing
+    with ``outcome_unknown=True``: a later failure known not to have sent anything clears
+    the field).
 
     ``credentials`` (optional) are attached after the governor admits each request, never
-    in :meth:`render`. ``backoff`` is the destination's (``limits.backoff``, configured per
+    in :meth:`render`; a 401 refreshes them once when they can be refreshed and is a dead
+    letter at once when they cannot (``CredentialsRefused``). ``backoff`` is the destination's (``limits.backoff``, configured per
     destination; default 1 s doubling up to 300 s, full jitter); after an outage the
     engine makes waiting retries due at once (:meth:`take_recovery`)."""
 
