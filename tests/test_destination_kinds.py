@@ -344,6 +344,32 @@ async def test_a_read_of_nothing_is_absent_and_a_covered_read_sends_nothing(
     assert covered is None
 
 
+async def test_a_read_cut_short_by_a_stop_is_released_not_left_unknown(
+    store: SqliteStore,
+    session: aiohttp.ClientSession,
+    tracker: SendTracker,
+    dest: FakeDestination,
+) -> None:
+    """Its request was with the partner when the drain ran out, but a read changes nothing:
+    it is given back as not attempted, free for the next start at once."""
+    engine = engine_for(store, ThingRead(dest.url, HttpClient(session), store))
+    dest.latency = 30.0
+    read_id = await add(store, "read:cut", "things", id="cut")
+    stop = asyncio.Event()
+    task = asyncio.create_task(engine.run_dispatcher(stop, drain_seconds=0.05, sends=tracker))
+
+    def stalled() -> bool:
+        return dest.in_flight > 0
+
+    await until(stalled, 10, "the read in flight")
+    stop.set()
+    report = await task
+    assert (report.released_unsent, report.cancelled) == ([read_id], [])
+    read = await stored(store, read_id)
+    assert (read.state, read.attempts, read.outcome_unknown) == (EffectState.PENDING, 0, False)
+    assert [e.id for e in await store.lease_effects("next-start", 10, 30.0)] == [read_id]
+
+
 # --- credentials ---------------------------------------------------------------------------
 
 

@@ -253,7 +253,8 @@ class DrainReport:
     finished: list[int] = field(default_factory=list)
     """Finished within the grace period (delivered, retried or dead-lettered)."""
     released_unsent: list[int] = field(default_factory=list)
-    """Cancelled before their request left the process: released as never sent."""
+    """Cancelled before their request left the process (or reads, which change nothing):
+    released as never sent."""
     cancelled: list[int] = field(default_factory=list)
     """Cancelled while their request may have been with the partner: outcome unknown."""
 
@@ -791,8 +792,9 @@ class Engine:
                         extra={"effect_id": effect.id},
                         exc_info=task.exception(),
                     )
-            elif record is not None and not record.may_have_left:
+            elif (record is not None and not record.may_have_left) or self._reads(effect):
                 # as if this attempt had not been made: the earlier attempt's outcome stays
+                # (a read changes nothing at the partner, wherever its request was)
                 if await self.store.release_unsent(
                     effect.id, self.owner, effect.last_error, effect.outcome_unknown
                 ):
@@ -801,6 +803,10 @@ class Engine:
                     report.cancelled.append(effect.id)
             else:
                 report.cancelled.append(effect.id)
+
+    def _reads(self, effect: Effect) -> bool:
+        destination = self.destinations.get(effect.destination)
+        return destination is not None and destination.kind == "read"
 
     # operator actions --------------------------------------------------------------------
 

@@ -97,9 +97,10 @@ class HttpDestination(DeliveryDestination):
 
     ``credentials`` (optional) are attached after the governor admits each request, never
     in :meth:`render`; a 401 refreshes them once when they can be refreshed and is a dead
-    letter at once when they cannot (``CredentialsRefused``). ``backoff`` is the destination's (``limits.backoff``, configured per
-    destination; default 1 s doubling up to 300 s, full jitter); after an outage the
-    engine makes waiting retries due at once (:meth:`take_recovery`)."""
+    letter at once when they cannot (``CredentialsRefused``). ``backoff`` is the
+    destination's (``limits.backoff``, configured per destination; default 1 s doubling up
+    to 300 s, full jitter); after an outage the engine makes waiting retries due at once
+    (:meth:`take_recovery`)."""
 
     idempotency_header: str | None = "Idempotency-Key"
 
