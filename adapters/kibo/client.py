@@ -36,7 +36,8 @@ import contextlib
 import logging
 import re
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from pydantic import SecretStr
 
@@ -83,9 +84,15 @@ CROSSWALK = "kibo.crosswalk"
 UNKNOWN_SINCE = "kibo.unknown_since"
 RETURN_IDS = "kibo.return_ids"
 """Entity per retailer: ``{"kept": bool}``, whether its tenant keeps the bridge's returnID."""
-SETTLED_BY = "X-Bridge-Settled-By"
-"""Header of a create answer the bridge made up when it settled a lost one (``lookup``:
-Get Return's answer; ``notification``: what ``return_created`` said)."""
+
+
+@dataclass(frozen=True)
+class Settled(Response):
+    """A create's outcome learnt without its own answer: ``lookup`` -- Get Return's answer
+    for the derived ``returnID``; ``notification`` -- what Kibo's ``return_created`` said
+    (only the ``returnID``, which says nothing about whether the tenant keeps ours)."""
+
+    settled_by: Literal["lookup", "notification"] = "lookup"
 
 
 def kibo_headers(config: KiboConfig) -> dict[str, str]:
@@ -308,7 +315,7 @@ class KiboReturnDestination(HttpDestination):
                     "kibo return found by its returnID differs from the create's items",
                     extra={"effect": effect.idempotency_key, "return_id": return_id},
                 )
-        return Response(found.status, {SETTLED_BY: "lookup"}, found.body)
+        return Settled(found.status, found.headers, found.body, settled_by="lookup")
 
     async def _settle_unknown(self, effect: Effect) -> Response | None:
         """An earlier attempt may have created the return: find it, never create twice.
@@ -373,9 +380,8 @@ class KiboReturnDestination(HttpDestination):
             "lost create answer settled by an announced return",
             extra={"effect": effect.idempotency_key, "return_id": found["return_id"]},
         )
-        return Response(
-            200, {SETTLED_BY: "notification"}, dumps({"returnID": found["return_id"]}).encode()
-        )
+        body = dumps({"returnID": found["return_id"]}).encode()
+        return Settled(200, {}, body, settled_by="notification")
 
     async def _wait_for_evidence(
         self, effect: Effect, order_id: str, keeps: bool | None
@@ -414,7 +420,8 @@ class KiboReturnDestination(HttpDestination):
         from a create's answer whether the tenant keeps the bridge's ``returnID``."""
         ref = return_response_to_ref(response.body)
         sent = self.return_id_for(effect)
-        if sent is not None and response.headers.get(SETTLED_BY) != "notification":
+        announced = isinstance(response, Settled) and response.settled_by == "notification"
+        if sent is not None and not announced:
             await self._remember_kept(tx, ref.return_id == sent, effect)
         rma_key, step = effect.payload["rma_key"], effect.payload["step"]
         await tx.put_entity(
