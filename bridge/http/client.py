@@ -303,24 +303,30 @@ class HttpClient:
             action = dest.policy.classify(response.status, response.headers, response.body)
             if action is Action.REAUTH:
                 dest.health.answered(time.monotonic())
+                answer = response.text(2000)
                 if credentials is None or authorized is None:
-                    raise self._credentials_refused(dest, where, "and none are attached")
+                    raise self._credentials_refused(dest, where, "and none are attached", answer)
                 if not credentials.refreshable:
-                    raise self._credentials_refused(dest, where, "and they cannot be refreshed")
+                    raise self._credentials_refused(
+                        dest, where, "and they cannot be refreshed", answer
+                    )
                 if len(refused) >= MAX_REAUTH:
-                    raise self._credentials_refused(dest, where, "after re-authentication")
+                    raise self._credentials_refused(dest, where, "after re-authentication", answer)
                 refused.append(authorized.credential)
                 await credentials.refused(authorized.credential)
                 continue
             return self._outcome(response, action, dest, where)
 
     @staticmethod
-    def _credentials_refused(dest: DestinationLimits, where: str, why: str) -> CredentialsRefused:
+    def _credentials_refused(
+        dest: DestinationLimits, where: str, why: str, body: str | None = None
+    ) -> CredentialsRefused:
         return CredentialsRefused(
             f"credentials refused (401) by {dest.name}: {where}, {why}: fix the credentials,"
             " then replay the dead letter",
             status=401,
             destination=dest.name,
+            body=body,
         )
 
     async def _exchange(
