@@ -6,9 +6,12 @@
                          the payload is quarantined / the effect dead-lettered, never retried.
   ``DeliveryError``      an outbound call failed.
     ``RetriableDeliveryError``  transient (timeout, connect error, 5xx, 429): retry later,
-                                honouring ``retry_after`` when the partner gave one.
+                                honouring ``retry_after`` when the partner gave one;
+                                ``outcome_unknown`` when the request may have reached it.
+      ``NotReady``              waits for something outside the bridge (an installation).
     ``PermanentDeliveryError``  the partner refused the request (other 4xx): dead letter.
-    ``ReauthRequired``          the credentials were refused (401): refresh once, then retry.
+      ``CredentialsRefused``    a 401 that refreshing cannot cure (static credentials, or
+                                refused again after the one refresh): dead letter.
   ``StoreError``         the durable store failed; the caller must not acknowledge.
 
 Messages carry status codes, paths and header *names*, never header values or secrets.
@@ -74,7 +77,8 @@ class RetriableDeliveryError(DeliveryError):
     ) -> None:
         self.retry_after = retry_after
         self.outcome_unknown = outcome_unknown
-        """The request may have reached the partner (timeout, connection lost mid-call)."""
+        """The request may have reached the partner (it held a connection, then timed out
+        or lost it); false when it is known not to have been sent (no connection)."""
         super().__init__(message, status=status, destination=destination, body=body)
 
 
@@ -82,8 +86,12 @@ class PermanentDeliveryError(DeliveryError):
     """The partner refused the request: it is kept as a dead letter for inspection and replay."""
 
 
-class ReauthRequired(RetriableDeliveryError):
-    """The partner refused our credentials (401): refresh the token once and retry."""
+class CredentialsRefused(PermanentDeliveryError):
+    """credentials refused (401): fix the partner's credentials in the configuration (or
+    install the app again), then replay the dead letter.
+
+    Raised at once for credentials that cannot be refreshed (a static token), and after the
+    one refresh for those that can; never retried in place or for days."""
 
 
 class NotReady(RetriableDeliveryError):

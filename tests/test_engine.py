@@ -19,10 +19,11 @@ from bridge.engine import Engine, EngineSettings
 from bridge.errors import (
     BridgeError,
     ConfigError,
+    CredentialsRefused,
     DeliveryError,
     MappingError,
+    NotReady,
     PermanentDeliveryError,
-    ReauthRequired,
     RetriableDeliveryError,
 )
 from bridge.http import Backoff, HttpClient
@@ -97,7 +98,10 @@ def test_error_taxonomy_is_pinned() -> None:
     assert issubclass(MappingError, BridgeError)
     assert issubclass(RetriableDeliveryError, DeliveryError)
     assert issubclass(PermanentDeliveryError, DeliveryError)
-    assert issubclass(ReauthRequired, RetriableDeliveryError)
+    assert issubclass(NotReady, RetriableDeliveryError)
+    assert issubclass(CredentialsRefused, PermanentDeliveryError)  # a dead letter, at once
+    assert str(CredentialsRefused()).startswith("credentials refused")
+    assert not RetriableDeliveryError("x").outcome_unknown  # unknown only when said so
     assert not issubclass(PermanentDeliveryError, RetriableDeliveryError)
     assert "returns-bridge check" in str(ConfigError())
     assert RetriableDeliveryError("x", status=429, retry_after=3).retry_after == 3

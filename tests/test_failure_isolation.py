@@ -22,7 +22,7 @@ import pytest_asyncio
 
 from adapters.optoro.sandbox import scenario
 from bridge.app import Runtime
-from bridge.engine import Engine, EngineSettings, HandlerContext, Outcome
+from bridge.engine import DeliveryDestination, Engine, EngineSettings, HandlerContext, Outcome
 from bridge.errors import StoreError
 from bridge.http import Backoff, OutboundRequest, Response
 from bridge.store import Effect, EffectState, InboxItem, InboxStatus, NewEffect, Store, Transaction
@@ -99,7 +99,7 @@ class SometimesBuggy:
         return Outcome(effects=effects, note=f"handled {body['n']}")
 
 
-class BuggyDestination:
+class BuggyDestination(DeliveryDestination):
     """Delivers effects whose payload has no ``bug``; raises ``RuntimeError`` (a bug in an
     adapter, not a delivery error) on the others."""
 
@@ -113,7 +113,7 @@ class BuggyDestination:
     async def build_request(self, effect: Effect) -> OutboundRequest:
         return OutboundRequest("POST", "http://127.0.0.1:9/fx", {}, json.dumps(effect.payload))
 
-    async def deliver(self, effect: Effect) -> Response | None:
+    async def deliver(self, effect: Effect) -> Response:
         if effect.payload.get("bug"):
             raise RuntimeError(f"destination bug on effect {effect.id}")
         self.delivered.append(effect.payload["n"])

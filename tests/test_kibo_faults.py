@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from adapters.kibo.client import CROSSWALK, reconciler_key
+from adapters.kibo.client import CROSSWALK, kibo_headers, reconciler_key
 from adapters.optoro.sandbox import scenario as guide_scenario
 from bridge.engine import EngineSettings
 from bridge.engine.core import pid_alive
@@ -160,9 +160,9 @@ async def test_reconciliation_finds_a_create_sent_by_a_process_that_died(tmp_pat
         (leased,) = await store.lease_effects("gone/1/x", 1, 60, frozenset({name}))
         await store.mark_sending(leased.id, "gone/1/x")
         request = await destination.build_request(leased)
-        async with world.session.post(
-            request.url, data=request.data, headers=dict(request.headers)
-        ) as resp:
+        # credentials are attached on admission, not in the request the destination builds
+        headers = {**request.headers, **kibo_headers(destination.config)}
+        async with world.session.post(request.url, data=request.data, headers=headers) as resp:
             assert resp.status == 200  # the answer the dead process never read
         assert await take_back_from_dead(store, "gone/1/x") == 1
         reconciler = world.runtime.find_shared(reconciler_key(RETAILER))
@@ -200,9 +200,8 @@ async def _create_ahead(world: World, body_patch: dict[str, Any]) -> tuple[Any, 
     (effect,) = await store.list_effects(EffectState.PENDING, destination=name)
     request = await destination.build_request(effect)
     body = {**request.json, **body_patch}
-    async with world.session.post(
-        request.url, data=dumps(body), headers=dict(request.headers)
-    ) as resp:
+    headers = {**request.headers, **kibo_headers(destination.config)}
+    async with world.session.post(request.url, data=dumps(body), headers=headers) as resp:
         assert resp.status == 200
     engine.destinations[name] = destination
     engine.wake_dispatcher()
@@ -426,3 +425,31 @@ async def test_bad_amounts_are_quarantined_at_the_webhook_and_the_corrected_mess
         (created,) = world.kibo.find_returns()
         assert created["item"][0]["quantity"] == 4
         assert str(created["returnTotal"]) == "522.24"
+
+
+async def test_a_refused_static_token_dead_letters_the_create_at_once(tmp_path: Path) -> None:
+    """Kibo's token is static: a 401 cannot be cured by a refresh, so the create is a dead
+    letter on its first attempt ("credentials refused"), not a quiet retry for 72 hours;
+    after the token is fixed, a replay creates the return."""
+    async with running_world(tmp_path, [1], settings=FAST) as world:
+        world.kibo.configure(token="rotated-by-the-tenant")
+        await up_to_carrier_scan(world)
+        store = world.runtime.store
+
+        async def dead() -> bool:
+            return bool(await store.list_effects(EffectState.DEAD))
+
+        await wait_for(dead)
+        (effect,) = await store.list_effects(destination=f"kibo.returns:{RETAILER}")
+        assert effect.state is EffectState.DEAD
+        assert (effect.dead_reason or "").startswith("credentials refused (401)")
+        assert effect.attempts == 1
+        assert effect.dead_response["status"] == 401
+        assert [r.outcome for r in world.kibo.create_requests()] == ["unauthorized"]
+        assert world.kibo.find_returns() == []
+        world.kibo.reset()  # the tenant's token is the configured one again
+        world.route_kibo_notifications(RETAILER)
+        await world.runtime.engine.replay(effect.id)
+        await settle(world)
+        assert len(world.kibo.find_returns()) == 1
+        assert len(refunds_received(world)) == 1

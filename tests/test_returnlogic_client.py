@@ -15,6 +15,7 @@ from cryptography.fernet import Fernet
 from adapters.returnlogic.client import NeedsInstallation, RlTeam
 from adapters.returnlogic.config import ReturnLogicConfig
 from adapters.returnlogic.sandbox import DEFAULT_TEAM, ReturnLogicSandbox, running_sandbox
+from bridge.errors import CredentialsRefused
 from bridge.http import HttpClient, Priority
 from bridge.store.sqlite import SqliteStore
 from bridge.vault import TokenVault
@@ -180,3 +181,22 @@ async def test_a_new_governor_on_the_same_store_starts_with_the_last_window(
         await store.close()
     assert sandbox.rate_limited == 0
     assert sandbox.max_in_any_second() <= 2
+
+
+async def test_a_refused_static_token_fails_at_once_as_credentials_refused(
+    tmp_path: Path, sandbox: ReturnLogicSandbox
+) -> None:
+    """A private app's static token cannot be refreshed: ReturnLogic's 401 is final on the
+    first answer (a dead letter for outbox work), never retried or refreshed."""
+    config = ReturnLogicConfig(
+        base_url=sandbox.url,
+        team_id=DEFAULT_TEAM,
+        static_token="not-a-key-returnlogic-issued",
+        timeout=5.0,
+    )
+    async with aiohttp.ClientSession() as session:
+        team = RlTeam(config, http=lambda: HttpClient(session), vault=lambda: None)
+        with pytest.raises(CredentialsRefused, match=r"^credentials refused \(401\)"):
+            await team.request("GET", "/v1/orders/count")
+    assert sandbox.unauthorized == 1
+    assert team.refreshes == 0

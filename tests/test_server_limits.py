@@ -35,7 +35,7 @@ from adapters.kibo.sandbox import KiboSandbox
 from adapters.kibo.sandbox import running_sandbox as running_kibo
 from bridge.listener import BACKLOG_RECHECK, BACKLOG_REFRESH, InboxBacklog
 from bridge.store import InboxStatus, NewEffect, Store
-from bridge.store.base import OUTCOME_UNKNOWN, SENT_WITHOUT_ANSWER
+from bridge.store.base import SENT_WITHOUT_ANSWER
 from bridge.store.memory import MemoryStore
 from bridge.store.sqlite import SqliteStore
 from tests.daemon_process import spawn_daemon
@@ -594,7 +594,7 @@ async def test_a_delivery_longer_than_the_grace_period_is_cancelled_as_unknown(
         assert 1.0 <= took < 8.0
         assert effect.state.value == "pending"
         # recorded as sent before the call: the next lease takes it as of unknown outcome
-        assert effect.last_error == SENT_WITHOUT_ANSWER
+        assert (effect.last_error, effect.outcome_unknown) == (SENT_WITHOUT_ANSWER, True)
 
 
 # --- the store methods behind it, on both backends -------------------------------------------
@@ -631,16 +631,18 @@ async def test_release_unsent_undoes_the_attempt_and_keeps_an_unknown_outcome(
         assert await tx.add_effect(NewEffect("k1", "dest", "create", {}))
     (effect,) = await store.lease_effects("w", 1, 60.0)
     assert effect.attempts == 1
-    assert not await store.release_unsent(effect.id, "someone-else", None)
-    assert await store.release_unsent(effect.id, "w", effect.last_error)
-    assert not await store.release_unsent(effect.id, "w", None)  # no lease any more
+    await store.mark_sending(effect.id, "w")  # recorded as maybe sent, then it never left
+    assert not await store.release_unsent(effect.id, "someone-else", None, False)
+    assert await store.release_unsent(effect.id, "w", effect.last_error, False)
+    assert not await store.release_unsent(effect.id, "w", None, False)  # no lease any more
     (again,) = await store.lease_effects("w", 1, 60.0)  # free at once, not at lease expiry
     assert (again.attempts, again.outcome_unknown) == (1, False)
 
-    await store.schedule_retry(again.id, "w", 0.0, f"{OUTCOME_UNKNOWN}timed out")
+    await store.schedule_retry(again.id, "w", 0.0, "timed out", outcome_unknown=True)
     (third,) = await store.lease_effects("w", 1, 60.0)
     assert (third.attempts, third.outcome_unknown) == (2, True)
-    assert await store.release_unsent(third.id, "w", third.last_error)
+    await store.mark_sending(third.id, "w")  # then cancelled before its request left
+    assert await store.release_unsent(third.id, "w", third.last_error, third.outcome_unknown)
     (fourth,) = await store.lease_effects("w", 1, 60.0)
     assert (fourth.attempts, fourth.outcome_unknown) == (2, True)  # still to be settled
 

@@ -34,7 +34,7 @@ from bridge.store import (
     Store,
     store_from_url,
 )
-from bridge.store.base import OUTCOME_UNKNOWN, SENT_WITHOUT_ANSWER, body_hash, each_entity_key
+from bridge.store.base import SENT_WITHOUT_ANSWER, body_hash, each_entity_key
 from bridge.store.memory import MemoryStore
 from bridge.store.sqlite import SqliteStore
 from tests.daemon_process import until
@@ -600,10 +600,14 @@ async def test_not_before_retry_and_attempts(store: Store, clock: FakeClock) -> 
     (leased,) = await store.lease_effects("w1", 10, 30)
     assert (leased.id, leased.attempts, leased.outcome_unknown) == (e, 1, False)
 
-    await store.schedule_retry(e, "w1", 5, f"{OUTCOME_UNKNOWN}timeout")
+    await store.schedule_retry(e, "w1", 5, "timeout", outcome_unknown=True)
     retried = await store.get_effect(e)
     assert retried is not None
-    assert (retried.state, retried.last_error) == (EffectState.PENDING, f"{OUTCOME_UNKNOWN}timeout")
+    assert (retried.state, retried.last_error, retried.outcome_unknown) == (
+        EffectState.PENDING,
+        "timeout",
+        True,
+    )
     assert retried.next_attempt_at == clock.now + 5
     assert await lease_ids(store) == []
     clock.advance(5)
@@ -1252,7 +1256,7 @@ async def test_concurrent_sending_marks_share_one_commit(sqlite_store: SqliteSto
     await asyncio.gather(*(sqlite_store.mark_sending(i, "w1") for i in ids))
     assert sqlite_store.commits - before == 1
     marked = await sqlite_store.list_effects()
-    assert {m.last_error for m in marked} == {SENT_WITHOUT_ANSWER}
+    assert {(m.last_error, m.outcome_unknown) for m in marked} == {(SENT_WITHOUT_ANSWER, True)}
     wrong_owner = await asyncio.gather(
         sqlite_store.mark_sending(ids[0], "w1"),
         sqlite_store.mark_sending(ids[1], "w2"),

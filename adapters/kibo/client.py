@@ -36,17 +36,31 @@ import contextlib
 import logging
 import re
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import SecretStr
 
 from adapters.kibo.config import KiboConfig
 from bridge.domain import Rma
 from bridge.engine import HttpDestination
-from bridge.errors import MappingError, PermanentDeliveryError, RetriableDeliveryError
-from bridge.http import DestinationLimits, HttpClient, OutboundRequest, Response
+from bridge.errors import (
+    CredentialsRefused,
+    MappingError,
+    PermanentDeliveryError,
+    RetriableDeliveryError,
+)
+from bridge.http import (
+    DestinationLimits,
+    HttpClient,
+    OutboundRequest,
+    Response,
+    StaticCredentials,
+)
 from bridge.lifecycle import ReturnEvent
 from bridge.ports import RMA_LIFECYCLE, AdapterContext, RmaLifecycle, SharedKey
 from bridge.store import Effect, EffectState, NewEffect, Store, Transaction
-from bridge.store.base import OUTCOME_UNKNOWN, each_entity_key
+from bridge.store.base import each_entity_key
 from mappings.kibo import (
     MAX_ORDER_ITEM_ID,
     derive_return_id,
@@ -75,9 +89,15 @@ CROSSWALK = "kibo.crosswalk"
 UNKNOWN_SINCE = "kibo.unknown_since"
 RETURN_IDS = "kibo.return_ids"
 """Entity per retailer: ``{"kept": bool}``, whether its tenant keeps the bridge's returnID."""
-SETTLED_BY = "X-Bridge-Settled-By"
-"""Header of a create answer the bridge made up when it settled a lost one (``lookup``:
-Get Return's answer; ``notification``: what ``return_created`` said)."""
+
+
+@dataclass(frozen=True)
+class Settled(Response):
+    """A create's outcome learnt without its own answer: ``lookup`` -- Get Return's answer
+    for the derived ``returnID``; ``notification`` -- what Kibo's ``return_created`` said
+    (only the ``returnID``, which says nothing about whether the tenant keeps ours)."""
+
+    settled_by: Literal["lookup", "notification"] = "lookup"
 
 
 def kibo_headers(config: KiboConfig) -> dict[str, str]:
@@ -87,6 +107,15 @@ def kibo_headers(config: KiboConfig) -> dict[str, str]:
         raw = f"{config.username}:{config.password.get_secret_value()}".encode()
         return {config.auth_header: f"Basic {base64.b64encode(raw).decode()}"}
     return {}
+
+
+def kibo_credentials(config: KiboConfig) -> StaticCredentials | None:
+    """The tenant's token or basic credentials, attached on admission; they cannot be
+    refreshed, so a 401 is a dead letter at once ("credentials refused")."""
+    headers = kibo_headers(config)
+    if not headers:
+        return None
+    return StaticCredentials(headers, SecretStr(headers[config.auth_header]))
 
 
 def _base(config: KiboConfig) -> str:
@@ -118,7 +147,8 @@ class KiboReturnsSink:
 
 class KiboReturnDestination(HttpDestination):
     """Delivers ``kibo.return.create``: the body is built when sent, from the RMA as stored
-    then, so a dead letter replayed after a fix (crosswalk, config) uses the fix."""
+    then, so a dead letter replayed after a fix (crosswalk, config) uses the fix. The
+    tenant's credentials are static: a 401 dead-letters the create at once."""
 
     idempotency_header = None
 
@@ -137,7 +167,7 @@ class KiboReturnDestination(HttpDestination):
             backoff=config.retry.backoff(),
             default_pause_on_429=config.retry.pause_on_429,
         )
-        super().__init__(name, http, limits)
+        super().__init__(name, http, limits, credentials=kibo_credentials(config))
         self.retailer = retailer
         self.config = config
         self._store = store
@@ -167,11 +197,7 @@ class KiboReturnDestination(HttpDestination):
         return OutboundRequest(
             "POST",
             f"{_base(self.config)}/api/v2/return/",
-            {
-                **kibo_headers(self.config),
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-            },
+            {"Content-Type": "application/json", "Accept": "application/json"},
             data=dumps(body).encode(),
             json=body,
         )
@@ -220,7 +246,9 @@ class KiboReturnDestination(HttpDestination):
                 ids[key] = int(unit.order_line_id)
         return ids
 
-    async def deliver(self, effect: Effect) -> Response | None:
+    async def deliver(self, effect: Effect) -> Response:
+        """Create the return; when an earlier attempt may have created it, settle that
+        first (:meth:`_settle_unknown`) and create only when none was."""
         if effect.outcome_unknown:
             settled = await self._settle_unknown(effect)
             if settled is not None:
@@ -230,10 +258,17 @@ class KiboReturnDestination(HttpDestination):
     async def _create(self, effect: Effect) -> Response:
         request = await self.build_request(effect)
         try:
-            return await self.http.send(request, self.limits, self.priority)
+            return await self.http.send(
+                request, self.limits, self.priority, credentials=self.credentials
+            )
         except PermanentDeliveryError as refused:
             return_id = self.return_id_for(effect)
-            if return_id is None or refused.status is None or not 400 <= refused.status < 500:
+            if (
+                return_id is None
+                or isinstance(refused, CredentialsRefused)
+                or refused.status is None
+                or not 400 <= refused.status < 500
+            ):
                 raise
             # the tenant may refuse an id it holds already: an earlier attempt's return?
             try:
@@ -251,12 +286,12 @@ class KiboReturnDestination(HttpDestination):
     async def _get_return(self, return_id: int) -> Response | None:
         """Get Return; ``None`` when Kibo holds no return with that id (404)."""
         request = OutboundRequest(
-            "GET",
-            f"{_base(self.config)}/api/v2/return/{return_id}",
-            {**kibo_headers(self.config), "Accept": "application/json"},
+            "GET", f"{_base(self.config)}/api/v2/return/{return_id}", {"Accept": "application/json"}
         )
         try:
-            return await self.http.send(request, self.lookup_limits, self.priority)
+            return await self.http.send(
+                request, self.lookup_limits, self.priority, credentials=self.credentials
+            )
         except PermanentDeliveryError as exc:
             if exc.status == 404:
                 return None
@@ -285,7 +320,7 @@ class KiboReturnDestination(HttpDestination):
                     "kibo return found by its returnID differs from the create's items",
                     extra={"effect": effect.idempotency_key, "return_id": return_id},
                 )
-        return Response(found.status, {SETTLED_BY: "lookup"}, found.body)
+        return Settled(found.status, found.headers, found.body, settled_by="lookup")
 
     async def _settle_unknown(self, effect: Effect) -> Response | None:
         """An earlier attempt may have created the return: find it, never create twice.
@@ -350,9 +385,8 @@ class KiboReturnDestination(HttpDestination):
             "lost create answer settled by an announced return",
             extra={"effect": effect.idempotency_key, "return_id": found["return_id"]},
         )
-        return Response(
-            200, {SETTLED_BY: "notification"}, dumps({"returnID": found["return_id"]}).encode()
-        )
+        body = dumps({"returnID": found["return_id"]}).encode()
+        return Settled(200, {}, body, settled_by="notification")
 
     async def _wait_for_evidence(
         self, effect: Effect, order_id: str, keeps: bool | None
@@ -385,15 +419,14 @@ class KiboReturnDestination(HttpDestination):
         )
 
     async def on_delivered(
-        self, tx: Transaction, effect: Effect, response: Response | None
+        self, tx: Transaction, effect: Effect, response: Response
     ) -> list[NewEffect]:
         """Record the Kibo return and tell the RMA lifecycle (refund confirmation); learn
         from a create's answer whether the tenant keeps the bridge's ``returnID``."""
-        if response is None:
-            return []
         ref = return_response_to_ref(response.body)
         sent = self.return_id_for(effect)
-        if sent is not None and response.headers.get(SETTLED_BY) != "notification":
+        announced = isinstance(response, Settled) and response.settled_by == "notification"
+        if sent is not None and not announced:
             await self._remember_kept(tx, ref.return_id == sent, effect)
         rma_key, step = effect.payload["rma_key"], effect.payload["step"]
         await tx.put_entity(
@@ -549,9 +582,8 @@ class KiboReconciler:
         store = self.runtime.store
         for effect in await store.list_effects(EffectState.PENDING, destination.name):
             return_id = destination.return_id_for(effect)
-            # not leased now: its last attempt's outcome is what last_error says
-            unknown = (effect.last_error or "").startswith(OUTCOME_UNKNOWN)
-            if return_id is None or not unknown:
+            # not leased now: its field is its last attempt's outcome
+            if return_id is None or not effect.outcome_unknown:
                 continue
             try:
                 answer = await destination.find_created(effect, return_id)

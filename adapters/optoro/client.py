@@ -37,9 +37,9 @@ from adapters.optoro.config import OptoroConfig
 from bridge.domain import Order, OrderStatus
 from bridge.engine import HttpDestination
 from bridge.errors import (
+    CredentialsRefused,
     MappingError,
     PermanentDeliveryError,
-    ReauthRequired,
     RetriableDeliveryError,
 )
 from bridge.http import (
@@ -70,7 +70,10 @@ def _base(config: OptoroConfig) -> str:
 
 class OptoroAuth:
     """Client-credentials tokens for one Optoro account, cached until near expiry; the
-    :class:`~bridge.http.Credentials` of the Returns Portal Orders destination."""
+    :class:`~bridge.http.Credentials` of the Returns Portal Orders destination: a refused
+    token is refreshed (fetched again) once."""
+
+    refreshable = True
 
     def __init__(self, config: OptoroConfig, http: Callable[[], HttpClient]) -> None:
         self.config = config
@@ -92,9 +95,12 @@ class OptoroAuth:
         )
         try:
             response = await self._http().call(request, self.limits, attempts=3)
-        except ReauthRequired as exc:
-            raise PermanentDeliveryError(
-                "optoro: POST /oauth/token refused the client credentials (401)", status=401
+        except CredentialsRefused as exc:
+            raise CredentialsRefused(
+                "credentials refused (401) by optoro: POST /oauth/token refused the client"
+                " credentials: fix client_id/client_secret, then replay the dead letter",
+                status=401,
+                destination=self.limits.name,
             ) from exc
         body = response.json()
         if not isinstance(body, dict) or not isinstance(body.get("access_token"), str):
@@ -153,8 +159,9 @@ class RpoDestination(HttpDestination):
             json={"returns_portal_order": {"orders": effect.payload["orders"]}},
         )
 
-    async def deliver(self, effect: Effect) -> Response | None:
-        """Send the batch; one that keeps failing with 5xx is sent order by order."""
+    async def deliver(self, effect: Effect) -> Response:
+        """Send the batch (a 401 is handled by the client: one refresh, one resend); one
+        that keeps failing with 5xx is sent order by order."""
         try:
             return await super().deliver(effect)
         except RetriableDeliveryError as exc:
@@ -166,7 +173,7 @@ class RpoDestination(HttpDestination):
                 raise
             return await self._isolate(effect, exc)
 
-    async def _isolate(self, effect: Effect, failure: RetriableDeliveryError) -> Response | None:
+    async def _isolate(self, effect: Effect, failure: RetriableDeliveryError) -> Response:
         """Orders one by one. Two refused before any is taken looks like Optoro being down:
         stop there (at most two extra calls to a failing Optoro) and retry the batch."""
         orders = effect.payload["orders"]
@@ -179,14 +186,16 @@ class RpoDestination(HttpDestination):
                 if (exc.status or 0) < 500:
                     raise failure from exc  # rate limited or no answer: nothing learnt
                 refused.append(str(order.get("identifier")))
+            except CredentialsRefused:
+                raise
             except PermanentDeliveryError:
                 refused.append(str(order.get("identifier")))
             if answer is None and len(refused) >= 2:
                 raise failure
-        if not refused:
-            return answer
         if answer is None:
             raise failure
+        if not refused:
+            return answer
         log.warning(
             "optoro refuses orders of a batch",
             extra={"effect_id": effect.id, "orders": refused, "status": failure.status},

@@ -39,9 +39,9 @@ from pydantic import SecretStr
 from adapters.returnlogic.config import ReturnLogicConfig
 from bridge.errors import (
     BridgeError,
+    CredentialsRefused,
     NotReady,
     PermanentDeliveryError,
-    ReauthRequired,
     RetriableDeliveryError,
 )
 from bridge.http import (
@@ -194,7 +194,7 @@ class RlTeam:
         )
         try:
             response = await self._http().call(request, self.token_limits, attempts=4)
-        except ReauthRequired as exc:
+        except CredentialsRefused as exc:
             raise PermanentDeliveryError(
                 "returnlogic: /v1/oauth refused the grant", status=401
             ) from exc
@@ -293,6 +293,11 @@ class RlCredentials:
         self.team = team
         self._replacing: asyncio.Event | None = None
         self._refused: str | None = None
+
+    @property
+    def refreshable(self) -> bool:
+        """A public app's bearer is refreshed; a private app's static token cannot be."""
+        return self.team.config.static_token is None
 
     async def ready(self) -> None:
         if self._replacing is not None:

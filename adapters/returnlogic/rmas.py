@@ -16,10 +16,10 @@ the SQLite write lock: the HTTP read of the RMA cannot happen there. The handler
 work item, an outbox effect ``returnlogic.rma.fetch`` (idempotency key ``<retailer>:<rma>:
 <eventId>``, so a duplicated delivery collapses; ordering key per RMA, so reads of one RMA go
 one at a time). Its destination (:class:`RmaFetchDestination`) reads ``GET /v1/rmas/{id}`` at
-LIVE priority in ``deliver`` (no transaction open; 429/5xx are retried by the outbox) and
-validates the mapping there (a record that cannot be mapped is a dead letter, replayable after
-a fix); then ``on_delivered``, which the engine runs in the transaction that marks the effect
-delivered, applies the RMA: canonical Rma -> ``apply_versioned`` (kind ``rma``, key
+LIVE priority in ``fetch`` (a read: no transaction open, never of unknown outcome; 429/5xx are
+retried by the outbox) and validates the mapping there (a record that cannot be mapped is a
+dead letter, replayable after a fix); then ``apply``, which the engine runs in the transaction
+that records the effect, applies the RMA: canonical Rma -> ``apply_versioned`` (kind ``rma``, key
 ``<retailer>:returnlogic:<id>``, version ``(updated_at, status rank, progress)``) -> the
 lifecycle's effects, which commit together with the delivery. A read that started after an
 event was received already covers it: later events of the same RMA queued meanwhile are
@@ -68,7 +68,16 @@ from adapters.returnlogic.client import RlTeam
 from adapters.returnlogic.config import ReturnLogicConfig
 from bridge.config import RetailerConfig
 from bridge.domain import Rma, RmaStatus
-from bridge.engine import DEFAULT_DEADLINE, HandlerContext, Outcome, apply_versioned
+from bridge.engine import (
+    Absent,
+    Fetched,
+    Found,
+    HandlerContext,
+    Outcome,
+    ReadDestination,
+    Skipped,
+    apply_versioned,
+)
 from bridge.errors import (
     BridgeError,
     DeliveryError,
@@ -77,7 +86,7 @@ from bridge.errors import (
     PermanentDeliveryError,
     RetriableDeliveryError,
 )
-from bridge.http import Backoff, OutboundRequest, Priority, Response
+from bridge.http import OutboundRequest, Priority
 from bridge.inbound import json_error, parse_json_object, receive, secret_matches
 from bridge.lifecycle import is_closed
 from bridge.openapi import ApiKey
@@ -114,7 +123,6 @@ FLAGGED = "returnlogic.rma_flagged"
 """Entity per RMA key: flagged in ReturnLogic (when, for which dead letters)."""
 PAGE_SIZE = 250
 DEAD_LETTER_SCAN = 10_000
-_STARTED = "X-Returns-Bridge-Read-Started"
 
 
 # --- webhook bodies and endpoints ------------------------------------------------------------
@@ -690,17 +698,14 @@ class RlRmas:
             return flagged
 
 
-class RmaFetchDestination:
-    """Reads the RMA a webhook named (outside any transaction) and applies it when the
-    delivery is recorded (inside that transaction)."""
-
-    kind = FETCH_KIND
+class RmaFetchDestination(ReadDestination):
+    """A read: ``GET /v1/rmas/{id}`` (outside any transaction), then the RMA applied in the
+    transaction that records the effect. A read that started after this event was received
+    already covers it: skipped without a request."""
 
     def __init__(self, name: str, source: RlRmas) -> None:
         self.name = name
         self.source = source
-        self.deadline_seconds = DEFAULT_DEADLINE
-        self.backoff = Backoff(initial=1.0, cap=300.0)
 
     def _path(self, effect: Effect) -> str:
         return f"/v1/rmas/{quote(str(effect.payload['rma_id']), safe='')}"
@@ -710,13 +715,15 @@ class RmaFetchDestination:
             "GET", f"{self.source.team.base}{self._path(effect)}", {"Accept": "application/json"}
         )
 
-    async def deliver(self, effect: Effect) -> Response | None:
+    async def fetch(self, effect: Effect) -> Fetched:
+        """The RMA (validated: one that cannot be mapped is a dead letter, replayable after
+        a fix), absent (404), or skipped when a later read covers this event."""
         source = self.source
         store = source.runtime.store
         async with store.transaction() as tx:
             marker = await tx.get_entity(FETCHED, source.rma_key(effect.payload["rma_id"]))
         if marker is not None and float(marker.data["started_at"]) >= effect.created_at:
-            return Response(204, {}, b"")  # a read that started after this event covers it
+            return Skipped("a read that started after this event applied the RMA")
         started = store.clock()
         try:
             response = await source.team.request(
@@ -725,33 +732,28 @@ class RmaFetchDestination:
         except PermanentDeliveryError as exc:
             if exc.status != 404:
                 raise
-            return Response(404, {_STARTED: repr(started)}, b"")
-        rma_to_canonical(_load_record(response.body))  # unmappable: a dead letter, not a crash
-        return Response(
-            response.status, {**response.headers, _STARTED: repr(started)}, response.body
-        )
+            return Absent(started)
+        rma_to_canonical(_load_record(response.body))
+        return Found(response.body, started)
 
-    async def on_delivered(
-        self, tx: Transaction, effect: Effect, response: Response | None
+    async def apply(
+        self, tx: Transaction, effect: Effect, fetched: Found | Absent
     ) -> list[NewEffect]:
-        if response is None or response.status == 204:
-            return []
         source = self.source
         payload = effect.payload
         rma_id = str(payload["rma_id"])
         key = source.rma_key(rma_id)
-        started = float(response.headers.get(_STARTED, "0"))
         marker = await tx.get_entity(FETCHED, key)
-        if marker is None or float(marker.data["started_at"]) < started:
-            await tx.put_entity(FETCHED, key, (0,), {"started_at": started})
-        if response.status == 404:
+        if marker is None or float(marker.data["started_at"]) < fetched.started_at:
+            await tx.put_entity(FETCHED, key, (0,), {"started_at": fetched.started_at})
+        if isinstance(fetched, Absent):
             if payload["action"] != "rma.deleted":
                 return []
             _, effects = await source.apply_deleted(tx, rma_id, _parse_time(payload["event_at"]))
             return effects
         try:
-            rma = rma_to_canonical(_load_record(response.body))
-        except MappingError as exc:  # validated in deliver; never crash the dispatcher
+            rma = rma_to_canonical(_load_record(fetched.body))
+        except MappingError as exc:  # validated in fetch; never crash the dispatcher
             await source._flag_unmapped(tx, rma_id, exc)
             return []
         _, effects = await source.apply(tx, rma)

@@ -4,28 +4,42 @@ from __future__ import annotations
 
 from bridge.engine.core import (
     DEFAULT_DEADLINE,
+    Absent,
+    Delivery,
     Destination,
     Engine,
     EngineSettings,
+    Fetched,
+    Found,
     HandlerContext,
     InboxHandler,
     Outcome,
+    Read,
+    Skipped,
     apply_versioned,
     inbox_kind,
     inbox_source,
     version_is_newer,
 )
-from bridge.engine.destination import HttpDestination
+from bridge.engine.destination import DeliveryDestination, HttpDestination, ReadDestination
 
 __all__ = [
     "DEFAULT_DEADLINE",
+    "Absent",
+    "Delivery",
+    "DeliveryDestination",
     "Destination",
     "Engine",
     "EngineSettings",
+    "Fetched",
+    "Found",
     "HandlerContext",
     "HttpDestination",
     "InboxHandler",
     "Outcome",
+    "Read",
+    "ReadDestination",
+    "Skipped",
     "apply_versioned",
     "inbox_kind",
     "inbox_source",

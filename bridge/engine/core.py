@@ -7,15 +7,30 @@ Adapters supply two things:
   returns the effects the new state causes. The engine writes those effects and the inbox
   outcome in the same transaction. A :class:`~bridge.errors.MappingError` quarantines the
   item with its reason (nothing else is written).
-* a :class:`Destination` per effect destination: it turns an effect into an
-  :class:`~bridge.http.OutboundRequest` and delivers it. The dispatcher retries
-  ``RetriableDeliveryError`` with capped exponential backoff and full jitter until the
-  destination's deadline, and dead-letters ``PermanentDeliveryError``, ``MappingError``
-  and anything past its deadline, keeping the request and the response.
+* a :data:`Destination` per effect destination, of one of two kinds:
+
+  - a :class:`Delivery` (``kind = "delivery"``) changes something at the partner (a POST
+    or PUT made idempotent by a key or a lookup). The engine commits that the attempt may
+    reach the partner (:meth:`Engine.record_attempt`) before :meth:`Delivery.deliver`;
+    :meth:`Delivery.on_delivered` runs in the transaction that records the delivery, so
+    the state and follow-up effects it causes commit with it.
+  - a :class:`Read` (``kind = "read"``) only reads (fetch, then apply): a GET changes
+    nothing, so it is never recorded as sent, its outcome is never unknown and it is
+    retried freely. :meth:`Read.fetch` runs outside any transaction and answers a typed
+    :data:`Fetched` (:class:`Found`, :class:`Absent` or :class:`Skipped`);
+    :meth:`Read.apply` runs in the transaction that records it.
+
+  The base classes in :mod:`bridge.engine.destination` give the defaults. The dispatcher
+  retries ``RetriableDeliveryError`` with capped exponential backoff and full jitter until
+  the destination's deadline, and dead-letters ``PermanentDeliveryError``,
+  ``MappingError`` and anything past its deadline, keeping the request and the response.
 
 Exactly-once: every effect has an idempotency key (unique in the outbox); an effect whose
-earlier attempt may have reached the partner (``Effect.outcome_unknown``) is sent again
-with the same key, and each destination documents how the partner deduplicates it.
+earlier attempt may have reached the partner (``Effect.outcome_unknown``: recorded as sent
+and never answered, or failed after the request may have left) is settled by its
+destination (the same key, or a lookup) before it is sent again; each delivery documents
+how the partner deduplicates it. A failure known not to have sent anything (no connection,
+refused before the call) leaves ``outcome_unknown`` false.
 """
 
 from __future__ import annotations
@@ -28,7 +43,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 from bridge.errors import (
     BridgeError,
@@ -50,7 +65,6 @@ from bridge.store import (
     Store,
     Transaction,
 )
-from bridge.store.base import OUTCOME_UNKNOWN
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +91,15 @@ class HandlerContext:
 InboxHandler = Callable[[InboxItem, Transaction, HandlerContext], Awaitable[Outcome]]
 
 
-class Destination(Protocol):
-    """Where effects of one ``destination`` name go."""
+class Delivery(Protocol):
+    """A destination whose effects change something at the partner (POST, PUT).
 
+    The engine records each attempt as possibly sent before :meth:`deliver` (so a process
+    that dies during the call leaves ``Effect.outcome_unknown`` for its successor), and the
+    delivery must be safe to repeat: an idempotency key the partner honours, or a lookup
+    before re-sending when ``effect.outcome_unknown``."""
+
+    kind: ClassVar[Literal["delivery"]]
     name: str
     deadline_seconds: float
     backoff: Backoff
@@ -87,14 +107,79 @@ class Destination(Protocol):
     async def build_request(self, effect: Effect) -> OutboundRequest:
         """The exact request ``deliver`` would send (for dry-run and dead letters)."""
 
-    async def deliver(self, effect: Effect) -> Response | None:
-        """Send once; raise ``DeliveryError`` subclasses or ``MappingError`` on failure.
+    async def deliver(self, effect: Effect) -> Response:
+        """Send once; raise ``DeliveryError`` subclasses or ``MappingError`` on failure
+        (a ``RetriableDeliveryError`` says whether the request may have reached the
+        partner: ``outcome_unknown``)."""
 
-        A destination may also define ``async on_delivered(tx, effect, response) ->
-        list[NewEffect]``: it runs in the transaction that records the delivery, so what
-        the delivery causes (state, follow-up effects) commits with it; and
-        ``take_recovery() -> bool``: true once after it answers again following an outage
-        (the engine then makes its waiting retries due now)."""
+    async def on_delivered(
+        self, tx: Transaction, effect: Effect, response: Response
+    ) -> list[NewEffect]:
+        """What the delivery causes (state, follow-up effects), in the transaction that
+        records it as delivered; ``[]`` when nothing follows."""
+
+    def take_recovery(self) -> bool:
+        """True once after the partner answers again following an outage (the engine then
+        makes the destination's waiting retries due now)."""
+
+
+@dataclass(frozen=True)
+class Found:
+    """A read found what it looked for."""
+
+    body: bytes
+    started_at: float
+    """Store clock when the read began: the body is at least this recent."""
+
+
+@dataclass(frozen=True)
+class Absent:
+    """The partner has no such thing (e.g. a 404 to a GET)."""
+
+    started_at: float
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """No request was needed (e.g. a read that started later already applied the same)."""
+
+    reason: str
+
+
+Fetched = Found | Absent | Skipped
+"""What :meth:`Read.fetch` learnt."""
+
+
+class Read(Protocol):
+    """A destination whose effects read from the partner, then apply what they found.
+
+    Never recorded as sent and never of unknown outcome (a read changes nothing at the
+    partner): every failure is retried as it is, or dead-lettered when permanent."""
+
+    kind: ClassVar[Literal["read"]]
+    name: str
+    deadline_seconds: float
+    backoff: Backoff
+
+    async def build_request(self, effect: Effect) -> OutboundRequest:
+        """The request ``fetch`` sends (for dry-run and dead letters)."""
+
+    async def fetch(self, effect: Effect) -> Fetched:
+        """Read outside any transaction; raise ``DeliveryError`` subclasses or
+        ``MappingError`` (validate here: what cannot be applied is a dead letter)."""
+
+    async def apply(
+        self, tx: Transaction, effect: Effect, fetched: Found | Absent
+    ) -> list[NewEffect]:
+        """Apply what was read, in the transaction that records the effect as done; returns
+        the effects it causes."""
+
+    def take_recovery(self) -> bool:
+        """True once after the partner answers again following an outage."""
+
+
+Destination = Delivery | Read
+"""Where the effects of one ``destination`` name go: a :class:`Delivery` or a :class:`Read`."""
 
 
 def inbox_kind(source: str) -> str:
@@ -194,7 +279,8 @@ class DrainReport:
     finished: list[int] = field(default_factory=list)
     """Finished within the grace period (delivered, retried or dead-lettered)."""
     released_unsent: list[int] = field(default_factory=list)
-    """Cancelled before their request left the process: released as never sent."""
+    """Cancelled before their request left the process (or reads, which change nothing):
+    released as never sent."""
     cancelled: list[int] = field(default_factory=list)
     """Cancelled while their request may have been with the partner: outcome unknown."""
 
@@ -446,60 +532,112 @@ class Engine:
         if destination is None:
             await self._dead(effect, f"destination {effect.destination!r} is not configured")
             return
-        fields = {
-            "effect_id": effect.id,
-            "destination": effect.destination,
-            "attempt": effect.attempts,
-        }
+        if destination.kind == "read":
+            await self._read(destination, effect)
+        else:
+            await self._send(destination, effect)
+
+    async def _send(self, destination: Delivery, effect: Effect) -> None:
+        """One attempt of a delivery: recorded as maybe sent, sent, its outcome recorded
+        with what it causes."""
         try:
             await self.record_attempt(effect)
             response = await destination.deliver(effect)
-        except RetriableDeliveryError as exc:
-            now = await self.store.now()
-            deadline = effect.deadline_at or (effect.created_at + destination.deadline_seconds)
-            delay = destination.backoff.delay(effect.attempts, exc.retry_after)
-            if now + delay > deadline:
-                await self._dead(effect, f"deadline passed: {exc}", exc)
-                return
-            with contextlib.suppress(LeaseLost):
-                error = f"{OUTCOME_UNKNOWN}{exc}" if exc.outcome_unknown else str(exc)
-                await self.store.schedule_retry(effect.id, self.owner, delay, error)
-            self.stats.retried += 1
-            self.stats.count(effect.destination, "retried")
-            log.info(
-                "delivery will be retried",
-                extra={**fields, "delay": round(delay, 3), "reason": str(exc)},
-            )
+        except Exception as exc:
+            await self._failed(destination, effect, exc)
             return
-        except (DeliveryError, MappingError) as exc:
-            await self._dead(effect, str(exc), exc)
-            return
-        except Exception as exc:  # a bug in a destination ends this effect alone
-            await self._dead(effect, _describe(exc), exc)
-            return
-        result = response.describe(500) if response is not None else None
-        on_delivered = getattr(destination, "on_delivered", None)
+
+        async def record(tx: Transaction) -> list[NewEffect]:
+            return await destination.on_delivered(tx, effect, response)
+
+        await self._record_done(destination, effect, response.describe(500), record)
+
+    async def _read(self, destination: Read, effect: Effect) -> None:
+        """One attempt of a read: fetched (never recorded as sent: a read changes nothing),
+        then applied in the transaction that records it."""
         try:
-            if on_delivered is None:
-                await self.store.mark_delivered(effect.id, self.owner, result)
-            else:
-                async with self.store.transaction() as tx:
-                    for follow_up in await on_delivered(tx, effect, response):
-                        await tx.add_effect(follow_up)
-                    await tx.mark_delivered(effect.id, self.owner, result)
+            fetched = await destination.fetch(effect)
+        except Exception as exc:
+            await self._failed(destination, effect, exc)
+            return
+        if isinstance(fetched, Skipped):
+            await self._record_done(destination, effect, {"skipped": fetched.reason}, None)
+            return
+        result = {"found": isinstance(fetched, Found), "started_at": fetched.started_at}
+
+        async def record(tx: Transaction) -> list[NewEffect]:
+            return await destination.apply(tx, effect, fetched)
+
+        await self._record_done(destination, effect, result, record)
+
+    async def _failed(self, destination: Destination, effect: Effect, exc: Exception) -> None:
+        """Retry a retriable failure (keeping whether the request may have reached the
+        partner) until the deadline; dead-letter anything else."""
+        if not isinstance(exc, RetriableDeliveryError):
+            reason = str(exc) if isinstance(exc, DeliveryError | MappingError) else _describe(exc)
+            await self._dead(effect, reason, exc)  # a bug in a destination ends this effect alone
+            return
+        now = await self.store.now()
+        deadline = effect.deadline_at or (effect.created_at + destination.deadline_seconds)
+        delay = destination.backoff.delay(effect.attempts, exc.retry_after)
+        if now + delay > deadline:
+            await self._dead(effect, f"deadline passed: {exc}", exc)
+            return
+        maybe_sent = destination.kind == "delivery" and exc.outcome_unknown
+        with contextlib.suppress(LeaseLost):
+            await self.store.schedule_retry(
+                effect.id, self.owner, delay, str(exc), outcome_unknown=maybe_sent
+            )
+        self.stats.retried += 1
+        self.stats.count(effect.destination, "retried")
+        log.info(
+            "delivery will be retried",
+            extra={
+                "effect_id": effect.id,
+                "destination": effect.destination,
+                "attempt": effect.attempts,
+                "delay": round(delay, 3),
+                "reason": str(exc),
+                "outcome_unknown": maybe_sent,
+            },
+        )
+
+    async def _record_done(
+        self,
+        destination: Destination,
+        effect: Effect,
+        result: dict[str, Any],
+        record: Callable[[Transaction], Awaitable[list[NewEffect]]] | None,
+    ) -> None:
+        """Mark ``effect`` delivered with ``result``; ``record`` (what it causes) runs in the
+        same transaction and its follow-up effects commit with it."""
+        try:
+            async with self.store.transaction() as tx:
+                follow_ups = await record(tx) if record is not None else []
+                for follow_up in follow_ups:
+                    await tx.add_effect(follow_up)
+                await tx.mark_delivered(effect.id, self.owner, result)
+            if follow_ups:
                 self._outbox_wakeup.set()
         except LeaseLost:
             await self._flag_if_canceled(effect)
         except StoreError:
             raise
-        except Exception as exc:  # on_delivered failed: the partner has it, record that
+        except Exception as exc:  # recording failed: the partner has it (or it was read)
             await self._dead(
                 effect, f"delivered, but recording what it causes failed: {_describe(exc)}", exc
             )
             return
         self.stats.delivered += 1
         self.stats.count(effect.destination, "delivered")
-        log.info("effect delivered", extra=fields)
+        log.info(
+            "effect delivered",
+            extra={
+                "effect_id": effect.id,
+                "destination": effect.destination,
+                "attempt": effect.attempts,
+            },
+        )
         await self._expedite_if_recovered(destination)
 
     async def _expedite_if_recovered(self, destination: Destination) -> None:
@@ -507,10 +645,8 @@ class Engine:
         become due now, instead of each at its own backoff time (up to the backoff cap).
 
         Ordering lanes (``order_key``) are leased head first, so a head waiting for its
-        retry holds its whole lane: making the heads due is also what frees the lanes.
-        A destination says it recovered through an optional ``take_recovery()``."""
-        take_recovery = getattr(destination, "take_recovery", None)
-        if take_recovery is None or not take_recovery():
+        retry holds its whole lane: making the heads due is also what frees the lanes."""
+        if not destination.take_recovery():
             return
         expedited = await self.store.expedite(destination.name)
         log.info(
@@ -687,16 +823,21 @@ class Engine:
                         extra={"effect_id": effect.id},
                         exc_info=task.exception(),
                     )
-            elif record is not None and not record.may_have_left:
-                kept = effect.last_error
-                if effect.outcome_unknown and not (kept or "").startswith(OUTCOME_UNKNOWN):
-                    kept = f"{OUTCOME_UNKNOWN}an earlier attempt may have reached the partner"
-                if await self.store.release_unsent(effect.id, self.owner, kept):
+            elif (record is not None and not record.may_have_left) or self._reads(effect):
+                # as if this attempt had not been made: the earlier attempt's outcome stays
+                # (a read changes nothing at the partner, wherever its request was)
+                if await self.store.release_unsent(
+                    effect.id, self.owner, effect.last_error, effect.outcome_unknown
+                ):
                     report.released_unsent.append(effect.id)
                 else:
                     report.cancelled.append(effect.id)
             else:
                 report.cancelled.append(effect.id)
+
+    def _reads(self, effect: Effect) -> bool:
+        destination = self.destinations.get(effect.destination)
+        return destination is not None and destination.kind == "read"
 
     # operator actions --------------------------------------------------------------------
 

@@ -1,12 +1,20 @@
-"""A destination that delivers effects as HTTP requests through the shared client."""
+"""Base classes of the two destination kinds, with the defaults adapters would repeat.
+
+* :class:`DeliveryDestination` -- a :class:`~bridge.engine.core.Delivery` that causes
+  nothing after it is delivered and never reports a recovery; :class:`HttpDestination`
+  -- one that sends effects as HTTP requests through the shared client.
+* :class:`ReadDestination` -- a :class:`~bridge.engine.core.Read` with the default
+  deadline and backoff.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import replace
+from typing import ClassVar, Literal
 
-from bridge.engine.core import DEFAULT_DEADLINE
+from bridge.engine.core import DEFAULT_DEADLINE, Absent, Fetched, Found
 from bridge.http import (
     Backoff,
     Credentials,
@@ -16,21 +24,83 @@ from bridge.http import (
     Priority,
     Response,
 )
-from bridge.store import Effect
+from bridge.store import Effect, NewEffect, Transaction
 
 
-class HttpDestination(ABC):
+class DeliveryDestination(ABC):
+    """A :class:`~bridge.engine.core.Delivery`: subclasses implement :meth:`build_request`
+    and :meth:`deliver`; override :meth:`on_delivered` when a delivery causes state or
+    follow-up effects, :meth:`take_recovery` when the destination tracks its health."""
+
+    kind: ClassVar[Literal["delivery"]] = "delivery"
+    name: str
+    deadline_seconds: float = DEFAULT_DEADLINE
+    backoff: Backoff = Backoff(initial=1.0, cap=300.0)
+
+    @abstractmethod
+    async def build_request(self, effect: Effect) -> OutboundRequest:
+        """The exact request :meth:`deliver` sends."""
+
+    @abstractmethod
+    async def deliver(self, effect: Effect) -> Response:
+        """Send once (see :class:`~bridge.engine.core.Delivery`)."""
+
+    async def on_delivered(
+        self, tx: Transaction, effect: Effect, response: Response
+    ) -> list[NewEffect]:
+        """Nothing follows a delivery unless a subclass says so."""
+        return []
+
+    def take_recovery(self) -> bool:
+        """No health tracked: never a recovery."""
+        return False
+
+
+class ReadDestination(ABC):
+    """A :class:`~bridge.engine.core.Read`: subclasses implement :meth:`build_request`,
+    :meth:`fetch` and :meth:`apply`."""
+
+    kind: ClassVar[Literal["read"]] = "read"
+    name: str
+    deadline_seconds: float = DEFAULT_DEADLINE
+    backoff: Backoff = Backoff(initial=1.0, cap=300.0)
+
+    @abstractmethod
+    async def build_request(self, effect: Effect) -> OutboundRequest:
+        """The request :meth:`fetch` sends."""
+
+    @abstractmethod
+    async def fetch(self, effect: Effect) -> Fetched:
+        """Read once, outside any transaction."""
+
+    @abstractmethod
+    async def apply(
+        self, tx: Transaction, effect: Effect, fetched: Found | Absent
+    ) -> list[NewEffect]:
+        """Apply what was read, in the transaction that records it."""
+
+    def take_recovery(self) -> bool:
+        """No health tracked: never a recovery."""
+        return False
+
+
+class HttpDestination(DeliveryDestination):
     """Subclasses say how an effect becomes a request (:meth:`render`); sending, rate
     limiting and error classification are shared. The effect's idempotency key goes out in
     ``idempotency_header`` (``None`` for partners without one: such a destination must
-    look up before it creates when ``effect.outcome_unknown``, which holds only when an
-    earlier attempt was recorded as sent -- :meth:`Engine.record_attempt`, called by the
-    engine just before :meth:`deliver` -- and its answer never came).
+    look up before it creates when ``effect.outcome_unknown``, which holds only when the
+    previous attempt may have reached the partner -- recorded as sent by
+    :meth:`Engine.record_attempt` just before :meth:`deliver` and never answered, or failed
+    after its request held a connection -- and, until the lookup settles it, keep failing
+    with ``outcome_unknown=True``: a later failure known not to have sent anything clears
+    the field).
 
     ``credentials`` (optional) are attached after the governor admits each request, never
-    in :meth:`render`. ``backoff`` is the destination's (``limits.backoff``, configured per
-    destination; default 1 s doubling up to 300 s, full jitter); after an outage the
-    engine makes waiting retries due at once (:meth:`take_recovery`)."""
+    in :meth:`render`; a 401 refreshes them once when they can be refreshed and is a dead
+    letter at once when they cannot (``CredentialsRefused``). ``backoff`` is the
+    destination's (``limits.backoff``, configured per destination; default 1 s doubling up
+    to 300 s, full jitter); after an outage the engine makes waiting retries due at once
+    (:meth:`take_recovery`)."""
 
     idempotency_header: str | None = "Idempotency-Key"
 
@@ -84,7 +154,7 @@ class HttpDestination(ABC):
             request = replace(request, headers=headers)
         return request
 
-    async def deliver(self, effect: Effect) -> Response | None:
+    async def deliver(self, effect: Effect) -> Response:
         return await self.http.send(
             await self.build_request(effect),
             self.limits,

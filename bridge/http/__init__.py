@@ -10,6 +10,7 @@ from bridge.http.client import (
     HttpClient,
     OutboundRequest,
     Response,
+    StaticCredentials,
     with_headers,
 )
 from bridge.http.journal import AdmissionJournal, AdmissionLog
@@ -31,6 +32,7 @@ __all__ = [
     "RateLimiter",
     "Response",
     "ResponsePolicy",
+    "StaticCredentials",
     "Window",
     "with_headers",
 ]

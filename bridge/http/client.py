@@ -3,17 +3,22 @@
 The daemon creates the ``aiohttp.ClientSession`` and closes it; :class:`HttpClient` only
 borrows it. Every call goes through the destination's :class:`RateLimiter`, is classified
 by the destination's :class:`ResponsePolicy`, and fails with the bridge's own errors:
-``RetriableDeliveryError`` (with ``retry_after``), ``ReauthRequired`` or
-``PermanentDeliveryError``. Error text names the status, method and path, never header
-values or bodies' secrets; ``repr`` of requests and responses redacts credentials.
+``RetriableDeliveryError`` (with ``retry_after``; ``outcome_unknown`` only when the request
+may have left: a connection was held, see :mod:`bridge.http.sent`), or
+``PermanentDeliveryError`` (``CredentialsRefused`` for a final 401). Error text names the
+status, method and path, never header values or bodies' secrets; ``repr`` of requests and
+responses redacts credentials.
 
 Order of one attempt: wait for the governor's admission, *then* attach credentials
 (:class:`Credentials`), record the admission in the store (:mod:`bridge.http.journal`), send.
 A token is therefore never aged by the queue: a token that expired while its request waited
-is never sent. A 401 hands the refused credential back (one refresh however many callers
-saw it refused) and the request goes again, keeping its place in line; it fails ("credentials
-refused (401) after re-authentication") when a credential it was refused with comes back
-or after ``MAX_REAUTH`` refreshes. This is the only re-authentication loop of the bridge.
+is never sent. A 401 to credentials that can be refreshed (:attr:`Credentials.refreshable`)
+hands the refused credential back (one refresh however many callers saw it refused) and
+the request goes again, keeping its place in line; it fails with
+:class:`~bridge.errors.CredentialsRefused` when a credential it was refused with comes back
+or after ``MAX_REAUTH`` refreshes. A 401 to credentials that cannot be refreshed (a static
+token, or none) fails with it at once: a dead letter, never a quiet retry. This is the only
+re-authentication loop of the bridge.
 """
 
 from __future__ import annotations
@@ -31,10 +36,16 @@ import aiohttp
 import tenacity
 from pydantic import SecretStr
 
-from bridge.errors import NotReady, PermanentDeliveryError, ReauthRequired, RetriableDeliveryError
+from bridge.errors import (
+    CredentialsRefused,
+    NotReady,
+    PermanentDeliveryError,
+    RetriableDeliveryError,
+)
 from bridge.http.journal import AdmissionJournal, AdmissionLog
 from bridge.http.policy import Action, Backoff, ResponsePolicy
 from bridge.http.ratelimit import Priority, RateLimiter, Slot
+from bridge.http.sent import SendRecord, request_record, traced
 
 log = logging.getLogger(__name__)
 
@@ -130,17 +141,45 @@ class Authorized:
 class Credentials(Protocol):
     """Attaches a partner's credentials to a request *after* the governor admitted it.
 
+    ``refreshable`` says whether a refused credential can be replaced: when false, a 401
+    is final (:class:`~bridge.errors.CredentialsRefused`) and ``refused`` is never called.
     ``authorize`` answers ``None`` when the current credential was just refused and is
     being replaced: the admission is given back and the request waits on ``ready``.
     ``refused`` replaces a refused credential once, however many callers saw it refused
     (and returns when the replacement is done or failed). Neither may wait for an
     admission of the limiter the request holds (``authorize``) or waits for (``ready``)."""
 
+    @property
+    def refreshable(self) -> bool: ...
+
     async def ready(self) -> None: ...
 
     async def authorize(self, request: OutboundRequest) -> Authorized | None: ...
 
     async def refused(self, credential: SecretStr) -> None: ...
+
+
+class StaticCredentials:
+    """Fixed credential headers (a static token, basic auth), attached on admission; they
+    cannot be refreshed, so a 401 is final. ``credential`` is what the headers carry."""
+
+    refreshable = False
+
+    def __init__(self, headers: Mapping[str, str], credential: SecretStr) -> None:
+        self._headers = dict(headers)
+        self._credential = credential
+
+    def __repr__(self) -> str:
+        return f"StaticCredentials(headers={sorted(self._headers)!r})"
+
+    async def ready(self) -> None:
+        """Nothing is ever being replaced."""
+
+    async def authorize(self, request: OutboundRequest) -> Authorized:
+        return Authorized(with_headers(request, self._headers), self._credential)
+
+    async def refused(self, credential: SecretStr) -> None:
+        """Nothing to refresh (never called: ``refreshable`` is false)."""
 
 
 @dataclass
@@ -259,23 +298,35 @@ class HttpClient:
                 authorized.credential.get_secret_value() == r.get_secret_value() for r in refused
             ):
                 slot.release()
-                raise self._refused_after_reauth(dest, where)
+                raise self._credentials_refused(dest, where, "after re-authentication")
             response = await self._exchange(wire, dest, slot, where)
             action = dest.policy.classify(response.status, response.headers, response.body)
-            if action is Action.REAUTH and credentials is not None and authorized is not None:
+            if action is Action.REAUTH:
+                dest.health.answered(time.monotonic())
+                answer = response.text(2000)
+                if credentials is None or authorized is None:
+                    raise self._credentials_refused(dest, where, "and none are attached", answer)
+                if not credentials.refreshable:
+                    raise self._credentials_refused(
+                        dest, where, "and they cannot be refreshed", answer
+                    )
                 if len(refused) >= MAX_REAUTH:
-                    raise self._refused_after_reauth(dest, where)
+                    raise self._credentials_refused(dest, where, "after re-authentication", answer)
                 refused.append(authorized.credential)
                 await credentials.refused(authorized.credential)
                 continue
             return self._outcome(response, action, dest, where)
 
     @staticmethod
-    def _refused_after_reauth(dest: DestinationLimits, where: str) -> PermanentDeliveryError:
-        return PermanentDeliveryError(
-            f"{dest.name}: {where}: credentials refused (401) after re-authentication",
+    def _credentials_refused(
+        dest: DestinationLimits, where: str, why: str, body: str | None = None
+    ) -> CredentialsRefused:
+        return CredentialsRefused(
+            f"credentials refused (401) by {dest.name}: {where}, {why}: fix the credentials,"
+            " then replay the dead letter",
             status=401,
             destination=dest.name,
+            body=body,
         )
 
     async def _exchange(
@@ -296,47 +347,62 @@ class HttpClient:
             except BaseException:  # cancelled: the slot must not stay "in flight" for ever
                 slot.release()
                 raise
-        try:
-            async with self.session.request(
-                request.method,
-                request.url,
-                headers=dict(request.headers),
-                json=request.json if request.data is None else None,
-                data=request.data,
-                params=dict(request.params) if request.params else None,
-                timeout=aiohttp.ClientTimeout(total=dest.timeout),
-                allow_redirects=False,
-            ) as resp:
-                body = await resp.read()
-                response = Response(
-                    resp.status, dict(resp.headers), body, request.credentials_exchange
-                )
-        except TimeoutError as exc:
-            dest.health.failed(time.monotonic())
-            raise RetriableDeliveryError(
-                f"{dest.name}: {where} timed out after {dest.timeout:g}s",
-                destination=dest.name,
-                outcome_unknown=True,
-            ) from exc
-        except aiohttp.ClientConnectorError as exc:
-            dest.health.failed(time.monotonic())
-            raise RetriableDeliveryError(
-                f"{dest.name}: {where} could not connect: {type(exc).__name__}",
-                destination=dest.name,
-            ) from exc
-        except aiohttp.ClientError as exc:
-            dest.health.failed(time.monotonic())
-            raise RetriableDeliveryError(
-                f"{dest.name}: {where} failed mid-call: {type(exc).__name__}",
-                destination=dest.name,
-                outcome_unknown=True,
-            ) from exc
-        finally:
-            slot.done()
-            if self.admissions is not None:
-                dest.journal.answered(row, self.admissions.clock())
+        with request_record() as sent:
+            try:
+                async with self.session.request(
+                    request.method,
+                    request.url,
+                    headers=dict(request.headers),
+                    json=request.json if request.data is None else None,
+                    data=request.data,
+                    params=dict(request.params) if request.params else None,
+                    timeout=aiohttp.ClientTimeout(total=dest.timeout),
+                    allow_redirects=False,
+                ) as resp:
+                    body = await resp.read()
+                    response = Response(
+                        resp.status, dict(resp.headers), body, request.credentials_exchange
+                    )
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+                dest.health.failed(time.monotonic())
+                raise RetriableDeliveryError(
+                    f"{dest.name}: {where} could not connect ({type(exc).__name__}); not sent",
+                    destination=dest.name,
+                ) from exc
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                dest.health.failed(time.monotonic())
+                raise self._no_answer(exc, dest, where, self._may_have_left(sent)) from exc
+            finally:
+                slot.done()
+                if self.admissions is not None:
+                    dest.journal.answered(row, self.admissions.clock())
         self._calibrate(dest, response)
         return response
+
+    def _may_have_left(self, sent: SendRecord) -> bool:
+        """Whether a failed request may have reached the partner: it held a connection, as
+        a traced session tells; on an untraced session, always (the safe side)."""
+        return sent.may_have_left or not traced(self.session)
+
+    @staticmethod
+    def _no_answer(
+        exc: BaseException, dest: DestinationLimits, where: str, may_have_left: bool
+    ) -> RetriableDeliveryError:
+        what = (
+            f"timed out after {dest.timeout:g}s"
+            if isinstance(exc, TimeoutError)
+            else f"failed ({type(exc).__name__})"
+        )
+        if not may_have_left:
+            return RetriableDeliveryError(
+                f"{dest.name}: {where} {what} before it got a connection; not sent",
+                destination=dest.name,
+            )
+        return RetriableDeliveryError(
+            f"{dest.name}: {where} {what} after it may have been sent; outcome unknown",
+            destination=dest.name,
+            outcome_unknown=True,
+        )
 
     def _outcome(
         self, response: Response, action: Action, dest: DestinationLimits, where: str
@@ -349,10 +415,6 @@ class HttpClient:
         if action is Action.DONE:
             return response
         text = response.text(2000)
-        if action is Action.REAUTH:
-            raise ReauthRequired(
-                f"{dest.name}: {where} answered 401", status=401, destination=dest.name, body=text
-            )
         if action is Action.RETRY:
             retry_after = dest.policy.retry_after(response.headers)
             if response.status == 429:
@@ -391,8 +453,8 @@ class HttpClient:
     ) -> Response:
         """``send`` with in-call retries of retriable failures only (tenacity), for callers
         that cannot park work in the outbox (a shopper is waiting). A 401 is handled by
-        ``send`` (credentials refreshed once, sent again); without ``credentials`` it is
-        raised as ``ReauthRequired``, never retried here."""
+        ``send`` alone (refreshable credentials refreshed once and sent again, else
+        ``CredentialsRefused``), never retried here."""
         backoff = backoff or Backoff(initial=0.2, cap=max_wait)
 
         def wait(state: tenacity.RetryCallState) -> float:
@@ -401,9 +463,7 @@ class HttpClient:
             return min(max_wait, backoff.delay(state.attempt_number, retry_after))
 
         def retriable(exc: BaseException) -> bool:
-            return isinstance(exc, RetriableDeliveryError) and not isinstance(
-                exc, ReauthRequired | NotReady
-            )
+            return isinstance(exc, RetriableDeliveryError) and not isinstance(exc, NotReady)
 
         async for attempt in tenacity.AsyncRetrying(
             retry=tenacity.retry_if_exception(retriable),
@@ -430,5 +490,6 @@ __all__ = [
     "HttpClient",
     "OutboundRequest",
     "Response",
+    "StaticCredentials",
     "with_headers",
 ]

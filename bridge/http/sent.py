@@ -9,13 +9,19 @@ first is released as never sent, the second keeps an unknown outcome. The
 connection, i.e. before its first byte can be written. Marking at the connection, not
 at the first byte, errs on the safe side: a request cancelled between the two counts as
 maybe sent.
+
+The same marks tell one request's failure apart (:func:`request_record`): one that never
+held a connection (refused, DNS, connect timeout, waiting for the pool) is known not to
+have been sent; :class:`~bridge.http.HttpClient` reports only the others as of unknown
+outcome.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, TypeVar
@@ -31,9 +37,35 @@ _CURRENT: contextvars.ContextVar[SendRecord | None] = contextvars.ContextVar(
 
 @dataclass
 class SendRecord:
-    """One delivery's record: ``may_have_left`` once one of its requests got a connection."""
+    """One delivery's (or one request's) record: ``may_have_left`` once one of its
+    requests got a connection; marking it marks ``within`` (the delivery it is part of)."""
 
     may_have_left: bool = False
+    within: SendRecord | None = None
+
+    def mark(self) -> None:
+        record: SendRecord | None = self
+        while record is not None:
+            record.may_have_left = True
+            record = record.within
+
+
+def traced(session: aiohttp.ClientSession) -> bool:
+    """Whether ``session`` marks records (a :class:`SendTracker`'s ``trace_config`` is
+    installed on it)."""
+    return any(_mark in config.on_connection_create_end for config in session.trace_configs)
+
+
+@contextlib.contextmanager
+def request_record() -> Iterator[SendRecord]:
+    """A record for one request, marked when that request gets a connection (and marking
+    the record of the delivery it runs in, if any), on a :func:`traced` session."""
+    record = SendRecord(within=_CURRENT.get())
+    token = _CURRENT.set(record)
+    try:
+        yield record
+    finally:
+        _CURRENT.reset(token)
 
 
 class SendTracker:
@@ -60,4 +92,4 @@ async def _mark(
 ) -> None:
     record = _CURRENT.get()
     if record is not None:
-        record.may_have_left = True
+        record.mark()

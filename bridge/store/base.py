@@ -62,14 +62,12 @@ from typing import Any, NamedTuple
 from bridge.errors import StoreError
 
 JSON = Any
-OUTCOME_UNKNOWN = "[outcome unknown] "
-"""Prefix of ``Effect.last_error`` when the failed attempt may have reached the partner."""
 SENT_WITHOUT_ANSWER = (
-    f"{OUTCOME_UNKNOWN}the request may have been sent and no answer was recorded"
-    " (the process ended during the call?)"
+    "the request may have been sent and no answer was recorded (the process ended during the call?)"
 )
 """``Effect.last_error`` written by :meth:`Store.mark_sending`, before the partner call: if
-the process dies during the call, this is what its successor finds."""
+the process dies during the call, this is what its successor finds (with
+``Effect.outcome_unknown`` set)."""
 Clock = Callable[[], float]
 
 
@@ -231,19 +229,13 @@ class Effect:
     dead_request: JSON = None
     dead_response: JSON = None
     flagged: bool = False
-
-    @property
-    def outcome_unknown(self) -> bool:
-        """A previous attempt may have reached the partner: it ended without an answer
-        (timeout, connection lost mid-call), or it was recorded as sent
-        (:meth:`Store.mark_sending`) and the process died before its answer was recorded.
-
-        An attempt never recorded as sent (the process died while leasing, rendering or
-        before the call) is known not to have reached the partner: ``last_error`` is then
-        what the attempt before it ended with (``None`` for the first), not unknown."""
-        if self.attempts <= 1:
-            return False
-        return self.last_error is not None and self.last_error.startswith(OUTCOME_UNKNOWN)
+    outcome_unknown: bool = False
+    """The latest attempt may have reached the partner: it was recorded as sent
+    (:meth:`Store.mark_sending`) and no answer was recorded (the process died during the
+    call), or it failed after its request may have left (a read timeout, a connection lost
+    mid-answer). An attempt never recorded as sent (the process died while leasing,
+    rendering or before the call) or known not to have left (no connection) leaves what
+    the attempt before it ended with (``False`` for the first)."""
 
 
 @dataclass(frozen=True)
@@ -434,8 +426,18 @@ class Store(ABC):
     async def mark_delivered(self, effect_id: int, owner: str, result: JSON = None) -> None: ...
 
     @abstractmethod
-    async def schedule_retry(self, effect_id: int, owner: str, delay: float, error: str) -> None:
-        """Free the lease; the effect is due again ``delay`` seconds from the store's now."""
+    async def schedule_retry(
+        self,
+        effect_id: int,
+        owner: str,
+        delay: float,
+        error: str,
+        *,
+        outcome_unknown: bool = False,
+    ) -> None:
+        """The attempt failed with ``error``: free the lease; the effect is due again ``delay``
+        seconds from the store's now. ``outcome_unknown``: its request may have reached the
+        partner."""
 
     @abstractmethod
     async def dead_letter(
@@ -501,8 +503,9 @@ class Store(ABC):
     @abstractmethod
     async def mark_sending(self, effect_id: int, owner: str) -> None:
         """Record durably, before the partner call, that this attempt may reach the partner
-        (``last_error`` = :data:`SENT_WITHOUT_ANSWER`, until the attempt's outcome replaces
-        it). ``LeaseLost`` when ``owner`` no longer holds the effect: then do not send.
+        (``outcome_unknown`` set and ``last_error`` = :data:`SENT_WITHOUT_ANSWER`, until the
+        attempt's outcome replaces both). ``LeaseLost`` when ``owner`` no longer holds the
+        effect: then do not send.
 
         Costs one commit per delivery attempt; backends batch concurrent calls into one
         transaction (the dispatcher starts a leased batch at once)."""
@@ -559,11 +562,13 @@ class Store(ABC):
         """How many inbox items wait to be handled (cheap: an index count)."""
 
     @abstractmethod
-    async def release_unsent(self, effect_id: int, owner: str, last_error: str | None) -> bool:
+    async def release_unsent(
+        self, effect_id: int, owner: str, last_error: str | None, outcome_unknown: bool
+    ) -> bool:
         """Give back ``owner``'s lease of an effect whose request never left the process, as
-        if this attempt had not been made: ``attempts`` goes back down by one and
-        ``last_error`` is set to ``last_error`` (the caller keeps an earlier attempt's
-        unknown outcome in it). False when the lease moved on."""
+        if this attempt had not been made: ``attempts`` goes back down by one, and
+        ``last_error`` and ``outcome_unknown`` are set to the given values (the caller
+        passes the earlier attempt's, as leased). False when the lease moved on."""
 
     # recovery and rate limits (appended: see bridge/http/journal.py)
     @abstractmethod

@@ -313,9 +313,21 @@ class MemoryStore(Store):
             effect_id, owner, state=EffectState.DELIVERED, result=_json(result)
         )
 
-    async def schedule_retry(self, effect_id: int, owner: str, delay: float, error: str) -> None:
+    async def schedule_retry(
+        self,
+        effect_id: int,
+        owner: str,
+        delay: float,
+        error: str,
+        *,
+        outcome_unknown: bool = False,
+    ) -> None:
         await self._finish_effect(
-            effect_id, owner, next_attempt_at=self.clock() + delay, last_error=error
+            effect_id,
+            owner,
+            next_attempt_at=self.clock() + delay,
+            last_error=error,
+            outcome_unknown=outcome_unknown,
         )
 
     async def dead_letter(
@@ -366,6 +378,7 @@ class MemoryStore(Store):
                 effect,
                 state=EffectState.PENDING,
                 attempts=0,
+                outcome_unknown=False,
                 next_attempt_at=now,
                 payload=effect.payload if payload is None else _json(payload),
                 dead_reason=None,
@@ -435,7 +448,9 @@ class MemoryStore(Store):
             lease_owner = t.effect_leases.get(effect_id, (None, 0.0))[0]
             if effect is None or effect.state is not EffectState.PENDING or lease_owner != owner:
                 raise LeaseLost(f"effect {effect_id} is no longer leased by this worker")
-            t.effects[effect_id] = replace(effect, last_error=SENT_WITHOUT_ANSWER)
+            t.effects[effect_id] = replace(
+                effect, last_error=SENT_WITHOUT_ANSWER, outcome_unknown=True
+            )
 
     # cursors -----------------------------------------------------------------------------
 
@@ -532,7 +547,9 @@ class MemoryStore(Store):
     async def pending_inbox_count(self) -> int:
         return sum(1 for i in self._t.inbox.values() if i.status is InboxStatus.PENDING)
 
-    async def release_unsent(self, effect_id: int, owner: str, last_error: str | None) -> bool:
+    async def release_unsent(
+        self, effect_id: int, owner: str, last_error: str | None, outcome_unknown: bool
+    ) -> bool:
         async with self._write() as t:
             effect = t.effects.get(effect_id)
             lease = t.effect_leases.get(effect_id)
@@ -541,7 +558,10 @@ class MemoryStore(Store):
             if lease[0] != owner:
                 return False
             t.effects[effect_id] = replace(
-                effect, attempts=max(effect.attempts - 1, 0), last_error=last_error
+                effect,
+                attempts=max(effect.attempts - 1, 0),
+                last_error=last_error,
+                outcome_unknown=outcome_unknown,
             )
             del t.effect_leases[effect_id]
             return True

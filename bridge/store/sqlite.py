@@ -110,6 +110,7 @@ def _effect(row: aiosqlite.Row) -> Effect:
         dead_request=_loads(row["dead_request"]),
         dead_response=_loads(row["dead_response"]),
         flagged=bool(row["flagged"]),
+        outcome_unknown=bool(row["outcome_unknown"]),
     )
 
 
@@ -524,13 +525,21 @@ class SqliteStore(Store):
             (self.clock(), _dumps(result)),
         )
 
-    async def schedule_retry(self, effect_id: int, owner: str, delay: float, error: str) -> None:
+    async def schedule_retry(
+        self,
+        effect_id: int,
+        owner: str,
+        delay: float,
+        error: str,
+        *,
+        outcome_unknown: bool = False,
+    ) -> None:
         await self._finish_effect(
             effect_id,
             owner,
-            "UPDATE outbox SET next_attempt_at = ?, last_error = ?,"
+            "UPDATE outbox SET next_attempt_at = ?, last_error = ?, outcome_unknown = ?,"
             " lease_owner = NULL, lease_until = NULL",
-            (self.clock() + delay, error),
+            (self.clock() + delay, error, int(outcome_unknown)),
         )
 
     async def dead_letter(
@@ -577,7 +586,8 @@ class SqliteStore(Store):
         now = self.clock()
         async with self._write() as conn:
             cur = await conn.execute(
-                "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?,"
+                "UPDATE outbox SET state = 'pending', attempts = 0, outcome_unknown = 0,"
+                " next_attempt_at = ?,"
                 " payload = COALESCE(?, payload), dead_reason = NULL, dead_request = NULL,"
                 " dead_response = NULL, finished_at = NULL, lease_owner = NULL,"
                 " lease_until = NULL, deadline_at = CASE WHEN deadline_at IS NULL THEN NULL"
@@ -691,7 +701,7 @@ class SqliteStore(Store):
         async with self._write() as conn:
             for effect_id, owner, _ in batch:
                 cur = await conn.execute(
-                    "UPDATE outbox SET last_error = ?"
+                    "UPDATE outbox SET last_error = ?, outcome_unknown = 1"
                     " WHERE id = ? AND state = 'pending' AND lease_owner = ?",
                     (SENT_WITHOUT_ANSWER, effect_id, owner),
                 )
@@ -829,13 +839,15 @@ class SqliteStore(Store):
         rows = await self._fetchall("SELECT COUNT(*) FROM inbox WHERE status = 'pending'")
         return int(rows[0][0])
 
-    async def release_unsent(self, effect_id: int, owner: str, last_error: str | None) -> bool:
+    async def release_unsent(
+        self, effect_id: int, owner: str, last_error: str | None, outcome_unknown: bool
+    ) -> bool:
         async with self._write() as conn:
             cur = await conn.execute(
                 "UPDATE outbox SET lease_owner = NULL, lease_until = NULL,"
-                " attempts = MAX(attempts - 1, 0), last_error = ?"
+                " attempts = MAX(attempts - 1, 0), last_error = ?, outcome_unknown = ?"
                 " WHERE id = ? AND state = 'pending' AND lease_owner = ?",
-                (last_error, effect_id, owner),
+                (last_error, int(outcome_unknown), effect_id, owner),
             )
             return cur.rowcount == 1
 
