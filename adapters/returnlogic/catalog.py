@@ -46,7 +46,7 @@ from bridge.errors import (
 from bridge.http import Backoff, OutboundRequest, Priority, Response
 from bridge.services import CATALOG, EXCHANGE_ORDER_SINK
 from mappings.returnlogic import (
-    encode_json,
+    dumps,
     exchange_order_number,
     exchange_to_order_create,
     order_create_response_to_result,
@@ -206,7 +206,7 @@ class RlExchangeOrders:
             f"{team.base}/v1/orders",
             {"Accept": "application/json", "Content-Type": "application/json"},
             json=body,
-            data=encode_json(body),
+            data=dumps(body).encode(),
         )
         response: Response = await self._http().send(
             request, team.limits, Priority.LIVE, credentials=team.credentials

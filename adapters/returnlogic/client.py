@@ -228,7 +228,7 @@ class RlTeam:
         """One API call under the team's governor; 429 and 503 wait and retry (the team's
         ``retry`` backoff), a 401 refreshes the token once, then the call is sent again.
         ``data`` is a body already encoded (e.g. exact Decimal money,
-        ``mappings.returnlogic.encode_json``); the bearer is attached on admission."""
+        ``mappings.returnlogic.dumps``); the bearer is attached on admission."""
         headers = {"Accept": "application/json"}
         if data is not None:
             headers["Content-Type"] = "application/json"

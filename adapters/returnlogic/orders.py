@@ -71,7 +71,7 @@ from bridge.http import Priority
 from bridge.lifecycle import ORDER, store_orders
 from bridge.services import ORDER_PUBLISHER
 from bridge.store import InboxItem, InboxStatus, Transaction
-from mappings.returnlogic import encode_json, order_to_canonical, orders_page
+from mappings.returnlogic import dumps, order_to_canonical, orders_page
 
 log = logging.getLogger(__name__)
 
@@ -436,7 +436,7 @@ class RlOrderSync:
         return fresh
 
     async def _keep_bad_record(self, record: Any, exc: MappingError) -> None:
-        body = encode_json(record)
+        body = dumps(record).encode()
         reason = f"{exc.field}: {exc}" if exc.field else str(exc)
         accepted = await self.runtime.engine.accept_detailed(
             self.retailer,

@@ -26,7 +26,7 @@ numbers its items (``items[4].order_line_item_identifier``) or the Kibo field
 
 from __future__ import annotations
 
-from mappings.kibo._json import dumps, load_json
+from mappings._json import dumps, load_json
 from mappings.kibo.events import (
     DEFAULT_EVENT_NAMES,
     EVENT_KINDS,

@@ -62,7 +62,8 @@ from pydantic import ValidationError
 
 from bridge.domain import RefundType, Rma, RmaLineAggregate, RmaUnit, cents_to_dollars
 from bridge.errors import MappingError
-from mappings.kibo._json import Body, load_json, mapping_error
+from mappings._errors import mapping_error
+from mappings._json import Body, load_json
 from mappings.kibo.wire import (
     MAX_EXTERNAL_ORDER_ID,
     MAX_GIFT_CARD_EMAIL,

@@ -48,8 +48,8 @@ from bridge.domain import (
     WeightUnit,
 )
 from bridge.errors import MappingError
+from mappings._json import Body
 from mappings.optoro._wire import (
-    Body,
     Bool,
     Cents,
     Count,
