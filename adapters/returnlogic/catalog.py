@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from decimal import Decimal
 from typing import Any
 
 from adapters.returnlogic.client import RlTeam
@@ -45,6 +44,7 @@ from bridge.errors import (
 )
 from bridge.http import Backoff, OutboundRequest, Priority, Response
 from bridge.services import CATALOG, EXCHANGE_ORDER_SINK
+from mappings._json import load_json
 from mappings.returnlogic import (
     dumps,
     exchange_order_number,
@@ -61,13 +61,6 @@ LIVE_ATTEMPTS = 3
 """In-call attempts of a read a shopper waits for."""
 CREATE_ROUNDS = 3
 """Lookup-then-create rounds of one exchange order before answering 'retry later'."""
-
-
-def _loads(body: bytes, what: str) -> Any:
-    try:
-        return json.loads(body, parse_float=Decimal)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MappingError(f"{what}: body is not JSON ({type(exc).__name__})") from exc
 
 
 class RlCatalog:
@@ -146,7 +139,9 @@ class RlExchangeOrders:
                     if found is None:
                         raise
                     return order_create_response_to_result(found)
-                return order_create_response_to_result(_loads(response.body, "POST /v1/orders"))
+                return order_create_response_to_result(
+                    load_json(response.body, what="POST /v1/orders")
+                )
             except NotReady:
                 raise  # no token: retrying in place cannot help, the caller gets 503
             except RetriableDeliveryError as exc:
@@ -173,7 +168,7 @@ class RlExchangeOrders:
             priority=Priority.LIVE,
             attempts=LIVE_ATTEMPTS,
         )
-        orders = _loads(response.body, "GET /v1/orders")
+        orders = load_json(response.body, what="GET /v1/orders")
         if not isinstance(orders, list):
             raise MappingError("GET /v1/orders: expected a JSON array")
         return next(
