@@ -107,17 +107,6 @@ def secret_matches(given: str | None, secret: str) -> bool:
     return given_bytes is not None and hmac.compare_digest(given_bytes, secret.encode())
 
 
-def bearer_matches(request: web.Request, token: str) -> bool:
-    header = request.headers.get("Authorization", "")
-    scheme, _, given = header.partition(" ")
-    given_bytes = _credential_bytes(given.strip())
-    return (
-        scheme.lower() == "bearer"
-        and given_bytes is not None
-        and hmac.compare_digest(given_bytes, token.encode())
-    )
-
-
 def authenticated(request: web.Request, auth: InboundBasicAuth | InboundApiKeyAuth) -> bool:
     """The request carries the credentials ``auth`` configures (constant-time compare)."""
     if isinstance(auth, InboundBasicAuth):

@@ -35,6 +35,7 @@ from bridge.domain import (
     OrderLine,
     OrderStatus,
     PackageStatus,
+    Payment,
     PaymentDetails,
     ReceivingStatus,
     Refs,
@@ -45,7 +46,6 @@ from bridge.domain import (
     Rma,
     RmaStatus,
     RmaUnit,
-    Transaction,
     Variant,
     VariantAttribute,
     WeightUnit,
@@ -955,7 +955,7 @@ def test_a_returnlogic_order_in_decimal_dollars_by_hand() -> None:
 
 
 def test_fields_only_the_specs_show_fit_the_domain() -> None:
-    transaction = Transaction(
+    transaction = Payment(
         id="t1",
         parent_id="t0",
         amount_cents=52224,

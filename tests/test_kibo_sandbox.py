@@ -34,7 +34,7 @@ from mappings.kibo import (
     numeric_order_item_ids,
     parse_notification,
     return_response_to_ref,
-    rma_to_kibo_return,
+    rma_to_kibo_returns,
 )
 from mappings.optoro import parse_rma
 
@@ -46,11 +46,12 @@ S06 = "06-multi-line-partial-return-partial-exchange-mailback/08-rma-rma-refunde
 
 def scenario_06_body() -> dict[str, Any]:
     rma = parse_rma(json.loads((FIXTURES / S06).read_text())["request"])
-    return rma_to_kibo_return(
+    (body,) = rma_to_kibo_returns(
         rma,
         order_item_ids=numeric_order_item_ids(rma),
         created_at=datetime(2023, 1, 28, tzinfo=UTC),
     )
+    return body
 
 
 BODY = scenario_06_body()

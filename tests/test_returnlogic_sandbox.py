@@ -30,7 +30,7 @@ from adapters.returnlogic.sandbox.data import iso, parse_iso_ms, to_cents
 from bridge.domain import Address, Customer, ExchangeKind, ExchangeOrder, ExchangeOrderItem
 from mappings.returnlogic import (
     TagRules,
-    encode_json,
+    dumps,
     exchange_order_number,
     exchange_to_order_create,
     order_create_response_to_result,
@@ -544,7 +544,9 @@ async def test_records_have_the_shape_of_every_sample(
     request["orderItems"][0]["rlProductVariantId"] = variant_id
     request["orderItems"][0]["quantity"] = 1
     request["shopCurrencyCode"] = "USD"
-    created = await call(session, sandbox, "POST", "/v1/orders", token, data=encode_json(request))
+    created = await call(
+        session, sandbox, "POST", "/v1/orders", token, data=dumps(request).encode()
+    )
     assert created.status == 200, created.body
     assert_shape(_sample("orders-list-response.json")[0] | {"discounts": []}, created.body)
     # every list is a bare JSON array, money a JSON number
@@ -670,7 +672,7 @@ async def test_create_order_and_duplicate_order_number(
         _exchange(variant["sku"]), {variant["sku"]: str(variant["rlProductVariantId"])}, number
     )
 
-    created = await call(session, sandbox, "POST", "/v1/orders", token, data=encode_json(body))
+    created = await call(session, sandbox, "POST", "/v1/orders", token, data=dumps(body).encode())
     assert created.status == 200, created.body
     result = order_create_response_to_result(created.body)
     assert (result.order_id, result.total_cents, result.product_cents, result.tax_cents) == (
@@ -687,7 +689,7 @@ async def test_create_order_and_duplicate_order_number(
     assert {line.sku for line in order.lines} == {variant["sku"]}
 
     # the same orderNumber again: refused, naming the field; the client looks it up instead
-    duplicate = await call(session, sandbox, "POST", "/v1/orders", token, data=encode_json(body))
+    duplicate = await call(session, sandbox, "POST", "/v1/orders", token, data=dumps(body).encode())
     assert duplicate.status == 400
     assert duplicate.body["name"] == "ValidateError"
     assert duplicate.body["fields"]["orderNumber"]["value"] == number
@@ -695,7 +697,7 @@ async def test_create_order_and_duplicate_order_number(
     assert [o["rlOrderId"] for o in found.body] == [created.body["rlOrderId"]]
     assert sandbox.requests[-2].outcome == "duplicate"
     sandbox.duplicate_order_status = 409
-    again = await call(session, sandbox, "POST", "/v1/orders", token, data=encode_json(body))
+    again = await call(session, sandbox, "POST", "/v1/orders", token, data=dumps(body).encode())
     assert again.status == 409
 
     # every missing required field is named at once
@@ -719,7 +721,7 @@ async def test_create_order_and_duplicate_order_number(
     unknown_variant = dict(body, orderNumber="other", orderItems=[dict(body["orderItems"][0])])
     unknown_variant["orderItems"][0]["rlProductVariantId"] = 1
     missing = await call(
-        session, sandbox, "POST", "/v1/orders", token, data=encode_json(unknown_variant)
+        session, sandbox, "POST", "/v1/orders", token, data=dumps(unknown_variant).encode()
     )
     assert missing.status == 400
     assert "orderItems[0].rlProductVariantId" in missing.body["fields"]

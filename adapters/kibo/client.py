@@ -34,7 +34,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -62,16 +61,15 @@ from bridge.ports import RMA_LIFECYCLE, AdapterContext, RmaLifecycle, SharedKey
 from bridge.store import Effect, EffectState, NewEffect, Store, Transaction
 from bridge.store.base import each_entity_key
 from mappings.kibo import (
-    MAX_ORDER_ITEM_ID,
     derive_return_id,
     dumps,
+    numeric_order_item_ids,
     return_matches,
     return_response_to_ref,
     rma_to_kibo_returns,
 )
 
 log = logging.getLogger(__name__)
-_CANONICAL_DIGITS = re.compile(r"0|[1-9][0-9]*")
 
 RETURN_KIND = "kibo.return.create"
 KIBO_RETURN = "kibo.return"
@@ -230,20 +228,14 @@ class KiboReturnDestination(HttpDestination):
         "numeric"``) the line identifier itself when it is canonical digits. Anything else
         stays unresolved, and the mapping names it: never guessed."""
         ids: dict[tuple[str, str], int] = {}
+        if self.config.line_ids == "numeric":
+            ids = numeric_order_item_ids(rma, exchange_lines=self.config.exchange_lines_numeric)
         for unit in rma.units:
-            key = (unit.order_id, unit.order_line_id)
             entry = await tx.get_entity(
                 CROSSWALK, f"{self.retailer}:{unit.order_id}:{unit.order_line_id}"
             )
             if entry is not None:
-                ids[key] = int(entry.data["order_item_id"])
-            elif (
-                self.config.line_ids == "numeric"
-                and (unit.original_order_id is None or self.config.exchange_lines_numeric)
-                and _CANONICAL_DIGITS.fullmatch(unit.order_line_id)
-                and int(unit.order_line_id) <= MAX_ORDER_ITEM_ID
-            ):
-                ids[key] = int(unit.order_line_id)
+                ids[(unit.order_id, unit.order_line_id)] = int(entry.data["order_item_id"])
         return ids
 
     async def deliver(self, effect: Effect) -> Response:

@@ -32,7 +32,6 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from adapters.returnlogic.client import RlTeam
@@ -46,8 +45,9 @@ from bridge.errors import (
 )
 from bridge.http import Backoff, HttpClient, OutboundRequest, Priority, Response
 from bridge.ports import CATALOG, EXCHANGE_ORDER_SINK, AdapterContext
+from mappings._json import load_json
 from mappings.returnlogic import (
-    encode_json,
+    dumps,
     exchange_order_number,
     exchange_to_order_create,
     order_create_response_to_result,
@@ -65,13 +65,6 @@ LIVE_ATTEMPTS = 3
 """In-call attempts of a read a shopper waits for."""
 CREATE_ROUNDS = 3
 """Lookup-then-create rounds of one exchange order before answering 'retry later'."""
-
-
-def _loads(body: bytes, what: str) -> Any:
-    try:
-        return json.loads(body, parse_float=Decimal)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MappingError(f"{what}: body is not JSON ({type(exc).__name__})") from exc
 
 
 class RlCatalog:
@@ -152,7 +145,9 @@ class RlExchangeOrders:
                     if found is None:
                         raise
                     return order_create_response_to_result(found)
-                return order_create_response_to_result(_loads(response.body, "POST /v1/orders"))
+                return order_create_response_to_result(
+                    load_json(response.body, what="POST /v1/orders")
+                )
             except NotReady:
                 raise  # no token: retrying in place cannot help, the caller gets 503
             except RetriableDeliveryError as exc:
@@ -179,7 +174,7 @@ class RlExchangeOrders:
             priority=Priority.LIVE,
             attempts=LIVE_ATTEMPTS,
         )
-        orders = _loads(response.body, "GET /v1/orders")
+        orders = load_json(response.body, what="GET /v1/orders")
         if not isinstance(orders, list):
             raise MappingError("GET /v1/orders: expected a JSON array")
         return next(
@@ -212,7 +207,7 @@ class RlExchangeOrders:
             f"{team.base}/v1/orders",
             {"Accept": "application/json", "Content-Type": "application/json"},
             json=body,
-            data=encode_json(body),
+            data=dumps(body).encode(),
         )
         response: Response = await self._http().send(
             request, team.limits, Priority.LIVE, credentials=team.credentials

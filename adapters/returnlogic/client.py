@@ -27,12 +27,11 @@ sync; a 503 (maintenance) backs off and retries too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
-import json
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
-from decimal import Decimal
-from typing import Any
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 from pydantic import SecretStr
 
@@ -59,6 +58,8 @@ from bridge.logs import register_secret
 from bridge.vault import TokenVault
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class NeedsInstallation(NotReady):
@@ -227,7 +228,7 @@ class RlTeam:
         """One API call under the team's governor; 429 and 503 wait and retry (the team's
         ``retry`` backoff), a 401 refreshes the token once, then the call is sent again.
         ``data`` is a body already encoded (e.g. exact Decimal money,
-        ``mappings.returnlogic.encode_json``); the bearer is attached on admission."""
+        ``mappings.returnlogic.dumps``); the bearer is attached on admission."""
         headers = {"Accept": "application/json"}
         if data is not None:
             headers["Content-Type"] = "application/json"
@@ -249,38 +250,6 @@ class RlTeam:
             max_wait=backoff.cap,
             credentials=self.credentials,
         )
-
-    async def pages(
-        self,
-        path: str,
-        params: Mapping[str, Any] | None = None,
-        *,
-        page_size: int = 250,
-        skip: int = 0,
-        priority: Priority = Priority.LIVE,
-    ) -> AsyncIterator[tuple[int, list[Any]]]:
-        """``(skip, records)`` per page until a short page; a page that repeats the previous
-        one exactly (a server ignoring ``skip``) is an error, not an endless loop."""
-        previous: list[Any] | None = None
-        while True:
-            response = await self.request(
-                "GET",
-                path,
-                params={**(params or {}), "skip": skip, "limit": page_size},
-                priority=priority,
-            )
-            records = json.loads(response.body, parse_float=Decimal) if response.body else None
-            if not isinstance(records, list):
-                raise PermanentDeliveryError(f"returnlogic: GET {path} did not answer a list")
-            if records and records == previous:
-                raise PermanentDeliveryError(
-                    f"returnlogic: GET {path} returned the same page twice (skip={skip})"
-                )
-            yield skip, records
-            if len(records) < page_size:
-                return
-            previous = records
-            skip += len(records)
 
 
 class RlCredentials:
@@ -321,6 +290,46 @@ class RlCredentials:
             event.set()
 
 
+async def paginate(
+    fetch: Callable[[int], Awaitable[list[T]]],
+    *,
+    page_size: int,
+    what: str,
+    skip: int = 0,
+    total: int | None = None,
+    prefetch: bool = False,
+) -> AsyncGenerator[tuple[int, list[T]], None]:
+    """``(skip, records)`` per page of a ReturnLogic list endpoint (``skip``/``limit``), where
+    ``fetch(skip)`` reads one page; ends at a short page (or when ``skip`` reaches ``total``).
+
+    A page repeating the previous one exactly (a server ignoring ``skip``) is an error, not an
+    endless loop. With ``prefetch`` the next page is requested while the caller handles the
+    current one, so the rate governor always has a request waiting."""
+    pending: asyncio.Future[list[T]] | None = None
+    previous: list[T] | None = None
+    try:
+        while True:
+            records = await (pending if pending is not None else fetch(skip))
+            pending = None
+            if records and records == previous:
+                raise PermanentDeliveryError(
+                    f"returnlogic: {what} returned the same page twice (skip={skip})"
+                )
+            end = skip + len(records)
+            more = len(records) >= page_size and (total is None or end < total)
+            if more and prefetch:
+                pending = asyncio.ensure_future(fetch(end))
+            yield skip, records
+            if not more:
+                return
+            previous, skip = records, end
+    finally:
+        if pending is not None:
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, BridgeError):
+                await pending
+
+
 def _param(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -329,4 +338,4 @@ def _param(value: Any) -> str:
     return str(value)
 
 
-__all__ = ["NeedsInstallation", "RetriableDeliveryError", "RlCredentials", "RlTeam"]
+__all__ = ["NeedsInstallation", "RetriableDeliveryError", "RlCredentials", "RlTeam", "paginate"]

@@ -62,7 +62,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from adapters.returnlogic.client import RlTeam
+from adapters.returnlogic.client import RlTeam, paginate
 from adapters.returnlogic.config import ReturnLogicConfig, RlOrdersConfig
 from bridge.config import RetailerConfig
 from bridge.domain import Order
@@ -72,7 +72,7 @@ from bridge.http import Priority
 from bridge.lifecycle import ORDER, store_orders
 from bridge.ports import ORDER_PUBLISHER, AdapterContext, SharedKey
 from bridge.store import InboxItem, InboxStatus, Transaction
-from mappings.returnlogic import encode_json, order_to_canonical, orders_page
+from mappings.returnlogic import dumps, order_to_canonical, orders_page
 
 log = logging.getLogger(__name__)
 
@@ -330,7 +330,7 @@ class RlOrderSync:
             raise PermanentDeliveryError("returnlogic: GET /v1/orders/count answered no count")
         return count
 
-    async def pages(
+    def pages(
         self,
         params: Mapping[str, Any],
         priority: Priority,
@@ -343,29 +343,14 @@ class RlOrderSync:
         The next page is requested while the caller applies the current one, so the rate
         governor always has a request waiting and pages arrive at the allowed rate. A page
         repeating the previous one exactly (a server ignoring ``skip``) is an error."""
-        size = self.config.page_size
-        pending: asyncio.Future[list[Any]] | None = asyncio.ensure_future(
-            self.fetch(params, skip, priority)
+        return paginate(
+            lambda at: self.fetch(params, at, priority),
+            page_size=self.config.page_size,
+            what=f"GET {ORDERS_PATH}",
+            skip=skip,
+            total=total,
+            prefetch=True,
         )
-        previous: list[Any] | None = None
-        try:
-            while pending is not None:
-                records = await pending
-                pending = None
-                if records and records == previous:
-                    raise PermanentDeliveryError(
-                        f"returnlogic: GET {ORDERS_PATH} returned the same page twice (skip={skip})"
-                    )
-                end = skip + len(records)
-                if len(records) >= size and (total is None or end < total):
-                    pending = asyncio.ensure_future(self.fetch(params, end, priority))
-                yield skip, records
-                previous, skip = records, end
-        finally:
-            if pending is not None:
-                pending.cancel()
-                with contextlib.suppress(asyncio.CancelledError, BridgeError):
-                    await pending
 
     async def fetch(self, params: Mapping[str, Any], skip: int, priority: Priority) -> list[Any]:
         """One page: the records as parsed with ``parse_float=Decimal``. An element that is
@@ -450,7 +435,7 @@ class RlOrderSync:
         return fresh
 
     async def _keep_bad_record(self, record: Any, exc: MappingError) -> None:
-        body = encode_json(record)
+        body = dumps(record).encode()
         reason = f"{exc.field}: {exc}" if exc.field else str(exc)
         accepted = await self.runtime.engine.accept_detailed(
             self.retailer,

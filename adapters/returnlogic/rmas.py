@@ -52,6 +52,7 @@ ReturnLogic (``flag_method`` ``flag_path``, ``{id}`` = rlRmaId), once per RMA.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -64,7 +65,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from aiohttp import web
 
-from adapters.returnlogic.client import RlTeam
+from adapters.returnlogic.client import RlTeam, paginate
 from adapters.returnlogic.config import ReturnLogicConfig
 from bridge.config import RetailerConfig
 from bridge.domain import Rma, RmaStatus
@@ -490,24 +491,20 @@ class RlRmas:
     async def _pages(self, params: Mapping[str, Any]) -> AsyncIterator[list[dict[str, Any]]]:
         """RMA list pages parsed with Decimal (money stays exact); a repeated page is an
         error, not an endless loop."""
-        skip, previous = 0, None
-        while True:
+
+        async def fetch(skip: int) -> list[dict[str, Any]]:
             response = await self.team.request(
                 "GET",
                 "/v1/rmas",
                 params={**params, "skip": skip, "limit": PAGE_SIZE},
                 priority=Priority.RECONCILE,
             )
-            records = rmas_page(response.body)
-            if records and records == previous:
-                raise PermanentDeliveryError(
-                    f"returnlogic: GET /v1/rmas returned the same page twice (skip={skip})"
-                )
-            yield records
-            if len(records) < PAGE_SIZE:
-                return
-            previous = records
-            skip += len(records)
+            return rmas_page(response.body)
+
+        pages = paginate(fetch, page_size=PAGE_SIZE, what="GET /v1/rmas")
+        async with contextlib.aclosing(pages):
+            async for _, records in pages:
+                yield records
 
     async def _check_one(self, rma_id: str, report: ReconcileReport) -> None:
         report.checked += 1

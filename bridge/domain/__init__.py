@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bridge.domain.base import DomainModel, Entity, Refs
+from bridge.domain.base import CrossReferenced, DomainModel, Refs
 from bridge.domain.models import (
     Address,
     Customer,
@@ -13,13 +13,13 @@ from bridge.domain.models import (
     ExchangeReturnItem,
     Order,
     OrderLine,
+    Payment,
     PaymentDetails,
     Refund,
     RefundLine,
     Rma,
     RmaLineAggregate,
     RmaUnit,
-    Transaction,
     Variant,
     VariantAttribute,
 )
@@ -42,10 +42,10 @@ from bridge.domain.vocab import (
 __all__ = [
     "MAX_CENTS",
     "Address",
+    "CrossReferenced",
     "Customer",
     "Discount",
     "DomainModel",
-    "Entity",
     "ExchangeKind",
     "ExchangeOrder",
     "ExchangeOrderItem",
@@ -55,6 +55,7 @@ __all__ = [
     "OrderLine",
     "OrderStatus",
     "PackageStatus",
+    "Payment",
     "PaymentDetails",
     "ReceivingStatus",
     "Refs",
@@ -67,7 +68,6 @@ __all__ = [
     "RmaStatus",
     "RmaUnit",
     "Tag",
-    "Transaction",
     "Variant",
     "VariantAttribute",
     "WeightUnit",

@@ -103,7 +103,7 @@ class DomainModel(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class Entity(DomainModel):
+class CrossReferenced(DomainModel):
     """A model with ids on several platforms."""
 
     refs: Refs = Field(default_factory=Refs)

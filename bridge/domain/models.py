@@ -15,9 +15,9 @@ from pydantic import AwareDatetime, Field, StrictBool, StrictInt, model_validato
 
 from bridge.domain.base import (
     Cents,
+    CrossReferenced,
     Currency,
     DomainModel,
-    Entity,
     Id,
     PositiveQuantity,
     Quantity,
@@ -53,7 +53,7 @@ class Address(DomainModel):
     phone: str | None = None
 
 
-class Customer(Entity):
+class Customer(CrossReferenced):
     id: str | None = None
     email: str | None = None
     first_name: str | None = None
@@ -70,7 +70,7 @@ class VariantAttribute(DomainModel):
     value: str
 
 
-class Variant(Entity):
+class Variant(CrossReferenced):
     """A sellable variant, as offered for an exchange."""
 
     sku: Id
@@ -94,7 +94,7 @@ class Variant(Entity):
 # --- orders ----------------------------------------------------------------------------------
 
 
-class OrderLine(Entity):
+class OrderLine(CrossReferenced):
     id: Id
     sku: str | None = None
     upc: str | None = None
@@ -160,7 +160,9 @@ class PaymentDetails(DomainModel):
     gift_card_code: str | None = None
 
 
-class Transaction(Entity):
+class Payment(CrossReferenced):
+    """A payment on an order or refund: authorization, capture, sale, refund or void."""
+
     id: Id
     parent_id: str | None = None
     amount_cents: Cents
@@ -176,7 +178,7 @@ class Transaction(Entity):
     payment_details: PaymentDetails | None = None
 
 
-class Discount(Entity):
+class Discount(CrossReferenced):
     id: Id
     code: str
     kind: str | None = None
@@ -193,7 +195,7 @@ class RefundLine(DomainModel):
     qty: Quantity
 
 
-class Refund(Entity):
+class Refund(CrossReferenced):
     id: Id
     total_cents: Cents
     lines: tuple[RefundLine, ...] = ()
@@ -201,10 +203,10 @@ class Refund(Entity):
     created_at: AwareDatetime
     rma_id: str | None = None
     tags: tuple[str, ...] = ()
-    transactions: tuple[Transaction, ...] = ()
+    transactions: tuple[Payment, ...] = ()
 
 
-class Order(Entity):
+class Order(CrossReferenced):
     id: Id
     """Public order identifier, the one the shopper sees."""
     secondary_id: str | None = None
@@ -225,7 +227,7 @@ class Order(Entity):
     taxes_included: StrictBool = False
     """Prices already include tax (tax is then not added to the total)."""
     refunds: tuple[Refund, ...] = ()
-    transactions: tuple[Transaction, ...] = ()
+    transactions: tuple[Payment, ...] = ()
     discounts: tuple[Discount, ...] = ()
     tags: tuple[str, ...] = ()
     note: str | None = None
@@ -296,7 +298,7 @@ class Order(Entity):
 # --- returns ---------------------------------------------------------------------------------
 
 
-class RmaUnit(Entity):
+class RmaUnit(CrossReferenced):
     """One returned unit, as Optoro sends them; or ``qty`` units of one line (ReturnLogic).
 
     Refund amounts are for the whole entry, i.e. for all ``qty`` units.
@@ -358,7 +360,7 @@ class RmaLineAggregate(DomainModel):
     units: tuple[RmaUnit, ...]
 
 
-class Rma(Entity):
+class Rma(CrossReferenced):
     id: Id
     status: RmaStatus
     raw_status: str | None = None
@@ -468,7 +470,7 @@ class ExchangeOrderItem(DomainModel):
         return self.unit_price_cents * self.qty
 
 
-class ExchangeOrder(Entity):
+class ExchangeOrder(CrossReferenced):
     """An order the returns provider asks us to place; one per original order, ever."""
 
     original_order_id: Id

@@ -4,9 +4,9 @@ Contracts: Kibo's "Create Return" page (``shared/specs/kibo-create-return-api.tx
 summary of Get Return, Process Return and Return Event Notifications
 (``shared/specs/kibo-oms-returns-beyond-create.md``).
 
-- Create Return (bridge -> Kibo): :func:`rma_to_kibo_returns` (one body per order),
-  :func:`rma_to_kibo_return` (exactly one order); line resolution is the caller's
-  (``order_item_ids``), :func:`numeric_order_item_ids` is the "numeric identifier as is" strategy.
+- Create Return (bridge -> Kibo): :func:`rma_to_kibo_returns` (one body per order); line
+  resolution is the caller's (``order_item_ids``), :func:`numeric_order_item_ids` is the
+  "numeric identifier as is" strategy.
   Bodies hold ``Decimal`` dollars: serialise them with :func:`dumps`.
 - Reporting: :func:`kibo_amounts_report` (shopper, provider and estimated shares, cents).
 - Process Return: :func:`kibo_process_request`.
@@ -26,7 +26,7 @@ numbers its items (``items[4].order_line_item_identifier``) or the Kibo field
 
 from __future__ import annotations
 
-from mappings.kibo._json import dumps, load_json
+from mappings._json import dumps, load_json
 from mappings.kibo.events import (
     DEFAULT_EVENT_NAMES,
     EVENT_KINDS,
@@ -47,7 +47,6 @@ from mappings.kibo.returns import (
     numeric_order_item_ids,
     return_matches,
     return_response_to_ref,
-    rma_to_kibo_return,
     rma_to_kibo_returns,
 )
 from mappings.kibo.wire import (
@@ -83,6 +82,5 @@ __all__ = [
     "parse_notification",
     "return_matches",
     "return_response_to_ref",
-    "rma_to_kibo_return",
     "rma_to_kibo_returns",
 ]

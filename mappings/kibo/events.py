@@ -36,7 +36,8 @@ from typing import Any, Literal, cast, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bridge.errors import MappingError
-from mappings.kibo._json import Body, load_json, mapping_error
+from mappings._errors import mapping_error
+from mappings._json import Body, load_json
 
 __all__ = [
     "DEFAULT_EVENT_NAMES",

@@ -7,8 +7,7 @@ Rules of :func:`rma_to_kibo_returns` (one Kibo return per order, one Kibo item p
   order: the guide says the refund "needs to go against the original forward order"), else
   ``order_id`` -- and one body is built per order, in first-seen order. That order is the body's
   ``externalOrderID`` (1..100 characters, else ``MappingError``); ``orderID`` (Kibo's integer) is
-  added when the caller knows it (``kibo_order_ids``). :func:`rma_to_kibo_return` is the
-  single-order form: an RMA spanning several orders is a ``MappingError`` there.
+  added when the caller knows it (``kibo_order_ids``).
 - **Lines.** Optoro sends one RMA item per unit; the units of one ``(order_id, order_line_id)``
   become one Kibo item (:meth:`Rma.line_aggregates`) whose ``quantity`` is the number of units.
 - **orderItemID.** Never derived here: ``order_item_ids`` maps ``(order_id, order_line_id)`` --
@@ -63,7 +62,8 @@ from pydantic import ValidationError
 
 from bridge.domain import RefundType, Rma, RmaLineAggregate, RmaUnit, cents_to_dollars
 from bridge.errors import MappingError
-from mappings.kibo._json import Body, load_json, mapping_error
+from mappings._errors import mapping_error
+from mappings._json import Body, load_json
 from mappings.kibo.wire import (
     MAX_EXTERNAL_ORDER_ID,
     MAX_GIFT_CARD_EMAIL,
@@ -87,7 +87,6 @@ __all__ = [
     "numeric_order_item_ids",
     "return_matches",
     "return_response_to_ref",
-    "rma_to_kibo_return",
     "rma_to_kibo_returns",
 ]
 
@@ -107,30 +106,23 @@ _NUMERIC = re.compile(r"(?:0|[1-9][0-9]*)")
 def numeric_order_item_ids(rma: Rma, *, exchange_lines: bool = False) -> dict[tuple[str, str], int]:
     """The "numeric identifier as is" strategy: ``(order_id, order_line_id) -> int(line id)``.
 
-    A line id must be canonical decimal digits (``0``, ``42``; not ``042``, ``+4``, ``4.0``) up
-    to :data:`MAX_ORDER_ITEM_ID`; any other id raises ``MappingError`` with
-    ``field="items[i].order_line_item_identifier"`` (``i`` = the unit's index in the RMA).
+    Only a line id of canonical decimal digits (``0``, ``42``; not ``042``, ``+4``, ``4.0``) up
+    to :data:`MAX_ORDER_ITEM_ID` is taken; any other line is left out (a crosswalk may resolve
+    it), and :func:`rma_to_kibo_returns` names a line still unresolved: never guessed.
 
     Units of an **exchange order** (``original_order_id`` set) are left out unless
     ``exchange_lines``: their line id is the exchange order's, while the Kibo return is filed
     against the original order, so the numeric id is only right when the retailer's exchange
     orders reuse the original order's item ids -- a fact about the retailer, to be configured,
-    not assumed. Left out, such a line fails in :func:`rma_to_kibo_returns` as unresolvable
-    unless the caller adds it from its crosswalk.
+    not assumed.
     """
     resolved: dict[tuple[str, str], int] = {}
-    for i, unit in enumerate(rma.units):
+    for unit in rma.units:
         if unit.original_order_id is not None and not exchange_lines:
             continue
         line = unit.order_line_id
-        if not _NUMERIC.fullmatch(line) or int(line) > MAX_ORDER_ITEM_ID:
-            raise MappingError(
-                f"RMA {rma.id!r}: order line {line!r} of order {unit.order_id!r} is not a numeric"
-                " Kibo orderItemID (canonical digits); use the crosswalk strategy for this"
-                " retailer",
-                field=f"items[{i}].order_line_item_identifier",
-            )
-        resolved[(unit.order_id, line)] = int(line)
+        if _NUMERIC.fullmatch(line) and int(line) <= MAX_ORDER_ITEM_ID:
+            resolved[(unit.order_id, line)] = int(line)
     return resolved
 
 
@@ -182,42 +174,6 @@ def rma_to_kibo_returns(
             )
         )
     return bodies
-
-
-def rma_to_kibo_return(
-    rma: Rma,
-    *,
-    order_item_ids: Mapping[tuple[str, str], int],
-    created_at: datetime,
-    gift_card_type: GiftCardType = "GC",
-    reason_fallback: str = "Returned",
-    kibo_order_ids: Mapping[str, int] | None = None,
-    gift_card_issuer: str | None = None,
-    item_status: ItemStatus | None = None,
-) -> dict[str, Any]:
-    """The Create Return body of an RMA for **one** order (see :func:`rma_to_kibo_returns`).
-
-    An RMA whose refunds go against several orders is a ``MappingError``: Kibo files one return
-    per order, so such an RMA needs :func:`rma_to_kibo_returns` (one create per order).
-    """
-    bodies = rma_to_kibo_returns(
-        rma,
-        order_item_ids=order_item_ids,
-        created_at=created_at,
-        gift_card_type=gift_card_type,
-        reason_fallback=reason_fallback,
-        kibo_order_ids=kibo_order_ids,
-        gift_card_issuer=gift_card_issuer,
-        item_status=item_status,
-    )
-    if len(bodies) > 1:
-        orders = ", ".join(repr(body["externalOrderID"]) for body in bodies)
-        raise MappingError(
-            f"RMA {rma.id!r} returns units of several orders ({orders}); Kibo files one return"
-            " per order: map it with rma_to_kibo_returns",
-            field="items",
-        )
-    return bodies[0]
 
 
 def _first_index(units: Sequence[RmaUnit]) -> dict[tuple[str, str], int]:

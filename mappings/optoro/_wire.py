@@ -9,7 +9,6 @@ Optoro's OpenAPI descriptions require, so a domain object missing one of those f
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -31,9 +30,7 @@ from pydantic import (
 from bridge.domain import WeightUnit
 from bridge.errors import MappingError
 from mappings._errors import dotted, mapping_error
-
-Body = bytes | bytearray | str | Mapping[str, Any]
-"""A request or response body: raw JSON text, or an already parsed JSON object."""
+from mappings._json import Body, load_json
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
@@ -121,18 +118,6 @@ def build(factory: Callable[[], T], where: str, what: str = "") -> T:
         head = f"{what}: " if what else ""
         more = f"; and {len(errors) - 1} more" if len(errors) > 1 else ""
         raise MappingError(f"{head}{where or 'body'}: {detail}{more}", field=where or None) from exc
-
-
-def load_json(body: Body, *, what: str) -> Any:
-    """``body`` parsed as JSON (floats as ``Decimal``), or as given when already parsed."""
-    if isinstance(body, Mapping):
-        return body
-    if not isinstance(body, bytes | bytearray | str):
-        raise MappingError(f"{what}: expected a JSON body, got {type(body).__name__}")
-    try:
-        return json.loads(body, parse_float=Decimal)
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-        raise MappingError(f"{what}: body is not valid JSON: {exc}") from exc
 
 
 # --- values out ------------------------------------------------------------------------------

@@ -33,8 +33,8 @@ from bridge.domain import (
     ExchangeReturnItem,
 )
 from bridge.errors import MappingError
+from mappings._json import Body
 from mappings.optoro._wire import (
-    Body,
     Bool,
     Cents,
     Currency,

@@ -40,16 +40,16 @@ from bridge.domain import (
     Discount,
     Order,
     OrderLine,
+    Payment,
     PaymentDetails,
     Refund,
     RefundLine,
-    Transaction,
     Variant,
     WeightUnit,
 )
 from bridge.errors import MappingError
+from mappings._json import Body
 from mappings.optoro._wire import (
-    Body,
     Bool,
     Cents,
     Count,
@@ -181,9 +181,9 @@ class TransactionIn(WireIn):
     updated_at: Timestamp | None = None
     payment_details: PaymentDetailsIn | None = None
 
-    def canonical(self) -> Transaction:
+    def canonical(self) -> Payment:
         details = self.payment_details
-        return Transaction(
+        return Payment(
             id=self.identifier,
             parent_id=self.parent_identifier,
             amount_cents=self.amount_cents,
@@ -645,7 +645,7 @@ def _address_out(
     }
 
 
-def _transaction_out(transaction: Transaction) -> dict[str, Any]:
+def _transaction_out(transaction: Payment) -> dict[str, Any]:
     details = transaction.payment_details or PaymentDetails()
     return {
         "identifier": transaction.id,

@@ -29,8 +29,8 @@ from pydantic import Field, JsonValue, field_validator
 
 from bridge.domain import Rma, RmaUnit
 from bridge.errors import MappingError
+from mappings._json import Body
 from mappings.optoro._wire import (
-    Body,
     Bool,
     Cents,
     Id,

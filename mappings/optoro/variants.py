@@ -21,8 +21,8 @@ from typing import Any
 from pydantic import Field
 
 from bridge.domain import Variant, VariantAttribute
+from mappings._json import Body
 from mappings.optoro._wire import (
-    Body,
     Cents,
     Id,
     Int,

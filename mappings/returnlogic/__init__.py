@@ -10,12 +10,13 @@ tables and fallbacks). RMAs (-> Rma): :func:`rmas_page`, :func:`rma_to_canonical
 :func:`rma_version` (:mod:`.rmas`). Catalog (``GET /v1/products`` -> Variant):
 :func:`products_page`, :func:`products_to_variants`, :func:`variants_for_sku` (:mod:`.catalog`).
 Exchange orders (ExchangeOrder -> ``POST /v1/orders``): :func:`exchange_order_number`,
-:func:`exchange_to_order_create`, :func:`encode_json`, :func:`order_create_response_to_result`
-(:mod:`.exchange`).
+:func:`exchange_to_order_create`, :func:`order_create_response_to_result` (:mod:`.exchange`);
+:func:`dumps` writes their ``Decimal`` money as exact JSON numbers.
 """
 
 from __future__ import annotations
 
+from mappings._json import dumps
 from mappings.returnlogic.catalog import (
     TEMPLATE_FIELDS,
     products_page,
@@ -24,7 +25,6 @@ from mappings.returnlogic.catalog import (
 )
 from mappings.returnlogic.exchange import (
     ORDER_NUMBER_MAX_LENGTH,
-    encode_json,
     exchange_order_number,
     exchange_to_order_create,
     order_create_response_to_result,
@@ -72,7 +72,7 @@ __all__ = [
     "TagRule",
     "TagRules",
     "WebhookIn",
-    "encode_json",
+    "dumps",
     "exchange_order_number",
     "exchange_to_order_create",
     "order_create_response_to_result",

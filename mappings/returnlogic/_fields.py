@@ -7,7 +7,6 @@ binary fraction ever touches an amount.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from decimal import Context, Decimal, InvalidOperation
 from typing import Annotated, Any
@@ -16,6 +15,7 @@ from pydantic import PlainValidator, ValidationError
 
 from bridge.domain import dollars_to_cents
 from bridge.errors import MappingError
+from mappings._json import load_json
 
 __all__ = [
     "Amount",
@@ -256,25 +256,13 @@ def mapping_error(exc: ValidationError, prefix: str = "") -> MappingError:
     return MappingError(f"invalid ReturnLogic {exc.title}: {details}", field=fields[0])
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def load_json(body: bytes | str, what: str) -> Any:
-    """Parse a response body with ``parse_float=Decimal``; ``MappingError`` when it is not JSON."""
-    try:
-        return json.loads(body, parse_float=Decimal, parse_constant=_refuse_constant)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MappingError(f"{what}: body is not JSON ({type(exc).__name__})") from exc
-
-
 def page_records(body: bytes | str, what: str) -> list[dict[str, Any]]:
     """A list page's records as raw dicts, so each can be mapped (and fail) on its own.
 
     ReturnLogic list endpoints return a bare JSON array. Not JSON, not an array, or an element
     that is not an object: ``MappingError`` (the field names the element, ``[3]``).
     """
-    data = load_json(body, what)
+    data = load_json(body, what=what)
     if not isinstance(data, list):
         raise MappingError(f"{what}: expected a JSON array, got {type(data).__name__}")
     for index, record in enumerate(data):

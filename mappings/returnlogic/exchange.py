@@ -40,17 +40,16 @@ sent as two lines (``<number>-<n>`` and ``<number>-<n>-2``) whose per-unit taxes
 cent, so every cent arrives; the discount is shared between them in proportion (remainder on
 the first).
 
-Money goes out as ``Decimal`` dollars: serialise the dict with :func:`encode_json`, which writes
-them as exact JSON numbers (``json.dumps`` cannot, and a float would not be exact).
+Money goes out as ``Decimal`` dollars: serialise the dict with
+:func:`mappings.returnlogic.dumps`, which writes them as exact JSON numbers (``json.dumps``
+cannot, and a float would not be exact).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Mapping
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -78,7 +77,6 @@ from mappings.returnlogic.wire import (
 __all__ = [
     "EXCHANGE_DISCOUNT_CODE",
     "ORDER_NUMBER_MAX_LENGTH",
-    "encode_json",
     "exchange_order_number",
     "exchange_to_order_create",
     "order_create_response_to_result",
@@ -127,7 +125,7 @@ def exchange_to_order_create(
     *,
     external_source: str | None = None,
 ) -> dict[str, Any]:
-    """The ``POST /v1/orders`` body (money as ``Decimal``; send it with :func:`encode_json`).
+    """The ``POST /v1/orders`` body (money as ``Decimal``; send it with :func:`dumps`).
 
     ``variant_ids_by_sku`` is the catalog lookup (SKU -> ``rlProductVariantId``); an item whose
     SKU is missing, or maps to something that is not a whole number, is a ``MappingError``
@@ -201,59 +199,6 @@ def order_create_response_to_result(body: Mapping[str, Any]) -> ExchangeOrderRes
         product_cents=dollars_to_cents(product, field="orderItems"),
         tax_cents=dollars_to_cents(rl.taxPrice, field="taxPrice"),
     )
-
-
-def encode_json(payload: Any) -> bytes:
-    """Compact UTF-8 JSON with ``Decimal`` written as an exact number (``5.95``, not ``"5.95"``).
-
-    Accepts dicts with string keys, lists, tuples, str, int, bool, None, Decimal and aware
-    datetimes (ISO-8601); a ``float`` is a ``TypeError``, as everywhere money is handled.
-    """
-    parts: list[str] = []
-    _encode(payload, parts)
-    return "".join(parts).encode()
-
-
-# --- implementation --------------------------------------------------------------------------
-
-
-def _encode(value: Any, out: list[str]) -> None:
-    if value is None:
-        out.append("null")
-    elif value is True:
-        out.append("true")
-    elif value is False:
-        out.append("false")
-    elif isinstance(value, str):
-        out.append(json.dumps(value, ensure_ascii=False))
-    elif isinstance(value, int):
-        out.append(str(value))
-    elif isinstance(value, Decimal):
-        if not value.is_finite():
-            raise ValueError(f"cannot encode {value} as JSON")
-        out.append(format(value, "f"))
-    elif isinstance(value, Mapping):
-        out.append("{")
-        for index, (key, item) in enumerate(value.items()):
-            if not isinstance(key, str):
-                raise TypeError(f"JSON object keys must be str, not {type(key).__name__}")
-            if index:
-                out.append(",")
-            out.append(json.dumps(key, ensure_ascii=False))
-            out.append(":")
-            _encode(item, out)
-        out.append("}")
-    elif isinstance(value, list | tuple):
-        out.append("[")
-        for index, item in enumerate(value):
-            if index:
-                out.append(",")
-            _encode(item, out)
-        out.append("]")
-    elif isinstance(value, datetime):
-        out.append(json.dumps(value.isoformat()))
-    else:
-        raise TypeError(f"cannot encode {type(value).__name__} as JSON (no floats for money)")
 
 
 def _variant_id(sku: str, variant_ids_by_sku: Mapping[str, str], index: int) -> int:
