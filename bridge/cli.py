@@ -9,9 +9,12 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridge.errors import BridgeError, ConfigError
+
+if TYPE_CHECKING:
+    from bridge.app import Runtime
 
 Command = Callable[[argparse.Namespace], int]
 _EXTRA_COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Command]] = {}
@@ -109,7 +112,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(serve(runtime, announce))
 
 
-def _with_runtime(args: argparse.Namespace, body: Callable[[Any], Awaitable[int]]) -> int:
+def _with_runtime(args: argparse.Namespace, body: Callable[[Runtime], Awaitable[int]]) -> int:
     """Run ``body`` on the configured runtime, opened (store, HTTP session, startup hooks)
     and closed by :func:`bridge.app.running`, without the engine and scheduler: the daemon
     delivers what a command queues."""
@@ -130,7 +133,7 @@ def _when(ts: float | None) -> str:
 def cmd_dlq_list(args: argparse.Namespace) -> int:
     from bridge.store import EffectState
 
-    async def body(runtime: Any) -> int:
+    async def body(runtime: Runtime) -> int:
         if args.flagged:
             for flag in await runtime.store.list_flags(include_resolved=False):
                 print(
@@ -148,7 +151,7 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
 
 
 def cmd_dlq_show(args: argparse.Namespace) -> int:
-    async def body(runtime: Any) -> int:
+    async def body(runtime: Runtime) -> int:
         effect = await runtime.store.get_effect(args.id)
         if effect is None:
             print(f"no effect {args.id}", file=sys.stderr)
@@ -185,7 +188,7 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
         print("name dead letter ids, or --all --destination NAME", file=sys.stderr)
         return 2
 
-    async def body(runtime: Any) -> int:
+    async def body(runtime: Runtime) -> int:
         ids = list(args.ids)
         if args.all:
             ids += [
@@ -213,7 +216,7 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_dlq_resolve(args: argparse.Namespace) -> int:
-    async def body(runtime: Any) -> int:
+    async def body(runtime: Runtime) -> int:
         if await runtime.store.resolve_flag(args.flag_id):
             print(f"{args.flag_id}\tresolved")
             return 0
@@ -226,7 +229,7 @@ def cmd_dlq_resolve(args: argparse.Namespace) -> int:
 def cmd_inbox(args: argparse.Namespace) -> int:
     from bridge.store import InboxStatus
 
-    async def body(runtime: Any) -> int:
+    async def body(runtime: Runtime) -> int:
         for inbox_id in args.replay:
             ok = await runtime.engine.replay_inbox(inbox_id)
             print(f"{inbox_id}\t{'queued again' if ok else 'not found'}")
