@@ -24,9 +24,9 @@ from bridge.config import AppConfig, RetailerConfig
 from bridge.engine import Engine, EngineSettings
 from bridge.engine.core import DrainReport
 from bridge.errors import BridgeError, ConfigError
+from bridge.flows import ReturnsFlows
 from bridge.http import HttpClient
 from bridge.http.sent import SendTracker
-from bridge.lifecycle import Lifecycle
 from bridge.listener import (
     LINGER_SECONDS,
     ConnectionGuard,
@@ -42,7 +42,7 @@ from bridge.logs import install_loop_handler, register_secrets_of
 from bridge.openapi import Operation, Security, build_document
 from bridge.registry import AdapterRegistry, load_registry
 from bridge.scheduling import Scheduler
-from bridge.services import RMA_LIFECYCLE
+from bridge.services import ORDER_PUBLISHER, RETURNS_SINK, RMA_LIFECYCLE
 from bridge.store import Store, store_from_url
 
 log = logging.getLogger(__name__)
@@ -279,14 +279,24 @@ def build_runtime(
     )
     for retailer in config.retailers.values():
         if retailer.enabled:
-            runtime.provide(
-                retailer.id,
-                RMA_LIFECYCLE,
-                "bridge",
-                Lifecycle(runtime, retailer.id, retailer.policy),
-            )
+            runtime.provide(retailer.id, RMA_LIFECYCLE, "bridge", _flows(runtime, retailer))
             _setup_retailer(runtime, retailer)
     return runtime
+
+
+def _flows(runtime: Runtime, retailer: RetailerConfig) -> ReturnsFlows:
+    def service(capability: str) -> Any:
+        has = runtime.has_service(retailer.id, capability)
+        return runtime.service(retailer.id, capability) if has else None
+
+    return ReturnsFlows(
+        retailer.id,
+        retailer.policy,
+        store=lambda: runtime.store,
+        wake_dispatcher=runtime.engine.wake_dispatcher,
+        order_publisher=lambda: service(ORDER_PUBLISHER),
+        returns_sink=lambda: service(RETURNS_SINK),
+    )
 
 
 def _setup_retailer(runtime: Runtime, retailer: RetailerConfig) -> None:

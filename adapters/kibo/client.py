@@ -42,8 +42,9 @@ from adapters.kibo.config import KiboConfig
 from bridge.domain import Rma
 from bridge.engine import HttpDestination
 from bridge.errors import MappingError, PermanentDeliveryError, RetriableDeliveryError
+from bridge.flows import ReturnEvent, ReturnEventKind, ReturnsFlows
 from bridge.http import DestinationLimits, HttpClient, OutboundRequest, Response
-from bridge.lifecycle import ReturnEvent
+from bridge.policy import Step
 from bridge.services import RMA_LIFECYCLE
 from bridge.store import Effect, EffectState, NewEffect, Store, Transaction
 from bridge.store.base import OUTCOME_UNKNOWN
@@ -61,7 +62,8 @@ _CANONICAL_DIGITS = re.compile(r"0|[1-9][0-9]*")
 
 RETURN_KIND = "kibo.return.create"
 KIBO_RETURN = "kibo.return"
-"""Entity per Kibo return id: which RMA and step it belongs to, and its state."""
+"""Entity per Kibo return id: which RMA, step and order it belongs to (its state is the RMA
+flow's; rows written before that also hold a ``state``, ignored)."""
 OPEN_RETURNS = "kibo.open_returns"
 """Entity per retailer: Kibo returns created and not yet cleared or rejected."""
 CREATED_BY_ORDER = "kibo.created_by_order"
@@ -125,7 +127,7 @@ class KiboReturnDestination(HttpDestination):
         config: KiboConfig,
         store: Callable[[], Store],
         http: Callable[[], HttpClient],
-        lifecycle: Callable[[], Any],
+        lifecycle: Callable[[], ReturnsFlows],
     ) -> None:
         limits = DestinationLimits(
             name,
@@ -391,19 +393,16 @@ class KiboReturnDestination(HttpDestination):
         sent = self.return_id_for(effect)
         if sent is not None and response.headers.get(SETTLED_BY) != "notification":
             await self._remember_kept(tx, ref.return_id == sent, effect)
-        rma_key, step = effect.payload["rma_key"], effect.payload["step"]
         await tx.put_entity(
             KIBO_RETURN,
             f"{self.retailer}:{ref.return_id}",
             (0,),
             {
-                "rma_key": rma_key,
-                "step": step,
-                "state": "created",
+                "rma_key": effect.payload["rma_key"],
+                "step": effect.payload["step"],
                 "external_order_id": effect.payload["external_order_id"],
             },
         )
-        await _set_open(tx, self.retailer, ref.return_id, open_=True)
         await record_announced(
             tx,
             self.retailer,
@@ -411,13 +410,13 @@ class KiboReturnDestination(HttpDestination):
             ref.return_id,
             claimed_by=effect.idempotency_key,
         )
-        lifecycle = self._lifecycle()
-        effects: list[NewEffect] = await lifecycle.on_return_event(
-            tx, rma_key, ReturnEvent("created", str(ref.return_id), step)
+        flows = self._lifecycle()
+        effects = await apply_return_event(
+            tx, self.retailer, flows, ref.return_id, ReturnEventKind.CREATED
         )
         if ref.cleared:
             effects += await apply_return_event(
-                tx, self.retailer, lifecycle, ref.return_id, "cleared"
+                tx, self.retailer, flows, ref.return_id, ReturnEventKind.CLEARED
             )
         return effects
 
@@ -481,24 +480,31 @@ async def _set_open(tx: Transaction, retailer: str, return_id: int, *, open_: bo
     await tx.put_entity(OPEN_RETURNS, retailer, (0,), {"ids": ids})
 
 
+def return_event_kind(kind: str) -> ReturnEventKind | None:
+    """The flow's kind for a Kibo event kind (``None``: not one the flow knows)."""
+    try:
+        return ReturnEventKind(kind)
+    except ValueError:
+        return None
+
+
 async def apply_return_event(
-    tx: Transaction, retailer: str, lifecycle: Any, return_id: int, kind: str
+    tx: Transaction, retailer: str, flows: ReturnsFlows, return_id: int, kind: ReturnEventKind
 ) -> list[NewEffect]:
-    """A known Kibo return moved (cleared, rejected, ...): record it, tell the lifecycle.
-    Returns of other systems (unknown ids) are ignored."""
+    """Kibo says ``return_id`` moved: the RMA flow moves the return of the RMA it belongs
+    to, and the open-return set follows. Returns of other systems (unknown ids) are ignored."""
     entity = await tx.get_entity(KIBO_RETURN, f"{retailer}:{return_id}")
     if entity is None:
         return []
-    data = dict(entity.data)
-    if data["state"] == kind:
-        return []
-    data["state"] = kind
-    await tx.put_entity(KIBO_RETURN, f"{retailer}:{return_id}", (0,), data)
-    await _set_open(tx, retailer, return_id, open_=kind in ("created", "reopened", "accepted"))
-    effects: list[NewEffect] = await lifecycle.on_return_event(
-        tx, data["rma_key"], ReturnEvent(kind, str(return_id), data["step"])
+    step = entity.data.get("step")
+    outcome = await flows.return_events.apply(
+        tx,
+        entity.data["rma_key"],
+        ReturnEvent(kind, str(return_id), Step(step) if step else None),
     )
-    return effects
+    if outcome.changed:
+        await _set_open(tx, retailer, return_id, open_=outcome.open)
+    return outcome.effects
 
 
 class KiboReconciler:
@@ -590,12 +596,15 @@ class KiboReconciler:
                 )
                 continue
             self.checked += 1
-            kind = "rejected" if ref.rejected else "cleared" if ref.cleared else None
-            if kind is None:
+            if ref.rejected:
+                kind = ReturnEventKind.REJECTED
+            elif ref.cleared:
+                kind = ReturnEventKind.CLEARED
+            else:
                 continue
-            lifecycle = self.runtime.service(self.retailer, RMA_LIFECYCLE)
+            flows: ReturnsFlows = self.runtime.service(self.retailer, RMA_LIFECYCLE)
             async with store.transaction() as tx:
-                effects = await apply_return_event(tx, self.retailer, lifecycle, return_id, kind)
+                effects = await apply_return_event(tx, self.retailer, flows, return_id, kind)
                 for effect in effects:
                     await tx.add_effect(effect)
             self.runtime.engine.wake_dispatcher()
