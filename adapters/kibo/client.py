@@ -385,7 +385,7 @@ class KiboReturnDestination(HttpDestination):
     async def on_delivered(
         self, tx: Transaction, effect: Effect, response: Response | None
     ) -> list[NewEffect]:
-        """Record the Kibo return and tell the RMA lifecycle (refund confirmation); learn
+        """Record the Kibo return and tell the return-event flow (refund confirmation); learn
         from a create's answer whether the tenant keeps the bridge's ``returnID``."""
         if response is None:
             return []
@@ -509,7 +509,8 @@ async def apply_return_event(
 
 class KiboReconciler:
     """Reads returns created but not yet cleared or rejected (Get Return), because
-    notifications can be lost; feeds what it learns to the lifecycle like a notification.
+    notifications can be lost; feeds what it learns to the return-event flow like a
+    notification.
 
     It runs every ``reconcile_every`` seconds, so notifications Kibo sent while the daemon
     was down are caught up with. It also looks up, by their derived ``returnID``, the
