@@ -26,9 +26,9 @@ from bridge.config import AppConfig, RetailerConfig
 from bridge.engine import Engine, EngineSettings
 from bridge.engine.core import DrainReport
 from bridge.errors import BridgeError, ConfigError
+from bridge.flows import ReturnsFlows
 from bridge.http import HttpClient
 from bridge.http.sent import SendTracker
-from bridge.lifecycle import Lifecycle
 from bridge.listener import (
     LINGER_SECONDS,
     ConnectionGuard,
@@ -42,7 +42,16 @@ from bridge.listener import (
 )
 from bridge.logs import install_loop_handler, register_secrets_of
 from bridge.openapi import Operation, Security, build_document
-from bridge.ports import RMA_LIFECYCLE, Handler, Job, Port, Readiness, SharedKey
+from bridge.ports import (
+    ORDER_PUBLISHER,
+    RETURNS_SINK,
+    RMA_LIFECYCLE,
+    Handler,
+    Job,
+    Port,
+    Readiness,
+    SharedKey,
+)
 from bridge.registry import AdapterRegistry, load_registry
 from bridge.scheduling import Scheduler
 from bridge.store import Store, store_from_url
@@ -295,14 +304,24 @@ def build_runtime(
     )
     for retailer in config.retailers.values():
         if retailer.enabled:
-            runtime.provide(
-                retailer.id,
-                RMA_LIFECYCLE,
-                "bridge",
-                Lifecycle(runtime, retailer.id, retailer.policy),
-            )
+            runtime.provide(retailer.id, RMA_LIFECYCLE, "bridge", _flows(runtime, retailer))
             _setup_retailer(runtime, retailer)
     return runtime
+
+
+def _flows(runtime: Runtime, retailer: RetailerConfig) -> ReturnsFlows:
+    def service(port: Port[T]) -> T | None:
+        has = runtime.has_service(retailer.id, port)
+        return runtime.service(retailer.id, port) if has else None
+
+    return ReturnsFlows(
+        retailer.id,
+        retailer.policy,
+        store=lambda: runtime.store,
+        wake_dispatcher=runtime.engine.wake_dispatcher,
+        order_publisher=lambda: service(ORDER_PUBLISHER),
+        returns_sink=lambda: service(RETURNS_SINK),
+    )
 
 
 def _setup_retailer(runtime: Runtime, retailer: RetailerConfig) -> None:

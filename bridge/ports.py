@@ -55,8 +55,8 @@ from bridge.errors import ConfigError
 if TYPE_CHECKING:
     from bridge.config import RetailerConfig
     from bridge.engine import Engine
+    from bridge.flows import ReturnsFlows
     from bridge.http import HttpClient
-    from bridge.lifecycle import ReturnEvent
     from bridge.openapi import Security
     from bridge.store import NewEffect, Store, Transaction
 
@@ -120,7 +120,8 @@ class ReturnsSink(Protocol):
 
     The effects it returns are keyed by RMA and step (at most one return per step, ever)
     and share ``order_key`` with the refund confirmation that follows them; on success its
-    destination reports a ``created`` return event to the core's return-event flow."""
+    destination reports a ``created`` return event to the core's return-event flow
+    (``ctx.service(retailer, RMA_LIFECYCLE).return_events``)."""
 
     def return_effects(
         self, retailer: str, rma_key: str, rma: Rma, step: str, order_key: str
@@ -133,20 +134,10 @@ ORDER_PUBLISHER: Port[OrderPublisher] = Port("order_publisher")
 RETURNS_SINK: Port[ReturnsSink] = Port("returns_sink")
 
 
-@runtime_checkable
-class RmaLifecycle(Protocol):
-    """What a new RMA state causes (returns, refund confirmations, flags): the core's."""
-
-    async def on_rma(
-        self, tx: Transaction, retailer: str, rma_key: str, previous: Rma | None, current: Rma
-    ) -> list[NewEffect]: ...
-
-    async def on_return_event(
-        self, tx: Transaction, rma_key: str, event: ReturnEvent
-    ) -> list[NewEffect]: ...
-
-
-RMA_LIFECYCLE: Port[RmaLifecycle] = Port("rma_lifecycle")
+RMA_LIFECYCLE: Port[ReturnsFlows] = Port("rma_lifecycle")
+"""The core's returns flows of a retailer (:class:`bridge.flows.ReturnsFlows`): what RMA
+sources apply RMAs to, order sources publish orders through, and returns sinks report
+return events to. Provided by the core for every enabled retailer."""
 
 CAPABILITIES = frozenset(
     port.name

@@ -27,8 +27,8 @@ from adapters.optoro.sandbox.compare import rpo_order_diff
 from adapters.optoro.sandbox.scenarios import Step
 from bridge.domain import Rma, RmaStatus
 from bridge.policy import ConfirmRefund, reached
+from bridge.ports import RMA_LIFECYCLE
 from bridge.store import EffectState
-from bridge.sync import publish_orders
 from demo.world import OPTITURN_ID, WEBHOOK_PASSWORD, WEBHOOK_USER, World, scenario_retailer
 from mappings.optoro import parse_rma, parse_rpo_request
 
@@ -131,7 +131,9 @@ async def play(world: World, scenario: Scenario) -> Outcome:
 
     async def bridge_side(step: Step) -> None:
         if not _is_refund(step):
-            await publish_orders(world.runtime, retailer, parse_rpo_request(step.request))
+            await world.runtime.service(retailer, RMA_LIFECYCLE).orders.publish(
+                parse_rpo_request(step.request)
+            )
         elif policy.confirm_refund is ConfirmRefund.ON_RETURN_CLEARED:
             await settle(world)
             for kibo_return in world.kibo.find_returns()[kibo_before:]:

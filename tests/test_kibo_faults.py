@@ -16,8 +16,8 @@ from adapters.kibo.client import CROSSWALK, kibo_headers, reconciler_key
 from adapters.optoro.sandbox import scenario as guide_scenario
 from bridge.engine import EngineSettings
 from bridge.engine.core import pid_alive
+from bridge.ports import RMA_LIFECYCLE
 from bridge.store import EffectState, InboxStatus, Store
-from bridge.sync import publish_orders
 from demo.scenarios import settle
 from demo.world import (
     OPTITURN_ID,
@@ -51,7 +51,9 @@ async def up_to_carrier_scan(world: World, rma_patch: dict[str, Any] | None = No
     world.route_kibo_notifications(RETAILER)
     for step in SCENARIO.steps:
         if step.outbound and not any(o.get("refunds") for o in step.rpo_orders()):
-            await publish_orders(world.runtime, RETAILER, parse_rpo_request(step.request))
+            await world.runtime.service(RETAILER, RMA_LIFECYCLE).orders.publish(
+                parse_rpo_request(step.request)
+            )
         elif step.path == "/rmas" and step.request["status"] == "CREATED":
             message = json.loads(json.dumps(step.request))
             for item in message["items"]:

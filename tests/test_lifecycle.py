@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from adapters.optoro.sandbox import load_scenarios
 from bridge.engine import EngineSettings
+from bridge.ports import RMA_LIFECYCLE
 from bridge.store import EffectState
-from bridge.sync import publish_orders
 from demo.scenarios import play, settle
 from demo.world import OPTITURN_ID, WEBHOOK_PASSWORD, WEBHOOK_USER, running_world, scenario_retailer
 from mappings.optoro import parse_rpo_request
@@ -69,7 +69,9 @@ async def deliveries_outcome(folder: Path, scenario, deliveries: list[dict]) -> 
         world.route_kibo_notifications(retailer)
         for step in scenario.steps:
             if step.outbound and not any(o.get("refunds") for o in step.rpo_orders()):
-                await publish_orders(world.runtime, retailer, parse_rpo_request(step.request))
+                await world.runtime.service(retailer, RMA_LIFECYCLE).orders.publish(
+                    parse_rpo_request(step.request)
+                )
         statuses = await asyncio.gather(*(post_rma(world, retailer, m) for m in deliveries))
         assert set(statuses) == {200}
         await settle(world)

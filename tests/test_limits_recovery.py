@@ -27,9 +27,9 @@ from adapters.returnlogic.config import ReturnLogicConfig
 from adapters.returnlogic.sandbox import DEFAULT_TEAM, ReturnLogicSandbox
 from adapters.returnlogic.sandbox import running_sandbox as rl_sandbox
 from bridge.http import HttpClient, Priority
+from bridge.ports import RMA_LIFECYCLE
 from bridge.store import EffectState
 from bridge.store.sqlite import SqliteStore
-from bridge.sync import publish_orders
 from bridge.vault import TokenVault
 from tests.daemon_process import until
 from tests.harness import (
@@ -171,7 +171,7 @@ async def test_configured_backoff_is_used_and_a_bare_429_pauses_by_it(tmp_path: 
             destination = daemon.runtime.engine.destinations[f"optoro.rpo:{RETAILER}"]
             assert (destination.backoff.initial, destination.backoff.cap) == (0.05, 0.2)
             sandbox.rate_limit_next = 3
-            await publish_orders(daemon.runtime, RETAILER, guide_orders()[:1])
+            await daemon.runtime.service(RETAILER, RMA_LIFECYCLE).orders.publish(guide_orders()[:1])
             await daemon.settle(within=10)
         attempts = rpo_attempts(sandbox)
         statuses = [status for _, status in attempts]
@@ -190,7 +190,7 @@ async def test_waiting_retries_go_out_when_the_destination_answers_again(tmp_pat
         async with running_daemon(tmp_path, tables) as daemon:
             store = daemon.runtime.store
             sandbox.error_rate = 1.0
-            await publish_orders(daemon.runtime, RETAILER, orders)
+            await daemon.runtime.service(RETAILER, RMA_LIFECYCLE).orders.publish(orders)
 
             async def storm_is_long() -> bool:
                 pending = await store.list_effects(EffectState.PENDING)
@@ -241,7 +241,7 @@ async def test_a_batch_optoro_cannot_take_does_not_hold_its_lane(tmp_path: Path)
         tables = optoro_table(sandbox.url, batch_size="2") + retry_table(0.05, 0.2)
         async with running_daemon(tmp_path, tables) as daemon:
             store = daemon.runtime.store
-            await publish_orders(daemon.runtime, RETAILER, orders)
+            await daemon.runtime.service(RETAILER, RMA_LIFECYCLE).orders.publish(orders)
             await daemon.settle(within=20)
             dead = await store.list_effects(EffectState.DEAD)
             in_lane = await store.list_effects(order_key=f"optoro.rpo:{RETAILER}:lane{lane}")

@@ -8,8 +8,8 @@ from adapters.optoro.sandbox import load_scenarios, running_sandbox
 from adapters.optoro.schemas import validate
 from bridge.domain import Order
 from bridge.http import Backoff
+from bridge.ports import RMA_LIFECYCLE
 from bridge.store import EffectState
-from bridge.sync import publish_orders
 from mappings.optoro import parse_rpo_request
 from tests.harness import OPTORO_CLIENT_ID, OPTORO_SECRET, RETAILER, optoro_table, running_daemon
 
@@ -34,7 +34,9 @@ async def test_orders_batch_validate_and_unchanged_orders_are_not_resent(tmp_pat
         running_sandbox(client_id=OPTORO_CLIENT_ID, client_secret=OPTORO_SECRET) as sandbox,
         running_daemon(tmp_path, optoro_table(sandbox.url, batch_size="4")) as daemon,
     ):
-        queued = await publish_orders(daemon.runtime, RETAILER, orders)
+        queued = (
+            await daemon.runtime.service(RETAILER, RMA_LIFECYCLE).orders.publish(orders)
+        ).queued
         await daemon.settle()
         bodies = [r for r in sandbox.rpo_requests() if r.status == 200]
         assert len(bodies) == queued
@@ -42,9 +44,15 @@ async def test_orders_batch_validate_and_unchanged_orders_are_not_resent(tmp_pat
         assert all(validate("rpo_request", r.body) == [] for r in bodies)
         assert set(sandbox.orders) == {o.id for o in orders}
 
-        assert await publish_orders(daemon.runtime, RETAILER, orders) == 0
+        assert (
+            await daemon.runtime.service(RETAILER, RMA_LIFECYCLE).orders.publish(orders)
+        ).queued == 0
         changed = orders[0].model_copy(update={"tags": ("cs_required",)})
-        assert await publish_orders(daemon.runtime, RETAILER, [changed, *orders[1:]]) == 1
+        assert (
+            await daemon.runtime.service(RETAILER, RMA_LIFECYCLE).orders.publish(
+                [changed, *orders[1:]]
+            )
+        ).queued == 1
         await daemon.settle()
         assert sandbox.latest(changed.id)["tags"] == ["cs-required"]
         assert sandbox.tokens_issued == 1
@@ -56,11 +64,11 @@ async def test_401_burst_refreshes_the_token_once(tmp_path: Path) -> None:
         running_sandbox(client_id=OPTORO_CLIENT_ID, client_secret=OPTORO_SECRET) as sandbox,
         running_daemon(tmp_path, optoro_table(sandbox.url, batch_size="1")) as daemon,
     ):
-        await publish_orders(daemon.runtime, RETAILER, orders[:2])
+        await daemon.runtime.service(RETAILER, RMA_LIFECYCLE).orders.publish(orders[:2])
         await daemon.settle()
         assert sandbox.tokens_issued == 1
         sandbox.revoke_tokens()
-        await publish_orders(daemon.runtime, RETAILER, orders[2:20])
+        await daemon.runtime.service(RETAILER, RMA_LIFECYCLE).orders.publish(orders[2:20])
         await daemon.settle()
         assert sandbox.tokens_issued == 2
         assert {o.id for o in orders[:20]} <= set(sandbox.orders)
@@ -78,7 +86,7 @@ async def test_bare_429_and_5xx_are_retried_until_delivered(tmp_path: Path) -> N
             destination.limits.default_pause_on_429 = 0.2  # type: ignore[attr-defined]
         sandbox.rate_limit_next = 3
         sandbox.error_rate = 0.3
-        await publish_orders(daemon.runtime, RETAILER, orders)
+        await daemon.runtime.service(RETAILER, RMA_LIFECYCLE).orders.publish(orders)
         await daemon.settle(within=30)
         assert set(sandbox.orders) == {o.id for o in orders}
         answered = [r.status for r in sandbox.rpo_requests()]

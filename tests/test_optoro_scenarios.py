@@ -23,9 +23,8 @@ from adapters.optoro.sandbox import (
 )
 from adapters.optoro.sandbox.scenarios import Step
 from bridge.app import Runtime
-from bridge.ports import CATALOG, EXCHANGE_ORDER_SINK
+from bridge.ports import CATALOG, EXCHANGE_ORDER_SINK, RMA_LIFECYCLE
 from bridge.store import EffectState
-from bridge.sync import publish_orders
 from demo.guide import guide_providers
 from mappings.optoro import parse_rpo_request
 from tests.harness import (
@@ -62,7 +61,9 @@ async def test_scenario_end_to_end(tmp_path: Path, scenario) -> None:  # type: i
     ):
 
         async def bridge_sends(step: Step) -> None:
-            await publish_orders(daemon.runtime, RETAILER, parse_rpo_request(step.request))
+            await daemon.runtime.service(RETAILER, RMA_LIFECYCLE).orders.publish(
+                parse_rpo_request(step.request)
+            )
 
         player = ScenarioPlayer(
             daemon.url,

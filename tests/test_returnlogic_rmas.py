@@ -39,7 +39,7 @@ from bridge.config import load_config
 from bridge.domain import Rma, RmaStatus
 from bridge.engine import EngineSettings
 from bridge.errors import MappingError
-from bridge.lifecycle import is_closed
+from bridge.flows import ReturnsFlows, RmaFlow, RmaOutcome, is_closed
 from bridge.ports import CATALOG, EXCHANGE_ORDER_SINK, RMA_LIFECYCLE
 from bridge.store import EffectState, InboxStatus
 from mappings.returnlogic import rma_to_canonical, rma_version
@@ -98,21 +98,18 @@ key = "${{KIBO_NOTIFY}}"
 """
 
 
-class CountingLifecycle:
-    """The retailer's lifecycle, recording every RMA version handed to it."""
+class CountingRmaFlow(RmaFlow):
+    """The retailer's RMA flow, recording the version of every RMA it applied."""
 
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
+    def __init__(self, inner: RmaFlow) -> None:
+        self.__dict__.update(inner.__dict__)
         self.calls: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
 
-    async def on_rma(
-        self, tx: Any, retailer: str, rma_key: str, previous: Any, current: Rma
-    ) -> Any:
-        self.calls[current.id].append(rma_version(current))
-        return await self.inner.on_rma(tx, retailer, rma_key, previous, current)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+    async def apply(self, tx: Any, rma_key: str, rma: Rma, *args: Any) -> RmaOutcome:
+        outcome = await super().apply(tx, rma_key, rma, *args)
+        if outcome.applied:
+            self.calls[rma.id].append(rma_version(rma))
+        return outcome
 
 
 @dataclass
@@ -122,7 +119,7 @@ class World:
     tmp: Path
     port: int
     runtime: Runtime | None = None
-    lifecycle: CountingLifecycle | None = None
+    lifecycle: CountingRmaFlow | None = None
 
     @property
     def rmas(self) -> RlRmas:
@@ -143,8 +140,9 @@ class World:
         runtime = build_runtime(
             load_config(path, env=ENV), engine_settings=EngineSettings(idle_poll=0.02)
         )
-        self.lifecycle = CountingLifecycle(runtime.service(RETAILER, RMA_LIFECYCLE))
-        runtime.provide(RETAILER, RMA_LIFECYCLE, "bridge", self.lifecycle)
+        flows: ReturnsFlows = runtime.service(RETAILER, RMA_LIFECYCLE)
+        self.lifecycle = flows.rmas = CountingRmaFlow(flows.rmas)
+        flows.return_events.rmas = self.lifecycle
         runner = web.AppRunner(build_app(runtime), handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
         self.runtime = runtime

@@ -49,6 +49,7 @@ from bridge.errors import (
     PermanentDeliveryError,
     RetriableDeliveryError,
 )
+from bridge.flows import ReturnEvent, ReturnEventKind, ReturnsFlows
 from bridge.http import (
     DestinationLimits,
     HttpClient,
@@ -56,8 +57,8 @@ from bridge.http import (
     Response,
     StaticCredentials,
 )
-from bridge.lifecycle import ReturnEvent
-from bridge.ports import RMA_LIFECYCLE, AdapterContext, RmaLifecycle, SharedKey
+from bridge.policy import Step
+from bridge.ports import RMA_LIFECYCLE, AdapterContext, SharedKey
 from bridge.store import Effect, EffectState, NewEffect, Store, Transaction
 from bridge.store.base import each_entity_key
 from mappings.kibo import (
@@ -73,7 +74,8 @@ log = logging.getLogger(__name__)
 
 RETURN_KIND = "kibo.return.create"
 KIBO_RETURN = "kibo.return"
-"""Entity per Kibo return id: which RMA and step it belongs to, and its state."""
+"""Entity per Kibo return id: which RMA, step and order it belongs to (its state is the RMA
+flow's; rows written before that also hold a ``state``, ignored)."""
 OPEN_RETURN = "kibo.open_return"
 """Entity per ``<retailer>:<return id>``: a Kibo return created and not yet cleared or
 rejected (deleted when it closes: one row per return, never a per-retailer hot set)."""
@@ -157,7 +159,7 @@ class KiboReturnDestination(HttpDestination):
         config: KiboConfig,
         store: Callable[[], Store],
         http: Callable[[], HttpClient],
-        lifecycle: Callable[[], RmaLifecycle],
+        lifecycle: Callable[[], ReturnsFlows],
     ) -> None:
         limits = DestinationLimits(
             name,
@@ -413,26 +415,23 @@ class KiboReturnDestination(HttpDestination):
     async def on_delivered(
         self, tx: Transaction, effect: Effect, response: Response
     ) -> list[NewEffect]:
-        """Record the Kibo return and tell the RMA lifecycle (refund confirmation); learn
+        """Record the Kibo return and tell the return-event flow (refund confirmation); learn
         from a create's answer whether the tenant keeps the bridge's ``returnID``."""
         ref = return_response_to_ref(response.body)
         sent = self.return_id_for(effect)
         announced = isinstance(response, Settled) and response.settled_by == "notification"
         if sent is not None and not announced:
             await self._remember_kept(tx, ref.return_id == sent, effect)
-        rma_key, step = effect.payload["rma_key"], effect.payload["step"]
         await tx.put_entity(
             KIBO_RETURN,
             f"{self.retailer}:{ref.return_id}",
             (0,),
             {
-                "rma_key": rma_key,
-                "step": step,
-                "state": "created",
+                "rma_key": effect.payload["rma_key"],
+                "step": effect.payload["step"],
                 "external_order_id": effect.payload["external_order_id"],
             },
         )
-        await _set_open(tx, self.retailer, ref.return_id, open_=True)
         await record_announced(
             tx,
             self.retailer,
@@ -440,13 +439,13 @@ class KiboReturnDestination(HttpDestination):
             ref.return_id,
             claimed_by=effect.idempotency_key,
         )
-        lifecycle = self._lifecycle()
-        effects: list[NewEffect] = await lifecycle.on_return_event(
-            tx, rma_key, ReturnEvent("created", str(ref.return_id), step)
+        flows = self._lifecycle()
+        effects = await apply_return_event(
+            tx, self.retailer, flows, ref.return_id, ReturnEventKind.CREATED
         )
         if ref.cleared:
             effects += await apply_return_event(
-                tx, self.retailer, lifecycle, ref.return_id, "cleared"
+                tx, self.retailer, flows, ref.return_id, ReturnEventKind.CLEARED
             )
         return effects
 
@@ -508,24 +507,31 @@ async def _set_open(tx: Transaction, retailer: str, return_id: int, *, open_: bo
         await tx.delete_entity(OPEN_RETURN, key)
 
 
+def return_event_kind(kind: str) -> ReturnEventKind | None:
+    """The flow's kind for a Kibo event kind (``None``: not one the flow knows)."""
+    try:
+        return ReturnEventKind(kind)
+    except ValueError:
+        return None
+
+
 async def apply_return_event(
-    tx: Transaction, retailer: str, lifecycle: RmaLifecycle, return_id: int, kind: str
+    tx: Transaction, retailer: str, flows: ReturnsFlows, return_id: int, kind: ReturnEventKind
 ) -> list[NewEffect]:
-    """A known Kibo return moved (cleared, rejected, ...): record it, tell the lifecycle.
-    Returns of other systems (unknown ids) are ignored."""
+    """Kibo says ``return_id`` moved: the RMA flow moves the return of the RMA it belongs
+    to, and the open-return set follows. Returns of other systems (unknown ids) are ignored."""
     entity = await tx.get_entity(KIBO_RETURN, f"{retailer}:{return_id}")
     if entity is None:
         return []
-    data = dict(entity.data)
-    if data["state"] == kind:
-        return []
-    data["state"] = kind
-    await tx.put_entity(KIBO_RETURN, f"{retailer}:{return_id}", (0,), data)
-    await _set_open(tx, retailer, return_id, open_=kind in ("created", "reopened", "accepted"))
-    effects: list[NewEffect] = await lifecycle.on_return_event(
-        tx, data["rma_key"], ReturnEvent(kind, str(return_id), data["step"])
+    step = entity.data.get("step")
+    outcome = await flows.return_events.apply(
+        tx,
+        entity.data["rma_key"],
+        ReturnEvent(kind, str(return_id), Step(step) if step else None),
     )
-    return effects
+    if outcome.changed:
+        await _set_open(tx, retailer, return_id, open_=outcome.open)
+    return outcome.effects
 
 
 def reconciler_key(retailer: str) -> SharedKey[KiboReconciler]:
@@ -535,7 +541,8 @@ def reconciler_key(retailer: str) -> SharedKey[KiboReconciler]:
 
 class KiboReconciler:
     """Reads returns created but not yet cleared or rejected (Get Return), because
-    notifications can be lost; feeds what it learns to the lifecycle like a notification.
+    notifications can be lost; feeds what it learns to the return-event flow like a
+    notification.
 
     It runs every ``reconcile_every`` seconds, so notifications Kibo sent while the daemon
     was down are caught up with. It also looks up, by their derived ``returnID``, the
@@ -628,12 +635,15 @@ class KiboReconciler:
                 )
                 continue
             self.checked += 1
-            kind = "rejected" if ref.rejected else "cleared" if ref.cleared else None
-            if kind is None:
+            if ref.rejected:
+                kind = ReturnEventKind.REJECTED
+            elif ref.cleared:
+                kind = ReturnEventKind.CLEARED
+            else:
                 continue
-            lifecycle = self.runtime.service(self.retailer, RMA_LIFECYCLE)
+            flows: ReturnsFlows = self.runtime.service(self.retailer, RMA_LIFECYCLE)
             async with store.transaction() as tx:
-                effects = await apply_return_event(tx, self.retailer, lifecycle, return_id, kind)
+                effects = await apply_return_event(tx, self.retailer, flows, return_id, kind)
                 for effect in effects:
                     await tx.add_effect(effect)
             self.runtime.engine.wake_dispatcher()

@@ -3,9 +3,10 @@
 Authenticated as the retailer configures (``[retailers.<id>.kibo.notifications]``; without
 that table the endpoint answers 401 to everything), durably stored, then applied:
 ``return_created`` is recorded per order (the evidence that settles a create whose answer
-was lost); ``return_cleared``, ``return_rejected``, ``return_reopened`` and refund
-failures of returns the bridge created move the RMA lifecycle (refund confirmation when
-the policy is ``on_return_cleared``; flags for an operator on rejection or failure).
+was lost); the other events of returns the bridge created are translated into a
+:class:`~bridge.flows.ReturnEvent` for the return-event flow (:mod:`bridge.flows.returns`:
+refund confirmation when the policy is ``on_return_cleared``, flags for an operator on
+rejection or failure).
 Notifications about returns the bridge did not create are recorded and ignored.
 """
 
@@ -15,9 +16,10 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters.kibo.client import apply_return_event, record_announced
+from adapters.kibo.client import apply_return_event, record_announced, return_event_kind
 from adapters.kibo.config import KiboConfig
 from bridge.engine import HandlerContext, Outcome
+from bridge.flows import ReturnsFlows
 from bridge.inbound import authenticated, receive, secret_headers_of, unauthorized
 from bridge.openapi import security_of
 from bridge.ports import RMA_LIFECYCLE, AdapterContext
@@ -81,12 +83,11 @@ class KiboNotifications:
         if event.kind == "created":
             await self._record_created(tx, event.external_order_id, event.return_id)
             return Outcome(note=f"return {event.return_id} created")
-        if event.return_id is None or event.kind in ("unknown", "accepted"):
+        kind = return_event_kind(event.kind)
+        if event.return_id is None or kind is None:
             return Outcome(InboxStatus.DONE, note=f"{event.kind} event: nothing to do")
-        lifecycle = self.runtime.service(self.retailer, RMA_LIFECYCLE)
-        effects = await apply_return_event(
-            tx, self.retailer, lifecycle, event.return_id, event.kind
-        )
+        flows: ReturnsFlows = self.runtime.service(self.retailer, RMA_LIFECYCLE)
+        effects = await apply_return_event(tx, self.retailer, flows, event.return_id, kind)
         return Outcome(effects=effects)
 
     async def _record_created(

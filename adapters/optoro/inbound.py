@@ -26,9 +26,10 @@ from aiohttp import web
 
 from adapters.optoro.config import OptoroConfig
 from bridge.cache import SingleFlightCache
-from bridge.domain import Rma, Variant
-from bridge.engine import HandlerContext, Outcome, apply_versioned
+from bridge.domain import Variant
+from bridge.engine import HandlerContext, Outcome
 from bridge.errors import DeliveryError, MappingError, RetriableDeliveryError
+from bridge.flows import ReturnsFlows
 from bridge.inbound import (
     authenticated,
     header_text,
@@ -41,10 +42,9 @@ from bridge.inbound import (
     unauthorized,
 )
 from bridge.jsonsafe import check_text
-from bridge.lifecycle import is_closed
 from bridge.openapi import security_of
 from bridge.ports import CATALOG, EXCHANGE_ORDER_SINK, RMA_LIFECYCLE, AdapterContext, SharedKey
-from bridge.store import ClaimState, InboxItem, InboxStatus, Transaction, canonical_json
+from bridge.store import ClaimState, InboxItem, Transaction, canonical_json
 from mappings.optoro import (
     ExchangeOrderHeaders,
     ExchangeOrderIn,
@@ -54,7 +54,6 @@ from mappings.optoro import (
     exchange_result_to_wire,
     parse_exchange_order,
     parse_rma,
-    rma_version,
     variants_response,
 )
 
@@ -190,24 +189,12 @@ class OptoroInbound:
         )
 
     async def handle_rma(self, item: InboxItem, tx: Transaction, ctx: HandlerContext) -> Outcome:
-        """Apply an RMA message in ``updated_at`` then lifecycle order; effects come from the
-        retailer's RMA lifecycle (returns sink, refund confirmation) when one is wired."""
+        """Translate an RMA message and hand it to the retailer's RMA flow (versioning, the
+        closed check, the policy step: :mod:`bridge.flows.rmas`)."""
         rma = parse_rma(item.body)
-        key = f"{self.retailer}:{rma.id}"
-        stored = await tx.get_entity("rma", key)
-        previous = Rma.model_validate(stored.data) if stored is not None else None
-        if is_closed(previous):
-            return Outcome(InboxStatus.SUPERSEDED, note="the RMA is closed")
-        applied = await apply_versioned(
-            tx, "rma", key, rma_version(rma), rma.model_dump(mode="json"), ctx
-        )
-        if not applied:
-            return Outcome(InboxStatus.SUPERSEDED, note="nothing newer than the stored RMA")
-        if not self.runtime.has_service(self.retailer, RMA_LIFECYCLE):
-            return Outcome()
-        lifecycle = self.runtime.service(self.retailer, RMA_LIFECYCLE)
-        effects = await lifecycle.on_rma(tx, self.retailer, key, previous, rma)
-        return Outcome(effects=effects)
+        flows: ReturnsFlows = self.runtime.service(self.retailer, RMA_LIFECYCLE)
+        outcome = await flows.rmas.apply(tx, f"{self.retailer}:{rma.id}", rma, ctx)
+        return outcome.inbox_outcome()
 
     # exchange variants -------------------------------------------------------------------
 

@@ -12,11 +12,10 @@ One :class:`RlOrderSync` per retailer (:func:`sync_for`):
   per-page step, at backfill priority.
 
 Each page is mapped record by record (:func:`mappings.returnlogic.order_to_canonical`) and the
-canonical orders are published in one transaction per page: what
-:func:`bridge.sync.publish_orders` does (the snapshot is stored and the order publisher queues
-the orders whose wire snapshot changed; an unchanged order sends nothing, so reading an order
-twice costs a request, never a send), with the stale-snapshot check below in the same
-transaction.
+canonical orders are handed to the retailer's order flow (:meth:`bridge.flows.OrderFlow.publish`,
+one transaction per page: the stale-snapshot check below, the snapshot, and the order
+publisher's effects for the orders whose wire snapshot changed; an unchanged order sends
+nothing, so reading an order twice costs a request, never a send).
 
 Cursor and boundaries
     The cursor (store cursor ``returnlogic.orders:<retailer>``) is the newest ``createDate``
@@ -39,8 +38,9 @@ Cursor and boundaries
 
 Stale reads
     Poll, re-scan, backfill and a backfill process beside the daemon may read the same order
-    at different times. A snapshot whose ``updated_at`` is older than the stored one is not
-    applied (counted as ``stale``), so a slow reader never sends Optoro an older version.
+    at different times. The order flow leaves out a snapshot whose ``updated_at`` is older
+    than the stored one (counted as ``stale``), so a slow reader never sends Optoro an older
+    version.
 
 Bad records
     A record that fails mapping is stored in the inbox (kind ``returnlogic.order``, raw JSON)
@@ -68,9 +68,9 @@ from bridge.config import RetailerConfig
 from bridge.domain import Order
 from bridge.engine import HandlerContext, Outcome
 from bridge.errors import BridgeError, MappingError, PermanentDeliveryError
+from bridge.flows import ReturnsFlows
 from bridge.http import Priority
-from bridge.lifecycle import ORDER, store_orders
-from bridge.ports import ORDER_PUBLISHER, AdapterContext, SharedKey
+from bridge.ports import ORDER_PUBLISHER, RMA_LIFECYCLE, AdapterContext, SharedKey
 from bridge.store import InboxItem, InboxStatus, Transaction
 from mappings.returnlogic import dumps, order_to_canonical, orders_page
 
@@ -405,34 +405,16 @@ class RlOrderSync:
         )
 
     async def publish(self, orders: Sequence[Order]) -> tuple[int, int]:
-        """Store and publish ``orders`` in one transaction, leaving out snapshots older than
-        the stored ones; ``(effects queued, orders left out)``."""
-        if not orders:
-            return 0, 0
-        async with self.runtime.store.transaction() as tx:
-            fresh = await self._fresh(tx, orders)
-            effects = await store_orders(tx, self.runtime, self.retailer, fresh)
-            for effect in effects:
-                await tx.add_effect(effect)
-        if effects:
-            self.runtime.engine.wake_dispatcher()
-        return len(effects), len(orders) - len(fresh)
+        """Hand ``orders`` to the order flow (staleness, snapshot, publish, one transaction);
+        ``(effects queued, orders left out as stale)``."""
+        result = await self.flows.orders.publish(orders)
+        return result.queued, result.stale
 
-    async def _fresh(self, tx: Transaction, orders: Sequence[Order]) -> list[Order]:
-        """The latest snapshot per order id, without those older than what is stored."""
-        latest: dict[str, Order] = {}
-        for order in orders:
-            seen = latest.get(order.id)
-            if seen is None or order.updated_at >= seen.updated_at:
-                latest[order.id] = order
-        fresh = []
-        for order in latest.values():
-            kept = await tx.get_entity(ORDER, f"{self.retailer}:{order.id}")
-            kept_at = parse_when(kept.data.get("updated_at")) if kept is not None else None
-            if kept_at is not None and kept_at > order.updated_at:
-                continue
-            fresh.append(order)
-        return fresh
+    @property
+    def flows(self) -> ReturnsFlows:
+        """The retailer's returns flows (orders are published there)."""
+        flows: ReturnsFlows = self.runtime.service(self.retailer, RMA_LIFECYCLE)
+        return flows
 
     async def _keep_bad_record(self, record: Any, exc: MappingError) -> None:
         body = dumps(record).encode()
@@ -461,11 +443,10 @@ class RlOrderSync:
         quarantines it) and publish it unless a newer snapshot is stored."""
         record = _load(item.body)
         order = order_to_canonical(record, self.config.tag_rules)
-        fresh = await self._fresh(tx, [order])
-        if not fresh:
+        outcome = await self.flows.orders.apply(tx, [order])
+        if outcome.stale:
             return Outcome(InboxStatus.SUPERSEDED, note="a newer snapshot of the order is stored")
-        effects = await store_orders(tx, self.runtime, self.retailer, fresh)
-        return Outcome(effects=effects)
+        return Outcome(effects=outcome.effects)
 
 
 def _load(body: bytes | str) -> Any:

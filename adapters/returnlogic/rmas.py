@@ -1,4 +1,4 @@
-"""ReturnLogic RMAs into the RMA lifecycle (and so into the returns sink, e.g. Kibo).
+"""ReturnLogic RMAs into the RMA flow (and so into the returns sink, e.g. Kibo).
 
 ReturnLogic's webhooks are unordered and not guaranteed, so they are only *hints*; the RMA
 itself is always read from the API and applied only when it is newer than the stored one.
@@ -11,23 +11,24 @@ nothing is stored. The body is committed to the inbox before the answer (durable
 that is not a webhook is quarantined and answered 200 (non-2xx answers count towards the
 failures after which ReturnLogic deactivates the registration).
 
-Fetching outside the transaction. Inbox handlers run inside a store transaction, which holds
-the SQLite write lock: the HTTP read of the RMA cannot happen there. The handler only records a
-work item, an outbox effect ``returnlogic.rma.fetch`` (idempotency key ``<retailer>:<rma>:
+Fetching outside the transaction. Inbox handlers run inside a store transaction, and the
+entities it reads are locked against other writers until it commits (the Store port's
+per-entity lock): a partner call must never happen while they are held. The handler only
+records a work item, an outbox effect ``returnlogic.rma.fetch`` (idempotency key ``<retailer>:<rma>:
 <eventId>``, so a duplicated delivery collapses; ordering key per RMA, so reads of one RMA go
 one at a time). Its destination (:class:`RmaFetchDestination`) reads ``GET /v1/rmas/{id}`` at
 LIVE priority in ``fetch`` (a read: no transaction open, never of unknown outcome; 429/5xx are
 retried by the outbox) and validates the mapping there (a record that cannot be mapped is a
 dead letter, replayable after a fix); then ``apply``, which the engine runs in the transaction
-that records the effect, applies the RMA: canonical Rma -> ``apply_versioned`` (kind ``rma``, key
-``<retailer>:returnlogic:<id>``, version ``(updated_at, status rank, progress)``) -> the
-lifecycle's effects, which commit together with the delivery. A read that started after an
-event was received already covers it: later events of the same RMA queued meanwhile are
-settled without another request.
+that records the effect, hands the canonical Rma to the retailer's RMA flow
+(:mod:`bridge.flows.rmas`: closed check, versioning, policy step; key
+``<retailer>:returnlogic:<id>``), whose effects commit together with the read. A read that
+started after an event was received already covers it: later events of the same RMA queued
+meanwhile are settled without another request.
 
 Deletion. ``rma.deleted`` is read too: a 404 means the RMA is gone, and the stored RMA (if
-any) is applied once more as ``CANCELED`` (``raw_status`` ``Deleted``): the lifecycle cancels
-a return not yet created or flags one that exists. A 404 for ``rma.requested``/``updated``
+any) is canceled by the RMA flow (``raw_status`` ``Deleted``), which cancels a return not yet
+created or flags one that exists. A 404 for ``rma.requested``/``updated``
 changes nothing (the deletion event, or the reconciliation's check of open RMAs, settles it).
 
 Reconciliation (every ``reconcile_every`` s, at RECONCILE priority, and at start): (1) every
@@ -68,7 +69,7 @@ from aiohttp import web
 from adapters.returnlogic.client import RlTeam, paginate
 from adapters.returnlogic.config import ReturnLogicConfig
 from bridge.config import RetailerConfig
-from bridge.domain import Rma, RmaStatus
+from bridge.domain import Rma
 from bridge.engine import (
     Absent,
     Fetched,
@@ -77,7 +78,6 @@ from bridge.engine import (
     Outcome,
     ReadDestination,
     Skipped,
-    apply_versioned,
 )
 from bridge.errors import (
     BridgeError,
@@ -87,11 +87,11 @@ from bridge.errors import (
     PermanentDeliveryError,
     RetriableDeliveryError,
 )
+from bridge.flows import ReturnsFlows, is_closed
 from bridge.http import OutboundRequest, Priority
 from bridge.inbound import json_error, parse_json_object, receive, secret_matches
-from bridge.lifecycle import is_closed
 from bridge.openapi import ApiKey
-from bridge.ports import RMA_LIFECYCLE, AdapterContext, RmaLifecycle, SharedKey
+from bridge.ports import RMA_LIFECYCLE, AdapterContext, SharedKey
 from bridge.store import Effect, EffectState, InboxItem, InboxStatus, NewEffect, Transaction
 from bridge.store.base import each_entity_key
 from mappings.returnlogic import (
@@ -99,7 +99,6 @@ from mappings.returnlogic import (
     WebhookIn,
     parse_webhook_body,
     rma_to_canonical,
-    rma_version,
     rmas_page,
 )
 
@@ -300,7 +299,8 @@ class RlRmas:
         await self._job(self.reconcile)()
 
     @property
-    def lifecycle(self) -> RmaLifecycle:
+    def flows(self) -> ReturnsFlows:
+        """The retailer's returns flows (RMAs are applied there)."""
         return self.runtime.service(self.retailer, RMA_LIFECYCLE)
 
     def rma_key(self, rma_id: str) -> str:
@@ -332,8 +332,7 @@ class RlRmas:
     async def handle(self, item: InboxItem, tx: Transaction, ctx: HandlerContext) -> Outcome:
         """Record the read of the RMA the webhook names (nothing else happens here)."""
         event = parse_webhook(item.body)
-        stored = await tx.get_entity("rma", self.rma_key(event.rma_id))
-        if stored is not None and is_closed(Rma.model_validate(stored.data)):
+        if await self.flows.rmas.is_closed(tx, self.rma_key(event.rma_id)):
             return Outcome(InboxStatus.SUPERSEDED, note="the RMA is closed")
         return Outcome(effects=[self.fetch_effect(event)], note=f"read RMA {event.rma_id}")
 
@@ -355,41 +354,23 @@ class RlRmas:
     # applying an RMA ---------------------------------------------------------------------
 
     async def apply(self, tx: Transaction, rma: Rma) -> tuple[bool, list[NewEffect]]:
-        """Store ``rma`` if newer than the stored version, and what the lifecycle makes of it.
-        ``(applied, effects)``; a closed RMA takes nothing more."""
-        key = self.rma_key(rma.id)
-        stored = await tx.get_entity("rma", key)
-        previous = Rma.model_validate(stored.data) if stored is not None else None
-        if is_closed(previous):
-            return False, []
-        if not await apply_versioned(tx, "rma", key, rma_version(rma), rma.model_dump(mode="json")):
-            return False, []
-        await self._track_open(tx, rma)
-        effects: list[NewEffect] = await self.lifecycle.on_rma(
-            tx, self.retailer, key, previous, rma
-        )
-        return True, effects
+        """Hand ``rma`` to the retailer's RMA flow (:mod:`bridge.flows.rmas`: closed check,
+        versioning, policy step); ``(applied, effects)``. Keeps the open-RMA set in step."""
+        outcome = await self.flows.rmas.apply(tx, self.rma_key(rma.id), rma)
+        if outcome.applied:
+            await self._track_open(tx, rma)
+        return outcome.applied, outcome.effects
 
     async def apply_deleted(
         self, tx: Transaction, rma_id: str, when: datetime | None
     ) -> tuple[bool, list[NewEffect]]:
-        """ReturnLogic no longer has the RMA: the stored one, once more, as CANCELED."""
-        stored = await tx.get_entity("rma", self.rma_key(rma_id))
-        if stored is None:
-            await self._track_open(tx, None, rma_id)
-            return False, []
-        previous = Rma.model_validate(stored.data)
-        if is_closed(previous):
-            await self._track_open(tx, previous)
-            return False, []
-        canceled = previous.model_copy(
-            update={
-                "status": RmaStatus.CANCELED,
-                "raw_status": "Deleted",
-                "updated_at": max(previous.updated_at, when or datetime.now(UTC)),
-            }
+        """ReturnLogic no longer has the RMA: the flow cancels the stored one (``raw_status``
+        ``Deleted``); either way the RMA is no longer open."""
+        outcome = await self.flows.rmas.cancel(
+            tx, self.rma_key(rma_id), raw_status="Deleted", when=when
         )
-        return await self.apply(tx, canceled)
+        await self._track_open(tx, outcome.stored if outcome.applied else None, rma_id)
+        return outcome.applied, outcome.effects
 
     async def _track_open(self, tx: Transaction, rma: Rma | None, rma_id: str = "") -> None:
         rma_id = rma.id if rma is not None else rma_id

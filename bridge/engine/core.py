@@ -205,7 +205,9 @@ async def apply_versioned(
     ctx: HandlerContext = HandlerContext(),
 ) -> bool:
     """Write entity state only when ``version`` is newer than what is stored (or equal,
-    on replay). False: stale or duplicate, nothing written."""
+    on replay). False: stale or duplicate, nothing written. The entity is locked
+    (:meth:`Transaction.lock_entity`) before it is read."""
+    await tx.lock_entity(kind, key)
     current = await tx.get_entity(kind, key)
     stored = current.version if current else None
     if version_is_newer(version, stored) or (ctx.replay and tuple(version) == stored):

@@ -1,0 +1,258 @@
+"""The RMA flow: every RMA source's messages applied the same way, in the caller's transaction.
+
+:meth:`RmaFlow.apply`, for a canonical :class:`~bridge.domain.Rma` stored under ``rma_key``:
+
+1. **closed check**: a refunded or canceled RMA takes no later message;
+2. **versioning**: the RMA is stored only when :func:`rma_version` is newer than the stored
+   one (``updated_at``, then lifecycle progress: the guide sends several messages with one
+   timestamp); a duplicate or an older message is superseded;
+3. **cancellation**: ``CANCELED``/``REJECTED`` before the return exists cancels the queued
+   creates; after it exists (or while its creation is in flight) the RMA is flagged for an
+   operator (``returns-bridge dlq list --flagged``);
+4. **policy step**: when every unit has come as far as the retailer's policy step for its
+   return method, the returns sink's create effects are queued, once per RMA and step;
+5. ``REFUNDED`` closes the RMA.
+
+The **refund confirmation** (:meth:`RmaFlow.confirm_refund`) follows from the return events
+(:mod:`bridge.flows.returns`): the RMA's refund is added to each of its orders' snapshots
+and published through the order flow, at most once per RMA and order, ever.
+
+Because effects are derived from the state reached and keyed by RMA and step, messages in
+any order or repeated give the same effects.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from pydantic import ValidationError
+
+from bridge.domain import Order, Refund, RefundLine, Rma, RmaStatus
+from bridge.engine import HandlerContext, Outcome, apply_versioned
+from bridge.flows.entities import BRIDGE_REFUNDS, ORDER, RMA, locked
+from bridge.flows.lifecycle import RefundState, RmaLifecycleState, load_state, save_state
+from bridge.flows.orders import OrderFlow, order_key, with_refunds
+from bridge.policy import PolicyConfig, Step, reached
+from bridge.ports import ReturnsSink
+from bridge.store import EffectState, InboxStatus, NewEffect, Transaction
+
+log = logging.getLogger(__name__)
+
+_TERMINAL = frozenset({RmaStatus.CANCELED, RmaStatus.REJECTED})
+FIRST_DELIVERY = HandlerContext()
+"""A message applied as it arrives (not an operator's replay)."""
+
+
+def rma_order_key(rma_key: str) -> str:
+    """Effects of one RMA that must go out in order (return before refund) share this."""
+    return f"rma:{rma_key}"
+
+
+def rma_version(rma: Rma) -> tuple[str, int, int]:
+    """The version of an RMA message: ``(updated_at as fixed-width UTC ISO-8601 text,
+    *progress)``, flat so that it survives a JSON round trip as a comparable list. The
+    later ``updated_at`` wins; at an equal one the further lifecycle position wins."""
+    stamp = rma.updated_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return (stamp, *rma.progress())
+
+
+def is_closed(rma: Rma | None) -> bool:
+    """A refunded or canceled RMA accepts no later message."""
+    return rma is not None and (rma.status is RmaStatus.REFUNDED or rma.status in _TERMINAL)
+
+
+def build_refund(rma: Rma, order_id: str, several_orders: bool) -> Refund:
+    """The refund confirming ``rma``'s units of ``order_id``: one line per order line with
+    the units' quantity, total = the units' estimated refund (the shopper's share plus the
+    share Optoro funds on even exchanges, as every refund of the guide shows)."""
+    refund_id = f"RMA-{rma.id}-{order_id}" if several_orders else f"RMA-{rma.id}"
+    aggregates = [a for a in rma.line_aggregates() if a.order_id == order_id]
+    total = sum((u.estimated_refund_cents or 0) for u in rma.units if u.order_id == order_id)
+    return Refund(
+        id=refund_id,
+        total_cents=total,
+        lines=tuple(
+            RefundLine(id=f"{refund_id}_{n}", order_line_id=a.order_line_id, qty=a.qty)
+            for n, a in enumerate(aggregates, 1)
+        ),
+        note="Returned",
+        created_at=rma.updated_at,
+        rma_id=rma.id,
+    )
+
+
+@dataclass(frozen=True)
+class RmaOutcome:
+    """What applying one RMA message did."""
+
+    applied: bool
+    effects: list[NewEffect] = field(default_factory=list)
+    note: str | None = None
+    """Why it was not applied (closed, nothing newer), for the inbox."""
+    stored: Rma | None = None
+    """The RMA stored after the message (``None``: none is stored)."""
+
+    def inbox_outcome(self) -> Outcome:
+        """The inbox item's outcome: done with the effects, or superseded with the note."""
+        if not self.applied:
+            return Outcome(InboxStatus.SUPERSEDED, note=self.note)
+        return Outcome(effects=self.effects)
+
+
+class RmaFlow:
+    """One retailer's RMA flow (see the module docstring)."""
+
+    def __init__(
+        self,
+        retailer: str,
+        policy: PolicyConfig,
+        *,
+        orders: OrderFlow,
+        returns_sink: Callable[[], ReturnsSink | None],
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.retailer = retailer
+        self.policy = policy
+        self.orders = orders
+        self._returns_sink = returns_sink
+        self._clock = clock
+
+    async def stored(self, tx: Transaction, rma_key: str) -> Rma | None:
+        entity = await locked(tx, RMA, rma_key)
+        return Rma.model_validate(entity.data) if entity is not None else None
+
+    async def is_closed(self, tx: Transaction, rma_key: str) -> bool:
+        """The RMA stored under ``rma_key`` takes no later message."""
+        return is_closed(await self.stored(tx, rma_key))
+
+    async def apply(
+        self, tx: Transaction, rma_key: str, rma: Rma, ctx: HandlerContext = FIRST_DELIVERY
+    ) -> RmaOutcome:
+        """Apply ``rma`` (stored under ``rma_key``) inside ``tx``; the caller queues the
+        effects. ``ctx.replay`` re-applies a message of the stored version."""
+        previous = await self.stored(tx, rma_key)
+        if is_closed(previous):
+            return RmaOutcome(False, note="the RMA is closed", stored=previous)
+        if not await apply_versioned(
+            tx, RMA, rma_key, rma_version(rma), rma.model_dump(mode="json"), ctx
+        ):
+            return RmaOutcome(False, note="nothing newer than the stored RMA", stored=previous)
+        state = await load_state(tx, rma_key)
+        if state.closed:
+            return RmaOutcome(True, stored=rma)
+        effects: list[NewEffect] = []
+        if rma.status in _TERMINAL:
+            await self._cancel(tx, rma_key, state, rma)
+        else:
+            step = self.policy.step_for(rma.return_method)
+            if reached(rma, step) and step not in state.returns:
+                effects += self._create_returns(rma_key, rma, step)
+                state.step_returns(step)
+            if rma.status is RmaStatus.REFUNDED:
+                state.closed = True
+        await save_state(tx, rma_key, state)
+        return RmaOutcome(True, effects, stored=rma)
+
+    async def cancel(
+        self, tx: Transaction, rma_key: str, *, raw_status: str, when: datetime | None = None
+    ) -> RmaOutcome:
+        """The source no longer has the RMA: the stored one applied once more as
+        ``CANCELED`` (``raw_status`` says why), at ``when`` or now."""
+        previous = await self.stored(tx, rma_key)
+        if previous is None:
+            return RmaOutcome(False, note="no RMA is stored")
+        if is_closed(previous):
+            return RmaOutcome(False, note="the RMA is closed", stored=previous)
+        canceled = previous.model_copy(
+            update={
+                "status": RmaStatus.CANCELED,
+                "raw_status": raw_status,
+                "updated_at": max(previous.updated_at, when or self._clock()),
+            }
+        )
+        return await self.apply(tx, rma_key, canceled)
+
+    def _create_returns(self, rma_key: str, rma: Rma, step: Step) -> list[NewEffect]:
+        sink = self._returns_sink()
+        if sink is None:
+            return []
+        return sink.return_effects(self.retailer, rma_key, rma, step.value, rma_order_key(rma_key))
+
+    async def _cancel(
+        self, tx: Transaction, rma_key: str, state: RmaLifecycleState, rma: Rma
+    ) -> None:
+        state.canceled = True
+        state.closed = True
+        if not state.returns:
+            return
+        effect_states = await tx.effect_states(rma_order_key(rma_key))
+        if any(s is EffectState.DELIVERED for s in effect_states.values()) or any(
+            not step.queued for step in state.returns.values()
+        ):
+            await tx.add_flag(
+                self.retailer,
+                RMA,
+                rma_key,
+                f"RMA {rma.status.value.lower()} after its return was created:"
+                " undo it in the returns system",
+            )
+            return
+        canceled = await tx.cancel_effects(rma_order_key(rma_key))
+        log.info("queued return canceled", extra={"rma": rma_key, "effects": canceled})
+
+    # refund confirmation -----------------------------------------------------------------
+
+    async def confirm_refund(
+        self, tx: Transaction, rma_key: str, state: RmaLifecycleState
+    ) -> list[NewEffect]:
+        """Add the RMA's refund to each of its orders and publish them (once per RMA)."""
+        if state.refund is not None or not self.orders.has_publisher():
+            return []
+        rma = await self.stored(tx, rma_key)
+        if rma is None:
+            return []
+        if any(u.estimated_refund_cents is None for u in rma.units):
+            # the source carries no refund amounts per unit (ReturnLogic RMAs): the order
+            # source reports its own refunds with the orders, nothing to confirm here
+            state.refund = RefundState.NOT_APPLICABLE
+            return []
+        order_ids = list(dict.fromkeys(u.order_id for u in rma.units))
+        orders: list[Order] = []
+        for order_id in order_ids:
+            key = order_key(self.retailer, order_id)
+            entity = await locked(tx, ORDER, key)
+            if entity is None:
+                await tx.add_flag(
+                    self.retailer,
+                    RMA,
+                    rma_key,
+                    f"refund not confirmed: order {order_id} was never synced to the bridge",
+                )
+                return []
+            refund = build_refund(rma, order_id, len(order_ids) > 1)
+            kept = await locked(tx, BRIDGE_REFUNDS, key)
+            refunds = [Refund.model_validate(r) for r in (kept.data["refunds"] if kept else [])]
+            if refund.id not in {r.id for r in refunds}:
+                refunds.append(refund)
+            try:
+                orders.append(with_refunds(Order.model_validate(entity.data), refunds))
+            except ValidationError as exc:
+                await tx.add_flag(
+                    self.retailer,
+                    RMA,
+                    rma_key,
+                    f"refund not confirmed: it does not fit order {order_id}:"
+                    f" {exc.errors()[0]['msg']}",
+                )
+                return []
+            await tx.put_entity(
+                BRIDGE_REFUNDS,
+                key,
+                (len(refunds),),
+                {"refunds": [r.model_dump(mode="json") for r in refunds]},
+            )
+        state.refund = RefundState.QUEUED
+        return await self.orders.snapshot_and_publish(tx, orders)
