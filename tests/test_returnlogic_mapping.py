@@ -36,6 +36,7 @@ from bridge.domain import (
     dollars_to_cents,
 )
 from bridge.errors import MappingError
+from bridge.flows import rma_version
 from mappings.returnlogic import (
     ORDER_NUMBER_MAX_LENGTH,
     TagRule,
@@ -50,7 +51,6 @@ from mappings.returnlogic import (
     products_page,
     products_to_variants,
     rma_to_canonical,
-    rma_version,
     rmas_page,
     variants_for_sku,
 )

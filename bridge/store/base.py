@@ -228,7 +228,6 @@ class Effect:
     dead_reason: str | None = None
     dead_request: JSON = None
     dead_response: JSON = None
-    flagged: bool = False
     outcome_unknown: bool = False
     """The latest attempt may have reached the partner: it was recorded as sent
     (:meth:`Store.mark_sending`) and no answer was recorded (the process died during the

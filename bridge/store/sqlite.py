@@ -109,7 +109,6 @@ def _effect(row: aiosqlite.Row) -> Effect:
         dead_reason=row["dead_reason"],
         dead_request=_loads(row["dead_request"]),
         dead_response=_loads(row["dead_response"]),
-        flagged=bool(row["flagged"]),
         outcome_unknown=bool(row["outcome_unknown"]),
     )
 

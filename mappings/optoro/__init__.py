@@ -8,7 +8,7 @@ Contracts: Optoro's Returns Experience integration guide (every sample payload i
 - Returns Portal Orders (bridge -> Optoro): :func:`order_to_rpo`, :func:`rpo_request`;
   inbound, for the sandbox: :func:`rpo_to_order`, :func:`parse_rpo_request`,
   :func:`header_mismatches`.
-- RMAs webhook (Optoro -> bridge): :func:`parse_rma`, :func:`rma_version`; for the sandbox:
+- RMAs webhook (Optoro -> bridge): :func:`parse_rma`; for the sandbox:
   :func:`rma_to_wire`.
 - Exchange Variants (Optoro asks, the bridge answers): :func:`variants_response`;
   :func:`parse_variants_response`.
@@ -40,7 +40,7 @@ from mappings.optoro.orders import (
     rpo_request,
     rpo_to_order,
 )
-from mappings.optoro.rmas import RmaIn, parse_rma, rma_to_wire, rma_version
+from mappings.optoro.rmas import RmaIn, parse_rma, rma_to_wire
 from mappings.optoro.variants import all_size, parse_variants_response, variants_response
 from mappings.optoro.vocab import RmaVocabulary
 
@@ -62,7 +62,6 @@ __all__ = [
     "parse_rpo_request",
     "parse_variants_response",
     "rma_to_wire",
-    "rma_version",
     "rpo_request",
     "rpo_to_order",
     "variants_response",

@@ -15,13 +15,13 @@ reproduces the guide's messages (its twelve item keys always present, ``null`` w
 
 Ordering: Optoro does not guarantee delivery order and sends several messages with one
 ``updated_at`` (guide scenarios 06 and 15: tracking number, then carrier scan, same second).
-:func:`rma_version` orders versions of one RMA by ``updated_at``, then lifecycle progress.
+:func:`bridge.flows.rma_version` orders versions of one RMA by ``updated_at``, then lifecycle
+progress (:meth:`~bridge.domain.Rma.progress` breaks the ties).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC
 from functools import partial
 from typing import Any, Literal
 
@@ -64,7 +64,6 @@ __all__ = [
     "RmaOut",
     "parse_rma",
     "rma_to_wire",
-    "rma_version",
 ]
 
 
@@ -284,17 +283,6 @@ def _unit_in(item: RmaItemIn) -> RmaUnit:
         provider_refund_cents=money.optoro_refund_amount_cents,
         shopper_refund_cents=money.shopper_refund_amount_cents,
     )
-
-
-def rma_version(rma: Rma) -> tuple[str, int, int]:
-    """A sort key for versions of one RMA: ``(updated_at, status rank, units' progress)``.
-
-    ``updated_at`` is ISO 8601 UTC with microseconds (fixed width, so it sorts as text); equal
-    timestamps -- which Optoro sends -- are told apart by :meth:`Rma.progress`. A version whose
-    key is not greater than the last one applied is stale or a duplicate.
-    """
-    utc = rma.updated_at.astimezone(UTC).replace(tzinfo=None)
-    return (utc.isoformat(timespec="microseconds") + "Z", *rma.progress())
 
 
 # --- canonical -> wire -----------------------------------------------------------------------

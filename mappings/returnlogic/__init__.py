@@ -6,8 +6,8 @@ integer cents, rounded once (half up), never through ``float``.
 
 Orders (``GET /v1/orders`` -> Order): :func:`orders_page`, :func:`order_to_canonical`,
 :func:`order_snapshot_hash`, :class:`TagRules` (see :mod:`.orders` and :mod:`.rules` for the
-tables and fallbacks). RMAs (-> Rma): :func:`rmas_page`, :func:`rma_to_canonical`,
-:func:`rma_version` (:mod:`.rmas`). Catalog (``GET /v1/products`` -> Variant):
+tables and fallbacks). RMAs (-> Rma): :func:`rmas_page`, :func:`rma_to_canonical`
+(:mod:`.rmas`; the bridge's RMA flow versions them). Catalog (``GET /v1/products`` -> Variant):
 :func:`products_page`, :func:`products_to_variants`, :func:`variants_for_sku` (:mod:`.catalog`).
 Exchange orders (ExchangeOrder -> ``POST /v1/orders``): :func:`exchange_order_number`,
 :func:`exchange_to_order_create`, :func:`order_create_response_to_result` (:mod:`.exchange`);
@@ -40,7 +40,6 @@ from mappings.returnlogic.rmas import (
     RMA_STATUSES,
     rma_status,
     rma_to_canonical,
-    rma_version,
     rmas_page,
 )
 from mappings.returnlogic.rules import (
@@ -85,7 +84,6 @@ __all__ = [
     "products_to_variants",
     "rma_status",
     "rma_to_canonical",
-    "rma_version",
     "rmas_page",
     "variants_for_sku",
 ]

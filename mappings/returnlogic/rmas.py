@@ -45,7 +45,6 @@ not per item. ``return_method`` = MAIL_BACK with a shipping label, else OTHER;
 
 from __future__ import annotations
 
-from datetime import UTC
 from typing import Any
 
 from pydantic import ValidationError
@@ -70,7 +69,6 @@ __all__ = [
     "RMA_STATUSES",
     "rma_status",
     "rma_to_canonical",
-    "rma_version",
     "rmas_page",
 ]
 
@@ -127,18 +125,6 @@ def rma_to_canonical(wire: dict[str, Any]) -> Rma:
         return _rma(rl)
     except ValidationError as exc:
         raise mapping_error(exc, "rma") from exc
-
-
-def rma_version(rma: Rma) -> tuple[str, int, int]:
-    """Order two versions of one RMA: ``(updated_at as UTC ISO-8601, *progress)``, flat so
-    that it survives a JSON round trip as a comparable list.
-
-    Compare the tuples: the later ``updated_at`` wins; at an equal ``updated_at`` the further
-    lifecycle position (:meth:`~bridge.domain.Rma.progress`) wins. The ISO text is fixed-width
-    UTC (``2024-10-08T17:56:38.921000Z``), so comparing it as text is comparing the instants.
-    """
-    stamp = rma.updated_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return (stamp, *rma.progress())
 
 
 # --- implementation --------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from bridge.domain import (
     WeightUnit,
 )
 from bridge.errors import MappingError
+from bridge.flows import rma_version
 from mappings.optoro import (
     all_size,
     exchange_order_to_wire,
@@ -47,7 +48,6 @@ from mappings.optoro import (
     parse_rma,
     parse_variants_response,
     rma_to_wire,
-    rma_version,
     rpo_request,
     rpo_to_order,
     variants_response,
