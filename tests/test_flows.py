@@ -38,8 +38,6 @@ from bridge.policy import ConfirmRefund, PolicyConfig, Step
 from bridge.ports import ORDER_PUBLISHER, RMA_LIFECYCLE, SharedKey
 from bridge.store import InboxItem, InboxStatus, NewEffect
 from mappings.optoro import parse_rma, parse_rpo_request
-from mappings.optoro import rma_version as optoro_rma_version
-from mappings.returnlogic import rma_version as rl_rma_version
 
 ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
@@ -142,13 +140,6 @@ def test_no_adapter_checks_an_rma_version_itself() -> None:
         if "apply_versioned" in path.read_text(encoding="utf-8")
     ]
     assert callers == []
-
-
-@pytest.mark.parametrize("number", [1, 2, 4])
-def test_the_core_rma_version_is_the_one_both_sources_used(number: int) -> None:
-    for message in rma_messages(number):
-        rma = parse_rma(message)
-        assert rma_version(rma) == optoro_rma_version(rma) == rl_rma_version(rma)
 
 
 @pytest.mark.parametrize("number", [1, 2])

@@ -39,10 +39,10 @@ from bridge.config import load_config
 from bridge.domain import Rma, RmaStatus
 from bridge.engine import EngineSettings
 from bridge.errors import MappingError
-from bridge.flows import ReturnsFlows, RmaFlow, RmaOutcome, is_closed
+from bridge.flows import ReturnsFlows, RmaFlow, RmaOutcome, is_closed, rma_version
 from bridge.ports import CATALOG, EXCHANGE_ORDER_SINK, RMA_LIFECYCLE
 from bridge.store import EffectState, InboxStatus
-from mappings.returnlogic import rma_to_canonical, rma_version
+from mappings.returnlogic import rma_to_canonical
 
 RETAILER = "acme"
 RL_KEY = "rl-private-app-key"
