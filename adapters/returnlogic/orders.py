@@ -69,6 +69,7 @@ from bridge.domain import Order
 from bridge.engine import HandlerContext, Outcome
 from bridge.errors import BridgeError, MappingError, PermanentDeliveryError
 from bridge.flows import ReturnsFlows
+from bridge.flows.orders import parse_utc
 from bridge.http import Priority
 from bridge.ports import ORDER_PUBLISHER, RMA_LIFECYCLE, AdapterContext, SharedKey
 from bridge.store import InboxItem, InboxStatus, Transaction
@@ -107,15 +108,9 @@ def format_when(when: datetime, *, round_up: bool = False) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
 
 
-def parse_when(value: Any) -> datetime | None:
+def parse_when(value: object) -> datetime | None:
     """An ISO-8601 date-time as an aware UTC datetime (naive = UTC), else ``None``."""
-    if not isinstance(value, str):
-        return None
-    try:
-        when = datetime.fromisoformat(value.strip())
-    except ValueError:
-        return None
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    return parse_utc(value)
 
 
 @dataclass(frozen=True)

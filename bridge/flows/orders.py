@@ -136,9 +136,8 @@ class OrderFlow:
         return await publisher.publish(tx, merged)
 
 
-def _updated_at(data: object) -> datetime | None:
-    """``updated_at`` of a stored order snapshot (aware; naive is UTC)."""
-    value = data.get("updated_at") if isinstance(data, dict) else None
+def parse_utc(value: object) -> datetime | None:
+    """An ISO-8601 date-time as an aware UTC datetime (naive = UTC), else ``None``."""
     if not isinstance(value, str):
         return None
     try:
@@ -146,3 +145,8 @@ def _updated_at(data: object) -> datetime | None:
     except ValueError:
         return None
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def _updated_at(data: object) -> datetime | None:
+    """``updated_at`` of a stored order snapshot (aware; naive is UTC)."""
+    return parse_utc(data.get("updated_at") if isinstance(data, dict) else None)
