@@ -388,7 +388,7 @@ class KiboReturnDestination(HttpDestination):
         store = self._store()
         async with store.transaction() as tx:
             since = await tx.get_entity(UNKNOWN_SINCE, effect.idempotency_key)
-            now = store.clock()
+            now = await store.now()
             if since is None:
                 await tx.put_entity(UNKNOWN_SINCE, effect.idempotency_key, (0,), {"since": now})
                 first = now

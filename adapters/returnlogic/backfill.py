@@ -376,7 +376,7 @@ async def backfill_orders(
     name = checkpoint_name(retailer)
     checkpoint = Checkpoint.load(await store.get_cursor(name))
     if checkpoint is not None and not checkpoint.done and owner is not None:
-        holder = checkpoint.held_by_other(owner, store.clock())
+        holder = checkpoint.held_by_other(owner, await store.now())
         if holder is not None:
             raise BackfillBusy(f"the backfill of {retailer!r} is running in {holder}")
     if restart:
@@ -397,7 +397,7 @@ async def backfill_orders(
             requested=requested,
         )
     checkpoint.owner = owner
-    checkpoint.beat_at = store.clock() if owner is not None else None
+    checkpoint.beat_at = await store.now() if owner is not None else None
     params = {"minCreateDate": checkpoint.since, "maxCreateDate": checkpoint.until}
     report = BackfillReport(
         retailer,
@@ -440,7 +440,7 @@ async def backfill_orders(
         assert checkpoint is not None
         while True:
             await asyncio.sleep(HOLD_BEAT)
-            checkpoint.beat_at = store.clock()
+            checkpoint.beat_at = await store.now()
             await store.set_cursor(name, checkpoint.dump())
 
     holding = asyncio.create_task(hold()) if owner is not None else None

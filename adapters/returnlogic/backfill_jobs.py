@@ -104,7 +104,7 @@ async def daemon_presence(runtime: AdapterContext, retailer: str) -> Presence | 
     """The daemon that runs ``retailer``'s backfill jobs on this store, if its beat is fresh."""
     store = runtime.store
     presence = Presence.load(await store.get_cursor(presence_name(retailer)))
-    if presence is None or store.clock() - presence.beat_at >= PRESENCE_STALE_AFTER:
+    if presence is None or (await store.now()) - presence.beat_at >= PRESENCE_STALE_AFTER:
         return None
     return presence
 
@@ -139,7 +139,7 @@ class BackfillRunner:
         store = self.runtime.store
         while True:
             try:
-                beat = Presence(self.owner, store.clock())
+                beat = Presence(self.owner, await store.now())
                 await store.set_cursor(presence_name(self.retailer), beat.dump())
             except BridgeError as exc:
                 log.warning(
@@ -160,7 +160,7 @@ class BackfillRunner:
             job = Checkpoint.load(await store.get_cursor(checkpoint_name(self.retailer)))
             if job is None or job.done or not job.requested:
                 return None
-            if job.held_by_other(self.owner, store.clock()) is not None:
+            if job.held_by_other(self.owner, await store.now()) is not None:
                 return None
             log.info(
                 "backfill job started in the daemon",
@@ -211,7 +211,7 @@ async def request_job(
     store = runtime.store
     name = checkpoint_name(retailer)
     job = Checkpoint.load(await store.get_cursor(name))
-    now = store.clock()
+    now = await store.now()
     if job is not None and not job.done:
         holder = job.held_by_other(None, now)
         if restart and (job.requested or holder is not None):
@@ -265,7 +265,7 @@ async def follow_job(
             if job.done:
                 break
             if await daemon_presence(runtime, retailer) is None and (
-                job.held_by_other(None, store.clock()) is None
+                job.held_by_other(None, await store.now()) is None
             ):
                 raise BridgeError(
                     "the daemon stopped before the backfill finished; it resumes when the"

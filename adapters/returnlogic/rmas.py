@@ -664,9 +664,10 @@ class RlRmas:
                     if isinstance(exc, RetriableDeliveryError):
                         break  # ReturnLogic is struggling: the next run goes on
                     continue
+                flagged_at = await store.now()
                 async with store.transaction() as tx:
                     await tx.put_entity(
-                        FLAGGED, key, (0,), {"flagged_at": store.clock(), "effects": effect_ids}
+                        FLAGGED, key, (0,), {"flagged_at": flagged_at, "effects": effect_ids}
                     )
                 flagged += 1
                 log.info(
@@ -702,7 +703,7 @@ class RmaFetchDestination(ReadDestination):
             marker = await tx.get_entity(FETCHED, source.rma_key(effect.payload["rma_id"]))
         if marker is not None and float(marker.data["started_at"]) >= effect.created_at:
             return Skipped("a read that started after this event applied the RMA")
-        started = store.clock()
+        started = await store.now()
         try:
             response = await source.team.request(
                 "GET", self._path(effect), priority=Priority.LIVE, attempts=3
