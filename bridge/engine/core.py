@@ -91,7 +91,23 @@ class HandlerContext:
 InboxHandler = Callable[[InboxItem, Transaction, HandlerContext], Awaitable[Outcome]]
 
 
-class Delivery(Protocol):
+class Outbound(Protocol):
+    """What both kinds of destination have: a name, a deadline, a backoff, the request an
+    effect becomes (for dry-run and dead letters) and the recovery signal."""
+
+    name: str
+    deadline_seconds: float
+    backoff: Backoff
+
+    async def build_request(self, effect: Effect) -> OutboundRequest:
+        """The exact request the destination would send for ``effect``."""
+
+    def take_recovery(self) -> bool:
+        """True once after the partner answers again following an outage (the engine then
+        makes the destination's waiting retries due now)."""
+
+
+class Delivery(Outbound, Protocol):
     """A destination whose effects change something at the partner (POST, PUT).
 
     The engine records each attempt as possibly sent before :meth:`deliver` (so a process
@@ -100,12 +116,6 @@ class Delivery(Protocol):
     before re-sending when ``effect.outcome_unknown``."""
 
     kind: ClassVar[Literal["delivery"]]
-    name: str
-    deadline_seconds: float
-    backoff: Backoff
-
-    async def build_request(self, effect: Effect) -> OutboundRequest:
-        """The exact request ``deliver`` would send (for dry-run and dead letters)."""
 
     async def deliver(self, effect: Effect) -> Response:
         """Send once; raise ``DeliveryError`` subclasses or ``MappingError`` on failure
@@ -117,10 +127,6 @@ class Delivery(Protocol):
     ) -> list[NewEffect]:
         """What the delivery causes (state, follow-up effects), in the transaction that
         records it as delivered; ``[]`` when nothing follows."""
-
-    def take_recovery(self) -> bool:
-        """True once after the partner answers again following an outage (the engine then
-        makes the destination's waiting retries due now)."""
 
 
 @dataclass(frozen=True)
@@ -150,19 +156,13 @@ Fetched = Found | Absent | Skipped
 """What :meth:`Read.fetch` learnt."""
 
 
-class Read(Protocol):
+class Read(Outbound, Protocol):
     """A destination whose effects read from the partner, then apply what they found.
 
     Never recorded as sent and never of unknown outcome (a read changes nothing at the
     partner): every failure is retried as it is, or dead-lettered when permanent."""
 
     kind: ClassVar[Literal["read"]]
-    name: str
-    deadline_seconds: float
-    backoff: Backoff
-
-    async def build_request(self, effect: Effect) -> OutboundRequest:
-        """The request ``fetch`` sends (for dry-run and dead letters)."""
 
     async def fetch(self, effect: Effect) -> Fetched:
         """Read outside any transaction; raise ``DeliveryError`` subclasses or
@@ -173,9 +173,6 @@ class Read(Protocol):
     ) -> list[NewEffect]:
         """Apply what was read, in the transaction that records the effect as done; returns
         the effects it causes."""
-
-    def take_recovery(self) -> bool:
-        """True once after the partner answers again following an outage."""
 
 
 Destination = Delivery | Read

@@ -27,19 +27,28 @@ from bridge.http import (
 from bridge.store import Effect, NewEffect, Transaction
 
 
-class DeliveryDestination(ABC):
-    """A :class:`~bridge.engine.core.Delivery`: subclasses implement :meth:`build_request`
-    and :meth:`deliver`; override :meth:`on_delivered` when a delivery causes state or
-    follow-up effects, :meth:`take_recovery` when the destination tracks its health."""
+class OutboundDestination(ABC):
+    """The defaults both kinds share: the engine's deadline and backoff, no health tracked."""
 
-    kind: ClassVar[Literal["delivery"]] = "delivery"
     name: str
     deadline_seconds: float = DEFAULT_DEADLINE
     backoff: Backoff = Backoff(initial=1.0, cap=300.0)
 
     @abstractmethod
     async def build_request(self, effect: Effect) -> OutboundRequest:
-        """The exact request :meth:`deliver` sends."""
+        """The exact request the destination sends for ``effect``."""
+
+    def take_recovery(self) -> bool:
+        """No health tracked: never a recovery."""
+        return False
+
+
+class DeliveryDestination(OutboundDestination):
+    """A :class:`~bridge.engine.core.Delivery`: subclasses implement :meth:`build_request`
+    and :meth:`deliver`; override :meth:`on_delivered` when a delivery causes state or
+    follow-up effects, :meth:`take_recovery` when the destination tracks its health."""
+
+    kind: ClassVar[Literal["delivery"]] = "delivery"
 
     @abstractmethod
     async def deliver(self, effect: Effect) -> Response:
@@ -51,23 +60,12 @@ class DeliveryDestination(ABC):
         """Nothing follows a delivery unless a subclass says so."""
         return []
 
-    def take_recovery(self) -> bool:
-        """No health tracked: never a recovery."""
-        return False
 
-
-class ReadDestination(ABC):
+class ReadDestination(OutboundDestination):
     """A :class:`~bridge.engine.core.Read`: subclasses implement :meth:`build_request`,
     :meth:`fetch` and :meth:`apply`."""
 
     kind: ClassVar[Literal["read"]] = "read"
-    name: str
-    deadline_seconds: float = DEFAULT_DEADLINE
-    backoff: Backoff = Backoff(initial=1.0, cap=300.0)
-
-    @abstractmethod
-    async def build_request(self, effect: Effect) -> OutboundRequest:
-        """The request :meth:`fetch` sends."""
 
     @abstractmethod
     async def fetch(self, effect: Effect) -> Fetched:
@@ -78,10 +76,6 @@ class ReadDestination(ABC):
         self, tx: Transaction, effect: Effect, fetched: Found | Absent
     ) -> list[NewEffect]:
         """Apply what was read, in the transaction that records it."""
-
-    def take_recovery(self) -> bool:
-        """No health tracked: never a recovery."""
-        return False
 
 
 class HttpDestination(DeliveryDestination):
