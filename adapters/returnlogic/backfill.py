@@ -562,7 +562,7 @@ def command(args: argparse.Namespace) -> int:
                     until,
                     restart=args.restart,
                     progress=progress,
-                    owner=jobs.process_owner("command"),
+                    owner=runtime.engine.owner,
                     hand_over=daemon_started,
                 )
             except HandedOver:

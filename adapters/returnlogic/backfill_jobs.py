@@ -36,8 +36,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
-import socket
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -72,11 +70,6 @@ RETRY_CAP = 60.0
 
 def presence_name(retailer: str) -> str:
     return f"returnlogic.backfill-runner:{retailer}"
-
-
-def process_owner(role: str) -> str:
-    """An owner id unique per process: host, role, pid and start time."""
-    return f"{socket.gethostname()}/{role}/{os.getpid()}/{time.time():.3f}"
 
 
 @dataclass(frozen=True)
@@ -115,7 +108,7 @@ class BackfillRunner:
     def __init__(self, runtime: AdapterContext, retailer: str) -> None:
         self.runtime = runtime
         self.retailer = retailer
-        self.owner = process_owner("daemon")
+        self.owner = runtime.engine.owner  # unique per process (instance/pid/start)
         self.failures = 0
 
     async def start(self) -> None:
@@ -295,7 +288,6 @@ __all__ = [
     "daemon_presence",
     "follow_job",
     "presence_name",
-    "process_owner",
     "request_job",
     "setup",
 ]
