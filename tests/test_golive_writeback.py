@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import pytest_asyncio
 
+from adapters.kibo.client import reconciler_key
 from adapters.kibo.sandbox import running_sandbox as running_kibo
 from adapters.returnlogic.sandbox import DEFAULT_TEAM
 from adapters.returnlogic.sandbox import running_sandbox as running_rl
@@ -211,3 +212,41 @@ async def wait_until(condition: Callable[[], Awaitable[object]], within: float =
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached")
         await asyncio.sleep(0.02)
+
+
+async def test_a_lost_notification_is_written_back_from_the_reconciler(world: World) -> None:
+    """Kibo's notifications are lost; its reconciler's Get Return finds the return cleared
+    and the items are written back all the same."""
+    async with world.daemon() as runtime:
+        rma_id, return_id = await rma_with_a_kibo_return(world)
+        world.kibo.drop_notifications = True
+        assert (await world.kibo.clear(return_id)).outcome == "dropped"
+        reconciler = runtime.find_shared(reconciler_key(RETAILER))
+        assert reconciler is not None
+        assert await reconciler.run_once() >= 1
+        await wait_for(lambda: received_with(world, rma_id, "PROCESSED"))
+        await world.settle()
+        assert await reconciler.run_once() == 0
+        await world.settle()
+        assert item_puts(world, rma_id) == 1
+
+
+async def test_returnlogic_failures_are_retried_until_written_once(world: World) -> None:
+    """500s and a 429 from ReturnLogic on the update: retried by the outbox, one update
+    lands, the effect is delivered."""
+    rl = world.rl
+    async with world.daemon() as runtime:
+        rma_id, return_id = await rma_with_a_kibo_return(world)
+        rl.configure(fail_next=2, rate_limit_next=1, fault_paths=[f"/v1/rmas/{rma_id}"])
+        assert (await world.kibo.accept(return_id)).outcome == "sent"
+        await wait_for(lambda: received_with(world, rma_id, "RECEIVED"), within=30.0)
+        await world.settle(within=30.0)
+        failed = [
+            r
+            for r in rl.requests
+            if r.method == "PUT" and r.path == f"/v1/rmas/{rma_id}" and r.status in (429, 500)
+        ]
+        assert len(failed) == 3
+        assert item_puts(world, rma_id) == 1
+        (effect,) = await runtime.store.list_effects(EffectState.DELIVERED, DESTINATION)
+        assert effect.attempts >= 2
