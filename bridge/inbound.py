@@ -314,15 +314,16 @@ async def quarantine(
     error: MappingError,
     status: int,
     secret_headers: frozenset[str] = frozenset(),
-    flag: bool = False,
+    flag: str | None = None,
     stands_status: int | None = None,
 ) -> web.Response:
     """Keep an authenticated request the bridge refuses, stored quarantined in one commit,
     and answer a JSON error naming the field (``status`` as the sender's contract wants).
 
-    ``flag``: also raise the quarantined item for an operator (``dlq list --flagged``), with
-    the command that replays it; for refusals a fix of the configuration settles, where the
-    body itself is fine. ``stands_status``: see :func:`_refused`."""
+    ``flag``: also raise the quarantined item for an operator (``dlq list --flagged``), the
+    text saying what settles it (``{inbox_id}`` is replaced by the item's id); for refusals
+    a fix of the configuration settles, where the body itself is fine. ``stands_status``:
+    see :func:`_refused`."""
     try:
         accepted = await engine.accept_detailed(
             retailer,
@@ -334,8 +335,8 @@ async def quarantine(
         )
     except StoreError as exc:
         return _not_stored(retailer, kind, exc)
-    if flag:
-        await _flag_quarantined(engine, retailer, accepted.inbox_id, error)
+    if flag is not None:
+        await _flag_quarantined(engine, retailer, accepted.inbox_id, error, flag)
     return await _refused(engine, retailer, kind, accepted, error, status, stands_status)
 
 
@@ -343,8 +344,12 @@ INBOX = "inbox"
 """Entity kind of a flag raised about an inbox item (its key: the item's id)."""
 
 
+REPLAY_AFTER_FIX = "fix the configuration, then `returns-bridge inbox --replay {inbox_id}`"
+"""The ``flag`` text of :func:`quarantine` for an inbox item the inbox handler applies."""
+
+
 async def _flag_quarantined(
-    engine: Engine, retailer: str, inbox_id: int, error: MappingError
+    engine: Engine, retailer: str, inbox_id: int, error: MappingError, action: str
 ) -> None:
     """Raise a quarantined item for an operator (once per item and reason); an item that
     was applied meanwhile needs nobody."""
@@ -357,8 +362,7 @@ async def _flag_quarantined(
                 retailer,
                 INBOX,
                 str(inbox_id),
-                f"quarantined: {_reason(error)}; fix the configuration, then"
-                f" `returns-bridge inbox --replay {inbox_id}`",
+                f"quarantined: {_reason(error)}; {action.format(inbox_id=inbox_id)}",
             )
     except StoreError as exc:  # the item is kept and listed by `inbox` all the same
         log.error("flag not stored", extra={"inbox_id": inbox_id, "error": str(exc)})

@@ -166,6 +166,8 @@ async def test_wrong_optiturn_id_on_an_exchange_order_is_kept_and_flagged(
         assert json.loads(kept.body) == order
         (flag,) = await daemon.runtime.store.list_flags()
         assert flag.entity_key == str(kept.id)
+        assert "Optoro's retry then places the order" in flag.reason
+        assert "--replay" not in flag.reason  # exchange orders are placed live, never replayed
 
 
 async def test_callers_without_valid_credentials_are_refused_and_nothing_is_kept(

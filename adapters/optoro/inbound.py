@@ -31,6 +31,7 @@ from bridge.engine import HandlerContext, Outcome
 from bridge.errors import DeliveryError, MappingError, RetriableDeliveryError
 from bridge.flows import ReturnsFlows
 from bridge.inbound import (
+    REPLAY_AFTER_FIX,
     authenticated,
     challenge_of,
     header_text,
@@ -198,7 +199,7 @@ class OptoroInbound:
                     error=problem,
                     status=self.config.optiturn_mismatch_status,
                     secret_headers=self.secret_headers,
-                    flag=True,
+                    flag=REPLAY_AFTER_FIX,
                     stands_status=200,
                 )
             )
@@ -289,7 +290,13 @@ class OptoroInbound:
         if optiturn is not None:
             return self._retry_later(
                 await self._refuse(
-                    request, body, optiturn, self.config.optiturn_mismatch_status, flag=True
+                    request,
+                    body,
+                    optiturn,
+                    self.config.optiturn_mismatch_status,
+                    flag="fix optiturn_id if it is wrong: Optoro's retry then places the order"
+                    " (an exchange order is placed while Optoro waits, never replayed);"
+                    " resolve this flag once it is placed",
                 )
             )
         problem = self._version_problem(request) or refusal(body)
@@ -338,7 +345,7 @@ class OptoroInbound:
         error: MappingError,
         status: int,
         *,
-        flag: bool = False,
+        flag: str | None = None,
     ) -> web.Response:
         return await quarantine(
             request,
