@@ -31,7 +31,42 @@ class InboundApiKeyAuth(ConfigModel):
     key: SecretStr = Field(description="the key value")
 
 
-InboundAuth = Annotated[InboundBasicAuth | InboundApiKeyAuth, Field(discriminator="kind")]
+class InboundBearerAuth(ConfigModel):
+    """A bearer token a partner sends as ``Authorization: Bearer <token>`` (OAuth 2 access
+    tokens issued out of band, e.g. agreed with Optoro's Client Success)."""
+
+    kind: Literal["bearer"] = "bearer"
+    token: SecretStr = Field(description="the token the partner sends")
+
+
+UNSUPPORTED_INBOUND_AUTH = {
+    "aws_sigv4": "AWS SigV4 request signing is not supported; agree basic, api_key or bearer",
+    "oauth2": 'an OAuth 2 token endpoint is not served by the bridge; use kind = "bearer"'
+    " with the access token agreed with the partner",
+}
+"""Schemes partners offer that the bridge refuses at ``returns-bridge check``, and why."""
+
+
+class InboundUnsupportedAuth(BaseModel):
+    """A scheme a partner offers that the bridge does not verify: refused when loaded, with
+    the reason (never accepted as if it authenticated anyone)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    kind: Literal["aws_sigv4", "oauth2"]
+
+    @model_validator(mode="after")
+    def _refused(self) -> Self:
+        raise ValueError(UNSUPPORTED_INBOUND_AUTH[self.kind])
+
+
+InboundCredentials = InboundBasicAuth | InboundApiKeyAuth | InboundBearerAuth
+"""The inbound schemes the bridge verifies."""
+
+InboundAuth = Annotated[
+    InboundBasicAuth | InboundApiKeyAuth | InboundBearerAuth | InboundUnsupportedAuth,
+    Field(discriminator="kind"),
+]
 
 
 class RetryConfig(ConfigModel):

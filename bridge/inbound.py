@@ -25,7 +25,13 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.configbase import InboundApiKeyAuth, InboundBasicAuth
+from bridge.configbase import (
+    InboundApiKeyAuth,
+    InboundBasicAuth,
+    InboundBearerAuth,
+    InboundCredentials,
+    InboundUnsupportedAuth,
+)
 from bridge.engine import Engine
 from bridge.errors import MappingError, StoreError
 from bridge.jsonsafe import check_text, loads
@@ -107,21 +113,45 @@ def secret_matches(given: str | None, secret: str) -> bool:
     return given_bytes is not None and hmac.compare_digest(given_bytes, secret.encode())
 
 
-def authenticated(request: web.Request, auth: InboundBasicAuth | InboundApiKeyAuth) -> bool:
-    """The request carries the credentials ``auth`` configures (constant-time compare)."""
+def bearer_matches(request: web.Request, token: str) -> bool:
+    """``Authorization: Bearer <token>`` compared in constant time; any malformed header
+    (another scheme, no token, raw bytes, absurd length) is False."""
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    given_bytes = _credential_bytes(given.strip())
+    return (
+        scheme.lower() == "bearer"
+        and given_bytes is not None
+        and len(given_bytes) > 0
+        and hmac.compare_digest(given_bytes, token.encode())
+    )
+
+
+def authenticated(request: web.Request, auth: InboundCredentials | InboundUnsupportedAuth) -> bool:
+    """The request carries the credentials ``auth`` configures (constant-time compare). A
+    scheme the bridge cannot verify authenticates nobody (the config refuses it anyway)."""
     if isinstance(auth, InboundBasicAuth):
         return basic_auth_matches(request, auth.username, auth.password.get_secret_value())
-    return header_secret_matches(request, auth.header, auth.key.get_secret_value())
+    if isinstance(auth, InboundBearerAuth):
+        return bearer_matches(request, auth.token.get_secret_value())
+    if isinstance(auth, InboundApiKeyAuth):
+        return header_secret_matches(request, auth.header, auth.key.get_secret_value())
+    return False
 
 
-def secret_headers_of(auth: InboundBasicAuth | InboundApiKeyAuth) -> frozenset[str]:
+def secret_headers_of(auth: InboundCredentials | InboundUnsupportedAuth) -> frozenset[str]:
     """Headers never stored with the body (the API key's)."""
     return frozenset({auth.header}) if isinstance(auth, InboundApiKeyAuth) else frozenset()
 
 
-def unauthorized() -> web.Response:
+def challenge_of(auth: InboundCredentials | InboundUnsupportedAuth) -> str:
+    """The ``WWW-Authenticate`` scheme a 401 names for ``auth``."""
+    return "Bearer" if isinstance(auth, InboundBearerAuth) else "Basic"
+
+
+def unauthorized(scheme: str = "Basic") -> web.Response:
+    """401 naming the ``Authorization`` field, with the challenge of ``scheme``."""
     response = json_error(401, "missing or wrong credentials", field="Authorization")
-    response.headers["WWW-Authenticate"] = 'Basic realm="returns-bridge"'
+    response.headers["WWW-Authenticate"] = f'{scheme} realm="returns-bridge"'
     return response
 
 
@@ -249,11 +279,13 @@ async def _refused(
     accepted: Accepted,
     error: MappingError,
     status: int,
+    stands_status: int | None = None,
 ) -> web.Response:
     """The answer to a refused, stored request. A body the inbox already held (same bytes)
     keeps its stored outcome: refusing a repeat of a body accepted earlier (say, with a
     wrong ``X-Optiturn-Id`` this time) does not quarantine what was already applied; the
-    answer then says which item holds the body (``duplicate_of``) and that it stands."""
+    answer then says which item holds the body (``duplicate_of``) and that it stands, with
+    ``stands_status`` when given (a sender that retries the error status need not)."""
     stands = False
     if accepted.duplicate:
         item = await engine.store.get_inbox(accepted.inbox_id)
@@ -263,7 +295,7 @@ async def _refused(
     log.warning(message, extra={**fields, "reason": _reason(error)})
     extra: dict[str, Any] = {"duplicate_of": accepted.inbox_id} if stands else {}
     return json_error(
-        status,
+        stands_status if stands and stands_status is not None else status,
         str(error),
         field=error.field or "body",
         inbox_id=accepted.inbox_id,
@@ -282,9 +314,16 @@ async def quarantine(
     error: MappingError,
     status: int,
     secret_headers: frozenset[str] = frozenset(),
+    flag: str | None = None,
+    stands_status: int | None = None,
 ) -> web.Response:
     """Keep an authenticated request the bridge refuses, stored quarantined in one commit,
-    and answer a JSON error naming the field (``status`` as the sender's contract wants)."""
+    and answer a JSON error naming the field (``status`` as the sender's contract wants).
+
+    ``flag``: also raise the quarantined item for an operator (``dlq list --flagged``), the
+    text saying what settles it (``{inbox_id}`` is replaced by the item's id); for refusals
+    a fix of the configuration settles, where the body itself is fine. ``stands_status``:
+    see :func:`_refused`."""
     try:
         accepted = await engine.accept_detailed(
             retailer,
@@ -296,7 +335,37 @@ async def quarantine(
         )
     except StoreError as exc:
         return _not_stored(retailer, kind, exc)
-    return await _refused(engine, retailer, kind, accepted, error, status)
+    if flag is not None:
+        await _flag_quarantined(engine, retailer, accepted.inbox_id, error, flag)
+    return await _refused(engine, retailer, kind, accepted, error, status, stands_status)
+
+
+INBOX = "inbox"
+"""Entity kind of a flag raised about an inbox item (its key: the item's id)."""
+
+
+REPLAY_AFTER_FIX = "fix the configuration, then `returns-bridge inbox --replay {inbox_id}`"
+"""The ``flag`` text of :func:`quarantine` for an inbox item the inbox handler applies."""
+
+
+async def _flag_quarantined(
+    engine: Engine, retailer: str, inbox_id: int, error: MappingError, action: str
+) -> None:
+    """Raise a quarantined item for an operator (once per item and reason); an item that
+    was applied meanwhile needs nobody."""
+    item = await engine.store.get_inbox(inbox_id)
+    if item is None or item.status is not InboxStatus.QUARANTINED:
+        return
+    try:
+        async with engine.store.transaction() as tx:
+            await tx.add_flag(
+                retailer,
+                INBOX,
+                str(inbox_id),
+                f"quarantined: {_reason(error)}; {action.format(inbox_id=inbox_id)}",
+            )
+    except StoreError as exc:  # the item is kept and listed by `inbox` all the same
+        log.error("flag not stored", extra={"inbox_id": inbox_id, "error": str(exc)})
 
 
 def header_text(request: web.Request, name: str, max_length: int = 1024) -> str | None:

@@ -22,7 +22,12 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from bridge.configbase import InboundApiKeyAuth, InboundBasicAuth
+from bridge.configbase import (
+    InboundBasicAuth,
+    InboundBearerAuth,
+    InboundCredentials,
+    InboundUnsupportedAuth,
+)
 
 if TYPE_CHECKING:
     from bridge.app import Route
@@ -60,16 +65,32 @@ class ApiKey:
         return {"type": "apiKey", "in": self.location, "name": self.name}
 
 
-Security = HttpBasic | ApiKey
+@dataclass(frozen=True)
+class HttpBearer:
+    """The route wants ``Authorization: Bearer <token>``."""
+
+    @property
+    def scheme_name(self) -> str:
+        return "bearer"
+
+    def scheme(self) -> dict[str, Any]:
+        return {"type": "http", "scheme": "bearer"}
+
+
+Security = HttpBasic | ApiKey | HttpBearer
 """How one inbound route authenticates its caller (names only, never values)."""
 
 
-def security_of(auth: InboundBasicAuth | InboundApiKeyAuth | None) -> tuple[Security, ...]:
+def security_of(
+    auth: InboundCredentials | InboundUnsupportedAuth | None,
+) -> tuple[Security, ...]:
     """The security requirement of a route guarded by ``auth`` (``()``: none configured)."""
-    if auth is None:
+    if auth is None or isinstance(auth, InboundUnsupportedAuth):
         return ()
     if isinstance(auth, InboundBasicAuth):
         return (HttpBasic(),)
+    if isinstance(auth, InboundBearerAuth):
+        return (HttpBearer(),)
     return (ApiKey(auth.header, "header"),)
 
 

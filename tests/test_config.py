@@ -553,7 +553,8 @@ def test_union_tag_errors_point_at_the_tag(tmp_path: Path) -> None:
 
     assert problems(path) == [
         f"{path}:7: retailers.acme.optoro.inbound_auth.kind: missing required key",
-        f"{path}:15: retailers.beta.optoro.inbound_auth.kind: must be one of 'basic', 'api_key'",
+        f"{path}:15: retailers.beta.optoro.inbound_auth.kind: must be one of 'basic',"
+        " 'api_key', 'bearer', 'aws_sigv4', 'oauth2'",  # the last two: refused with the reason
     ]
 
 

@@ -337,7 +337,7 @@ async def test_a_crashed_side_task_is_restarted_and_shown_on_readyz(tmp_path: Pa
 async def test_a_retry_of_a_quarantined_body_that_now_validates_is_processed(
     tmp_path: Path,
 ) -> None:
-    """Wrong X-Optiturn-Id: stored quarantined (403, Optoro retries); the retry with the
+    """Wrong X-Optiturn-Id: stored quarantined (503, Optoro retries); the retry with the
     right header is the same body: it is re-queued and processed, not a mere duplicate."""
     body = guide_rma()
     async with (
@@ -348,7 +348,7 @@ async def test_a_retry_of_a_quarantined_body_that_now_validates_is_processed(
         async with session.post(
             url, data=body, headers={**_auth(), "X-Optiturn-Id": "someone-else"}
         ) as resp:
-            assert resp.status == 403
+            assert resp.status == 503
             refused = await resp.json()
         inbox_id = refused["error"]["inbox_id"]
         item = await d.runtime.store.get_inbox(inbox_id)

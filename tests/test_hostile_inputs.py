@@ -313,6 +313,7 @@ def corpus() -> list[Case]:
             dumps({**RMA_BODY, "rma_identifier": "OPTI-FF"}),
             "X-Optiturn-Id",
             headers=[OPTORO_AUTH[0], ("X-Optiturn-Id", b"\xff\xfe")],
+            statuses=(503,),  # optiturn_mismatch_status: kept, flagged, Optoro retries
         ),
         Case(
             "Authorization with a valid scheme and user, password with 0xff",
@@ -454,7 +455,7 @@ async def send(daemon: Daemon, case: Case) -> list[str]:
         daemon.port, "POST", case.target(), case.request_headers(), case.body
     )
     problems = []
-    if answer.status >= 500 or answer.status not in case.statuses:
+    if answer.status not in case.statuses:  # no 5xx unless the case documents one
         problems.append(f"{case.name}: answered {answer.status} {answer.body[:200]!r}")
     if answer.status >= 400:
         error = answer.json().get("error", {})

@@ -120,6 +120,8 @@ class World:
     port: int
     runtime: Runtime | None = None
     lifecycle: CountingRmaFlow | None = None
+    extra_config: str = ""
+    """TOML appended to the daemon's configuration."""
 
     @property
     def rmas(self) -> RlRmas:
@@ -136,7 +138,7 @@ class World:
     async def daemon(self) -> AsyncIterator[Runtime]:
         """The daemon on the world's port and store file (start it again: a restart)."""
         path = self.tmp / "bridge.toml"
-        path.write_text(config_text(self.tmp, self.port, self.rl, self.kibo))
+        path.write_text(config_text(self.tmp, self.port, self.rl, self.kibo) + self.extra_config)
         runtime = build_runtime(
             load_config(path, env=ENV), engine_settings=EngineSettings(idle_poll=0.02)
         )

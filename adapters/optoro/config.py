@@ -50,6 +50,14 @@ class OptoroConfig(ConfigModel):
         description="status answered to an authenticated RMA Optoro should not retry (Optoro"
         " asks for 200; the payload is quarantined either way)",
     )
+    optiturn_mismatch_status: int = Field(
+        default=503,
+        ge=200,
+        le=599,
+        description="status answered to an authenticated RMA or exchange order whose"
+        " X-Optiturn-Id is not this retailer's (kept quarantined and flagged); 503: Optoro"
+        " retries (it retries only 500/502/503/504), so a fix of optiturn_id lets it through",
+    )
     variants_cache_ttl: float = Field(
         default=300.0, ge=0, description="seconds a variants answer is fresh"
     )

@@ -4,8 +4,8 @@
   retailer agreed with Optoro; 401 and nothing stored otherwise), stored durably, then
   answered 200. A message the bridge can never accept is quarantined with the reason and
   answered ``invalid_message_status`` (200 by default: Optoro retries anything else for
-  32 h and asks receivers not to answer 400/422). A wrong ``X-Optiturn-Id`` is quarantined
-  and answered 403, so Optoro keeps retrying until the configuration is fixed.
+  32 h and asks receivers not to answer 400/422). ``X-Optiturn-Id`` is checked when
+  present (the guide's samples send none; see :meth:`OptoroInbound.optiturn_problem`).
 * ``GET sku/{variant_identifier}/variants`` (also ``.../exchange_variants``) — exchange
   options from the retailer's catalog, cached (single flight; stale answers served while
   the catalog fails).
@@ -31,7 +31,9 @@ from bridge.engine import HandlerContext, Outcome
 from bridge.errors import DeliveryError, MappingError, RetriableDeliveryError
 from bridge.flows import ReturnsFlows
 from bridge.inbound import (
+    REPLAY_AFTER_FIX,
     authenticated,
+    challenge_of,
     header_text,
     json_error,
     quarantine,
@@ -100,7 +102,10 @@ class OptoroInbound:
             body=RmaIn,
             headers=OptiturnHeaders,
             security=security,
-            responses={403: "X-Optiturn-Id is not this retailer's (quarantined)"},
+            responses={
+                503: "X-Optiturn-Id is not this retailer's (quarantined, flagged; the status"
+                " is optiturn_mismatch_status)"
+            },
         )
         for alias in ("variants", "exchange_variants"):
             add(
@@ -127,7 +132,8 @@ class OptoroInbound:
                 headers=ExchangeOrderHeaders,
                 security=security,
                 responses={
-                    403: "X-Optiturn-Id is not this retailer's (quarantined)",
+                    503: "X-Optiturn-Id is not this retailer's (quarantined, flagged; the"
+                    " status is optiturn_mismatch_status)",
                     409: "another body was already placed for this original_order_id",
                     422: "the order is invalid (quarantined)",
                 },
@@ -140,12 +146,20 @@ class OptoroInbound:
         return authenticated(request, self.config.inbound_auth)
 
     def optiturn_problem(self, request: web.Request) -> MappingError | None:
+        """Why the ``X-Optiturn-Id`` of an authenticated call is not this retailer's.
+
+        Checked when present, never required: Optoro's OpenAPI marks it required, but the
+        guide's samples send none, and the stricter reading would refuse (for good: Optoro
+        never retries a 403) what Optoro really sends. The credentials already say who
+        calls; the id only catches a sender configured for another retailer. A refused RMA
+        or exchange order is kept quarantined, flagged for an operator and answered
+        ``optiturn_mismatch_status`` (503 by default: Optoro retries)."""
         try:
             given = header_text(request, OPTITURN_ID)
         except MappingError as exc:
             return exc
         if given is None:
-            return MappingError(f"header {OPTITURN_ID} is required", field=OPTITURN_ID)
+            return None
         if given != self.config.optiturn_id:
             return MappingError(
                 f"header {OPTITURN_ID} does not match this retailer's configuration",
@@ -153,9 +167,17 @@ class OptoroInbound:
             )
         return None
 
+    def unauthorized(self) -> web.Response:
+        """401, nothing stored: a caller without this retailer's credentials is nobody the
+        bridge keeps anything for (Optoro re-authenticates and retries on a 401)."""
+        return unauthorized(challenge_of(self.config.inbound_auth))
+
     @staticmethod
-    def unauthorized() -> web.Response:
-        return unauthorized()
+    def _retry_later(response: web.Response) -> web.Response:
+        """A 503 (the sender should try again) says when."""
+        if response.status == 503:
+            response.headers.setdefault("Retry-After", "60")
+        return response
 
     # RMA webhook -------------------------------------------------------------------------
 
@@ -167,15 +189,19 @@ class OptoroInbound:
             body = await read_body(request)
             if isinstance(body, web.Response):
                 return body
-            return await quarantine(
-                request,
-                self.runtime.engine,
-                body,
-                retailer=self.retailer,
-                kind=RMA_KIND,
-                error=problem,
-                status=403,
-                secret_headers=self.secret_headers,
+            return self._retry_later(
+                await quarantine(
+                    request,
+                    self.runtime.engine,
+                    body,
+                    retailer=self.retailer,
+                    kind=RMA_KIND,
+                    error=problem,
+                    status=self.config.optiturn_mismatch_status,
+                    secret_headers=self.secret_headers,
+                    flag=REPLAY_AFTER_FIX,
+                    stands_status=200,
+                )
             )
         return await receive(
             request,
@@ -260,9 +286,22 @@ class OptoroInbound:
         body = await read_body(request)
         if isinstance(body, web.Response):
             return body
-        problem = self.optiturn_problem(request) or self._version_problem(request) or refusal(body)
+        optiturn = self.optiturn_problem(request)
+        if optiturn is not None:
+            return self._retry_later(
+                await self._refuse(
+                    request,
+                    body,
+                    optiturn,
+                    self.config.optiturn_mismatch_status,
+                    flag="fix optiturn_id if it is wrong: Optoro's retry then places the order"
+                    " (an exchange order is placed while Optoro waits, never replayed);"
+                    " resolve this flag once it is placed",
+                )
+            )
+        problem = self._version_problem(request) or refusal(body)
         if problem is not None:
-            status = {OPTITURN_ID: 403, OPTITURN_VERSION: 400}.get(problem.field or "", 422)
+            status = 400 if problem.field == OPTITURN_VERSION else 422
             return await self._refuse(request, body, problem, status)
         if not self.runtime.has_service(self.retailer, EXCHANGE_ORDER_SINK):
             return await self._refuse(
@@ -300,7 +339,13 @@ class OptoroInbound:
         return None
 
     async def _refuse(
-        self, request: web.Request, body: bytes, error: MappingError, status: int
+        self,
+        request: web.Request,
+        body: bytes,
+        error: MappingError,
+        status: int,
+        *,
+        flag: str | None = None,
     ) -> web.Response:
         return await quarantine(
             request,
@@ -311,6 +356,7 @@ class OptoroInbound:
             error=error,
             status=status,
             secret_headers=self.secret_headers,
+            flag=flag,
         )
 
     async def _create_once(

@@ -42,6 +42,50 @@ class RlOrdersConfig(ConfigModel):
     )
 
 
+class RlDisposition(ConfigModel):
+    """A ReturnLogic item disposition (``PUT /v1/rmas/{id}`` ``rmaItems[].disposition``)."""
+
+    code: str = Field(min_length=1, max_length=255, description="disposition code")
+    description: str | None = Field(default=None, max_length=255, description="shown in RL")
+    comment: str | None = Field(default=None, max_length=1000, description="note on the item")
+
+
+def _default_dispositions() -> dict[Literal["accepted", "cleared"], RlDisposition]:
+    return {
+        "accepted": RlDisposition(
+            code="RECEIVED", description="Received at the returns center (Kibo accepted)"
+        ),
+        "cleared": RlDisposition(
+            code="PROCESSED", description="Received and refunded (Kibo return cleared)"
+        ),
+    }
+
+
+class RlWritebackConfig(ConfigModel):
+    """``[retailers.<id>.returnlogic.rmas.writeback]``: a ReturnLogic RMA's items marked
+    received, with a disposition, when the returns sink reports its return accepted or
+    cleared (once per RMA, the first of the two)."""
+
+    enabled: bool = Field(
+        default=True,
+        description="mark the RMA's items received in ReturnLogic when the return is"
+        " accepted or cleared (ReturnLogic may then process the RMA automatically, as its"
+        " settings say)",
+    )
+    dispositions: dict[Literal["accepted", "cleared"], RlDisposition] = Field(
+        default_factory=_default_dispositions,
+        description="the disposition sent per returns-sink outcome (accepted: goods"
+        " received; cleared: received and refunded)",
+    )
+
+    @model_validator(mode="after")
+    def _both_outcomes(self) -> Self:
+        missing = {"accepted", "cleared"} - set(self.dispositions)
+        if missing:
+            raise ValueError(f"dispositions needs {', '.join(sorted(missing))}")
+        return self
+
+
 class RlRmasConfig(ConfigModel):
     """``[retailers.<id>.returnlogic.rmas]``: ReturnLogic RMAs into the RMA lifecycle."""
 
@@ -91,6 +135,10 @@ class RlRmasConfig(ConfigModel):
     )
     flag_every: float = Field(
         default=300.0, gt=0, description="seconds between looks for dead letters to flag"
+    )
+    writeback: RlWritebackConfig = Field(
+        default_factory=RlWritebackConfig,
+        description="the returns sink's outcome written back to the RMA's items",
     )
 
     @model_validator(mode="after")

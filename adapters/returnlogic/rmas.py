@@ -45,6 +45,22 @@ our endpoint, ``active: true``; never a duplicate. When it created or re-activat
 ReturnLogic dropped what happened meanwhile, so a reconciliation runs at once, reaching back to
 the last time the supervisor saw every registration active.
 
+Write-back (``rmas.writeback``, on by default): when the returns sink reports the return of
+a ReturnLogic RMA ``accepted`` (goods received) or ``cleared`` (received and refunded), the
+RMA's items are marked received with the disposition configured for that outcome, through
+ReturnLogic's "Update one or more RMA item(s)" (``PUT /v1/rmas/{id}``, ``rmaItems[]``:
+``rlRmaItemId``, ``itemReceived: true``, ``disposition``), so the retailer's team sees the
+RMA received (and ReturnLogic "may automatically process" it, as its settings say). Once
+per RMA, the first of the two outcomes: the return-event flow offers the event
+(:class:`RmaItemsWriteback`), which records the RMA as written back and queues one effect
+``returnlogic.rma.items`` (key per RMA) in the transaction that records the event, so
+duplicate events, replays and restarts add nothing. Its destination
+(:class:`RmaItemsDestination`) sends under the team's governor at LIVE priority; the request
+sets absolute values, so sending it again after an attempt of unknown outcome is harmless
+(ReturnLogic has no idempotency header). A 4xx (an item ReturnLogic does not know, an RMA
+canceled there meanwhile: 409) is a dead letter naming the answer, flagged in ReturnLogic
+like a return's with ``flag_dead_letters``, replayable with ``dlq replay``.
+
 Flag RMA: with ``flag_dead_letters``, dead letters caused by a ReturnLogic RMA (the returns
 sink's, whose payload names the RMA key, and this adapter's own reads) get the RMA flagged in
 ReturnLogic (``flag_method`` ``flag_path``, ``{id}`` = rlRmaId), once per RMA.
@@ -61,7 +77,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from aiohttp import web
@@ -75,6 +91,7 @@ from bridge.engine import (
     Fetched,
     Found,
     HandlerContext,
+    HttpDestination,
     Outcome,
     ReadDestination,
     Skipped,
@@ -87,7 +104,7 @@ from bridge.errors import (
     PermanentDeliveryError,
     RetriableDeliveryError,
 )
-from bridge.flows import ReturnsFlows, is_closed
+from bridge.flows import ReturnEvent, ReturnEventKind, ReturnsFlows, is_closed
 from bridge.http import OutboundRequest, Priority
 from bridge.inbound import json_error, parse_json_object, receive, secret_matches
 from bridge.openapi import ApiKey
@@ -119,6 +136,10 @@ when it closes: one row per RMA, never a per-retailer hot set)."""
 OPEN_RMAS = "returnlogic.open_rmas"
 """Before 0005: one entity per retailer with every open RMA id (folded into
 :data:`OPEN_RMA` rows by the reconciler)."""
+ITEMS_KIND = "returnlogic.rma.items"
+"""Effect: an RMA's items marked received with a disposition (the write-back)."""
+WRITTEN_BACK = "returnlogic.rma_written_back"
+"""Entity per RMA key: its write-back was queued (for which outcome, which return)."""
 FLAGGED = "returnlogic.rma_flagged"
 """Entity per RMA key: flagged in ReturnLogic (when, for which dead letters)."""
 PAGE_SIZE = 250
@@ -230,6 +251,7 @@ class RlRmas:
         self.rmas = config.rmas
         self.team = team
         self.destination = RmaFetchDestination(f"returnlogic.rmas:{retailer}", self)
+        self.writeback = RmaItemsWriteback(self)
         self.reconciles = 0
         self.last_reconcile: ReconcileReport | None = None
         self.last_supervision: SuperviseReport | None = None
@@ -241,6 +263,9 @@ class RlRmas:
 
     def wire(self) -> None:
         runtime, rid = self.runtime, self.retailer
+        if self.rmas.writeback.enabled:
+            runtime.engine.add_destination(self.writeback.destination)
+            self.flows.return_events.add_writeback(self.writeback)
         runtime.add_route(
             rid,
             SOURCE,
@@ -739,6 +764,90 @@ class RmaFetchDestination(ReadDestination):
         return effects
 
 
+class RmaItemsWriteback:
+    """The return-event flow's :class:`~bridge.flows.returns.SourceWriteback` for the
+    retailer's ReturnLogic RMAs: one ``returnlogic.rma.items`` effect per RMA, ever."""
+
+    def __init__(self, source: RlRmas) -> None:
+        self.source = source
+        self.destination = RmaItemsDestination(f"returnlogic.rma_items:{source.retailer}", source)
+
+    async def return_outcome(
+        self, tx: Transaction, rma_key: str, rma: Rma, event: ReturnEvent
+    ) -> list[NewEffect]:
+        source = self.source
+        if rma_key != source.rma_key(rma.id) or await tx.get_entity(WRITTEN_BACK, rma_key):
+            return []
+        outcome: Literal["accepted", "cleared"] = (
+            "accepted" if event.kind is ReturnEventKind.ACCEPTED else "cleared"
+        )
+        disposition = source.rmas.writeback.dispositions[outcome]
+        items = [
+            {
+                "rlRmaItemId": int(item_id),
+                "itemReceived": True,
+                "disposition": disposition.model_dump(exclude_none=True),
+            }
+            for item_id in dict.fromkeys(u.ref(SOURCE) for u in rma.units)
+            if item_id is not None and item_id.isdigit()
+        ]
+        if not items:
+            await tx.add_flag(
+                source.retailer,
+                "rma",
+                rma_key,
+                f"return {outcome} in the returns system, not written back to ReturnLogic:"
+                " the RMA names no ReturnLogic item ids",
+            )
+            return []
+        await tx.put_entity(
+            WRITTEN_BACK, rma_key, (0,), {"outcome": outcome, "return_id": event.return_id}
+        )
+        return [
+            NewEffect(
+                idempotency_key=f"{ITEMS_KIND}:{source.retailer}:{rma.id}",
+                destination=self.destination.name,
+                kind=ITEMS_KIND,
+                payload={
+                    "rma_id": rma.id,
+                    "rma_key": rma_key,
+                    "outcome": outcome,
+                    "rmaItems": items,
+                },
+                order_key=f"{ITEMS_KIND}:{source.retailer}:{rma.id}",
+                retailer=source.retailer,
+            )
+        ]
+
+
+class RmaItemsDestination(HttpDestination):
+    """``PUT /v1/rmas/{rlRmaId}`` ``{"rmaItems": [...]}`` under the team's governor (LIVE
+    priority) with its bearer; absolute values, so a resend after an unknown outcome is
+    harmless (no idempotency header: ReturnLogic documents none)."""
+
+    idempotency_header = None
+
+    def __init__(self, name: str, source: RlRmas) -> None:
+        team = source.team
+        super().__init__(
+            name,
+            lambda: source.runtime.http,
+            team.limits,
+            priority=Priority.LIVE,
+            credentials=team.credentials,
+        )
+        self.source = source
+
+    async def render(self, effect: Effect) -> OutboundRequest:
+        payload = effect.payload
+        return OutboundRequest(
+            "PUT",
+            f"{self.source.team.base}/v1/rmas/{quote(str(payload['rma_id']), safe='')}",
+            {"Accept": "application/json", "Content-Type": "application/json"},
+            json={"rmaItems": payload["rmaItems"]},
+        )
+
+
 def rmas_key(retailer: str) -> SharedKey[RlRmas]:
     """The retailer's :class:`RlRmas` (for the CLI, the demo and tests)."""
     return SharedKey(f"returnlogic.rmas:{retailer}")
@@ -762,6 +871,8 @@ __all__ = [
     "ReconcileReport",
     "RlRmas",
     "RmaFetchDestination",
+    "RmaItemsDestination",
+    "RmaItemsWriteback",
     "SuperviseReport",
     "WebhookEvent",
     "endpoint_base",

@@ -25,13 +25,21 @@ arrived, which no policy acts on; ``created`` after the return moved on is late 
 Illegal moves do not exist as errors: the sink's word is taken (a rejected return that is
 cleared was cleared), and what needs a human is flagged. Events are for returns the bridge
 created; the sink adapter ignores the others.
+
+**Write-back** to the RMA's source: an ``accepted`` or ``cleared`` event (goods received,
+or received and refunded) is also offered to every :class:`SourceWriteback` the RMA sources
+registered (:meth:`ReturnEventFlow.add_writeback`), whatever the state: a source tells its
+own RMAs apart by key, and writes back at most once per RMA (e.g. ReturnLogic's items
+marked received with a disposition).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol
 
+from bridge.domain import Rma
 from bridge.flows.entities import RMA
 from bridge.flows.lifecycle import OPEN_STATES, ReturnState, load_state, save_state
 from bridge.flows.rmas import RmaFlow
@@ -127,6 +135,21 @@ class ReturnEventOutcome:
         return self.state in OPEN_STATES
 
 
+WRITTEN_BACK = frozenset({ReturnEventKind.ACCEPTED, ReturnEventKind.CLEARED})
+"""The outcomes offered to the RMA's source (:class:`SourceWriteback`)."""
+
+
+class SourceWriteback(Protocol):
+    """An RMA source that records what became of its RMAs' returns on its own platform."""
+
+    async def return_outcome(
+        self, tx: Transaction, rma_key: str, rma: Rma, event: ReturnEvent
+    ) -> list[NewEffect]:
+        """Effects telling the source that ``event`` happened to the return of ``rma_key``
+        (``[]`` for an RMA of another source, or one written back already), inside ``tx``."""
+        ...
+
+
 class ReturnEventFlow:
     """One retailer's return-event flow."""
 
@@ -134,6 +157,24 @@ class ReturnEventFlow:
         self.retailer = retailer
         self.policy = policy
         self.rmas = rmas
+        self.writebacks: list[SourceWriteback] = []
+
+    def add_writeback(self, writeback: SourceWriteback) -> None:
+        """An RMA source wants the outcomes of :data:`WRITTEN_BACK` for its RMAs."""
+        self.writebacks.append(writeback)
+
+    async def _written_back(
+        self, tx: Transaction, rma_key: str, event: ReturnEvent
+    ) -> list[NewEffect]:
+        if event.kind not in WRITTEN_BACK or not self.writebacks:
+            return []
+        rma = await self.rmas.stored(tx, rma_key)
+        if rma is None:
+            return []
+        effects: list[NewEffect] = []
+        for writeback in self.writebacks:
+            effects += await writeback.return_outcome(tx, rma_key, rma, event)
+        return effects
 
     async def apply(self, tx: Transaction, rma_key: str, event: ReturnEvent) -> ReturnEventOutcome:
         """Move the return of ``rma_key`` named by ``event`` inside ``tx``; the caller
@@ -142,10 +183,11 @@ class ReturnEventFlow:
         step = state.step_returns(event.step or state.first_step())
         before = step.state_of(event.return_id)
         move = transition(before, event.kind)
+        written_back = await self._written_back(tx, rma_key, event)
         if move.target is before and event.return_id in step.return_ids:
-            return ReturnEventOutcome(before, changed=False)
+            return ReturnEventOutcome(before, changed=False, effects=written_back)
         step.record(event.return_id, move.target)
-        effects: list[NewEffect] = []
+        effects: list[NewEffect] = list(written_back)
         if move.consequence is Consequence.RETURN_CREATED:
             if state.canceled:
                 await tx.add_flag(

@@ -22,8 +22,11 @@ class OptiturnHeaders(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
-    optiturn_id: Id = Field(
-        alias="X-Optiturn-Id", description="the retailer's Optiturn id, as configured"
+    optiturn_id: Id | None = Field(
+        default=None,
+        alias="X-Optiturn-Id",
+        description="the retailer's Optiturn id, as configured; checked when sent (the"
+        " guide's samples send none)",
     )
 
 
