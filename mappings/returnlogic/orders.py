@@ -117,7 +117,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from pydantic import ValidationError
 
@@ -174,8 +174,7 @@ def orders_page(body: bytes | str) -> list[dict[str, Any]]:
     return page_records(body, "GET /v1/orders")
 
 
-@dataclass(frozen=True, slots=True)
-class LineQuantities:
+class LineQuantities(NamedTuple):
     """What one ReturnLogic line means for Optoro (the quantities table of the module)."""
 
     shipped: int
@@ -238,7 +237,9 @@ def line_quantities(
             " sent as refunded"
         )
         returned = shipped
-    return LineQuantities(shipped, canceled, returned, canceled_refunded, tuple(doubts))
+    return LineQuantities(
+        shipped, canceled, returned, canceled_refunded, tuple(doubts) if doubts else ()
+    )
 
 
 def status_of(lines: Sequence[OrderLine], order_canceled: bool) -> OrderStatus:
@@ -421,8 +422,10 @@ def _order(w: Mapping[str, Any], rules: TagRules, doubts: list[str]) -> Order:
         billing_address = shipping_address
     else:
         billing_address = _address(w, "billingAddress", fallback_name, customer_phone)
-        doubts.extend(f"billingAddress: {gap}" for gap in address_gaps(billing_address))
-    doubts.extend(f"shippingAddress: {gap}" for gap in address_gaps(shipping_address))
+        if gaps := address_gaps(billing_address):
+            doubts.extend(f"billingAddress: {gap}" for gap in gaps)
+    if gaps := address_gaps(shipping_address):
+        doubts.extend(f"shippingAddress: {gap}" for gap in gaps)
 
     # order-level tag evidence
     tags = _get(w, "tags", to_strings, "") or []
@@ -456,10 +459,11 @@ def _order(w: Mapping[str, Any], rules: TagRules, doubts: list[str]) -> Order:
     for index, (item, fact) in enumerate(zip(items, facts, strict=True)):
         where = f"orderItems[{index}]"
         quantities = line_quantities(*fact, order_canceled=canceled, order_shipped=order_shipped)
-        doubts.extend(f"{where}: {doubt}" for doubt in quantities.doubts)
+        if quantities.doubts:
+            doubts.extend(f"{where}: {doubt}" for doubt in quantities.doubts)
         try:
             line, whole_tax, whole_discount = _line(
-                item, where, rule_pairs, order_tags, quantities, shipped_at, money
+                item, where, rule_pairs, order_tags, fact[1], quantities, shipped_at, money
             )
         except ValidationError as exc:
             raise mapping_error(exc, where) from exc
@@ -547,6 +551,7 @@ def _line(
     where: str,
     rule_pairs: Sequence[tuple[str, TagRule]],
     order_tags: tuple[str, ...],
+    qty: int,
     quantities: LineQuantities,
     shipped_at: datetime | None,
     money: Callable[[Any], int],
@@ -560,7 +565,6 @@ def _line(
             f"invalid ReturnLogic order: {where} has neither externalOrderItemId nor rlOrderItemId",
             field=f"{where}.externalOrderItemId",
         )
-    qty = _need(item, "quantity", to_count, where)
     shipped = quantities.shipped
 
     discount = _get(item, "totalDiscount", money, where)
