@@ -10,6 +10,7 @@ null, and numbers ``quantity``, ``fulfillableQuantity`` (units not yet fulfilled
 
 from __future__ import annotations
 
+import itertools
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,51 @@ def test_every_documented_combination_maps_to_an_order_optoro_accepts(wire: dict
     assert validate("rpo_request", rpo_request([order])) == []
     if not any(line.qty_shipped for line in lines):
         assert wire_order["total_amount_cents"] == 0
+
+
+def test_every_documented_word_combination_is_sent() -> None:
+    """Exhaustively: every order/line fulfillmentStatus, financialStatus, shippedAt and cancel
+    date, with quantities around the edges, maps to an order Optoro accepts, and the status
+    follows the lines."""
+    base = sample()
+    template = base["orderItems"][0]
+    seen: set[OrderStatus] = set()
+    combos = 0
+    for order_word, financial, line_word, shipped, cancel_dated in itertools.product(
+        FULFILLMENT, FINANCIAL, FULFILLMENT, (True, False), (True, False)
+    ):
+        for fulfillable, refunded in itertools.product((None, 0, 1, 3), (0, 1, 3)):
+            wire = {
+                **base,
+                "fulfillmentStatus": order_word,
+                "financialStatus": financial,
+                "shippedAt": base["shippedAt"] if shipped else None,
+                "orderItems": [
+                    {
+                        **template,
+                        "quantity": 3,
+                        "fulfillmentStatus": line_word,
+                        "fulfillableQuantity": fulfillable,
+                        "refundQuantity": refunded,
+                    }
+                ],
+            }
+            if cancel_dated:
+                wire["canceledAt"] = "2024-10-08T00:00:00Z"
+            order = map_order(wire, RULES).order
+            (line,) = order.lines
+            if line.qty_canceled == line.qty:
+                assert order.status is OrderStatus.CANCELED
+            elif line.qty_shipped + line.qty_canceled == line.qty:
+                assert order.status is OrderStatus.SHIPPED
+            else:
+                assert order.status is OrderStatus.CREATED
+            assert line.qty_refunded <= line.qty_shipped
+            order_to_rpo(order)  # raises MappingError if Optoro's description is not met
+            seen.add(order.status)
+            combos += 1
+    assert combos == 4 * 8 * 4 * 2 * 2 * 12
+    assert seen == set(OrderStatus)
 
 
 @settings(max_examples=300, deadline=None)
