@@ -34,7 +34,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from adapters.optoro.config import OptoroConfig
-from bridge.domain import Order, OrderStatus
+from bridge.domain import Order
 from bridge.engine import HttpDestination
 from bridge.errors import (
     CredentialsRefused,
@@ -219,10 +219,7 @@ class RpoPublisher:
     so "queued" and "will be delivered" are the same fact). Orders are spread over
     ``RPO_LANES`` ordering lanes by identifier: one order's snapshots go out in order,
     different orders in parallel; each effect carries at most ``batch_size`` orders.
-    An order that cannot be mapped is flagged for an operator and left out. An order with
-    nothing shipped yet (status CREATED, no unit shipped) waits: Optoro receives an order
-    when it ships (the guide's flow), and a later sync publishes it then; its amounts would
-    not yet make sense to Optoro (line amounts count shipped units only).
+    An order that cannot be mapped is flagged for an operator and left out.
     """
 
     def __init__(self, retailer: str, destination: str, config: OptoroConfig) -> None:
@@ -233,10 +230,6 @@ class RpoPublisher:
     async def publish(self, tx: Transaction, orders: Sequence[Order]) -> list[NewEffect]:
         lanes: dict[int, list[dict[str, Any]]] = {}
         for order in orders:
-            if order.status is OrderStatus.CREATED and not any(
-                line.qty_shipped for line in order.lines
-            ):
-                continue
             try:
                 wire = order_to_rpo(
                     order,

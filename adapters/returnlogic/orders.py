@@ -73,7 +73,8 @@ from bridge.flows.orders import parse_utc
 from bridge.http import Priority
 from bridge.ports import ORDER_PUBLISHER, RMA_LIFECYCLE, AdapterContext, SharedKey
 from bridge.store import InboxItem, InboxStatus, Transaction
-from mappings.returnlogic import dumps, order_to_canonical, orders_page
+from mappings.returnlogic import dumps, map_order, orders_page
+from mappings.returnlogic.orders import MappedOrder
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,8 @@ ORDERS_PATH = "/v1/orders"
 COUNT_PATH = "/v1/orders/count"
 INBOX_KIND = "returnlogic.order"
 """Inbox kind of a raw order record that failed mapping (quarantined, replayable)."""
+DOUBT = "ReturnLogic order data does not fit (sent with what is certain)"
+"""Prefix of the operator flag raised for each doubt of an order's data."""
 
 
 def orders_key(retailer: str) -> SharedKey[RlOrderSync]:
@@ -376,7 +379,7 @@ class RlOrderSync:
         """Map every record, keep the ones that fail in the inbox, publish the others in one
         transaction."""
         rules = self.config.tag_rules
-        orders: list[Order] = []
+        mapped: list[MappedOrder] = []
         newest: datetime | None = None
         quarantined = 0
         for record in records:
@@ -385,11 +388,16 @@ class RlOrderSync:
                 if created is not None and (newest is None or created > newest):
                     newest = created
             try:
-                orders.append(order_to_canonical(record, rules))
+                mapped.append(map_order(record, rules))
             except MappingError as exc:
                 quarantined += 1
                 await self._keep_bad_record(record, exc)
+        orders = [m.order for m in mapped]
         queued, stale = await self.publish(orders)
+        if any(m.doubts for m in mapped):
+            async with self.runtime.store.transaction() as tx:
+                for m in mapped:
+                    await self._flag_doubts(tx, m)
         return PageResult(
             records=len(records),
             published=len(orders) - stale,
@@ -410,6 +418,17 @@ class RlOrderSync:
         """The retailer's returns flows (orders are published there)."""
         flows: ReturnsFlows = self.runtime.service(self.retailer, RMA_LIFECYCLE)
         return flows
+
+    async def _flag_doubts(self, tx: Transaction, mapped: MappedOrder) -> None:
+        """Flag for an operator what in an order's data did not fit (the order is still sent,
+        with what is certain; see :mod:`mappings.returnlogic.orders`, "Doubts")."""
+        for doubt in mapped.doubts:
+            reason = f"{DOUBT}: {doubt}"[:500]
+            await tx.add_flag(self.retailer, "order", mapped.order.id, reason)
+            log.warning(
+                "returnlogic order data does not fit; sent with what is certain",
+                extra={"retailer": self.retailer, "order_id": mapped.order.id, "reason": reason},
+            )
 
     async def _keep_bad_record(self, record: Any, exc: MappingError) -> None:
         body = dumps(record).encode()
@@ -437,8 +456,9 @@ class RlOrderSync:
         """Inbox handler of ``returnlogic.order``: map the stored record (``MappingError``
         quarantines it) and publish it unless a newer snapshot is stored."""
         record = _load(item.body)
-        order = order_to_canonical(record, self.config.tag_rules)
-        outcome = await self.flows.orders.apply(tx, [order])
+        mapped = map_order(record, self.config.tag_rules)
+        await self._flag_doubts(tx, mapped)
+        outcome = await self.flows.orders.apply(tx, [mapped.order])
         if outcome.stale:
             return Outcome(InboxStatus.SUPERSEDED, note="a newer snapshot of the order is stored")
         return Outcome(effects=outcome.effects)
@@ -470,6 +490,7 @@ def setup(
 
 __all__ = [
     "COUNT_PATH",
+    "DOUBT",
     "INBOX_KIND",
     "ORDERS_PATH",
     "PageResult",

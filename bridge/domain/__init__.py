@@ -23,7 +23,13 @@ from bridge.domain.models import (
     Variant,
     VariantAttribute,
 )
-from bridge.domain.money import MAX_CENTS, cents_to_dollars, dollars_to_cents
+from bridge.domain.money import (
+    MAX_CENTS,
+    cents_to_dollars,
+    dollars_to_cents,
+    major_to_minor,
+    minor_unit_exponent,
+)
 from bridge.domain.vocab import (
     ExchangeKind,
     OrderStatus,
@@ -73,6 +79,8 @@ __all__ = [
     "WeightUnit",
     "cents_to_dollars",
     "dollars_to_cents",
+    "major_to_minor",
+    "minor_unit_exponent",
     "package_status_rank",
     "receiving_status_rank",
     "rma_status_rank",

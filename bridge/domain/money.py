@@ -13,7 +13,13 @@ from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
 
 from bridge.errors import MappingError
 
-__all__ = ["MAX_CENTS", "cents_to_dollars", "dollars_to_cents"]
+__all__ = [
+    "MAX_CENTS",
+    "cents_to_dollars",
+    "dollars_to_cents",
+    "major_to_minor",
+    "minor_unit_exponent",
+]
 
 MAX_CENTS = 2**63 - 1
 
@@ -63,3 +69,30 @@ def _checked(cents: int, value: object, field: str | None) -> int:
     if not -MAX_CENTS <= cents <= MAX_CENTS:
         raise MappingError(f"amount out of range: {value!r}", field=field)
     return cents
+
+
+# ISO 4217 minor units of the currencies that do not use two decimals (every other code has 2).
+_MINOR_UNITS: dict[str, int] = {
+    **dict.fromkeys(
+        (
+            "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI",
+            "VND", "VUV", "XAF", "XOF", "XPF",
+        ),
+        0,
+    ),
+    **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3),
+    **dict.fromkeys(("CLF", "UYW"), 4),
+}  # fmt: skip
+
+
+def minor_unit_exponent(currency: str) -> int:
+    """Decimal places of ``currency``'s minor unit (ISO 4217): JPY 0, USD 2, KWD 3, CLF 4."""
+    return _MINOR_UNITS.get(currency.upper(), 2)
+
+
+def major_to_minor(amount: Decimal, currency: str) -> int:
+    """An exact decimal amount in major units (``Decimal("18")`` JPY, ``Decimal("1.5")`` KWD)
+    as an integer of ``currency``'s minor units (18, 1500), rounded once, half up."""
+    exponent = minor_unit_exponent(currency)
+    quantum = Decimal(1).scaleb(-exponent)
+    return int(amount.quantize(quantum, context=_CONTEXT).scaleb(exponent, context=_CONTEXT))

@@ -491,8 +491,21 @@ def order_to_rpo(
     ``size_dimensions`` names the attributes that are sizes (e.g. ``("Size", "Variant",
     "Length")``), for the ``all_size`` attribute of exchange candidates sent with the lines.
     ``name_from_email``: an address without any person's name takes the customer's email.
+    An order with nothing shipped sends zero shipping, shipping tax, fees and order discount
+    (its lines count no unit), so its total is 0 as in the guide's canceled order.
     Raises :class:`MappingError` naming the wire field when the description cannot be met.
     """
+    if not any(line.qty_shipped for line in order.lines):
+        # nothing shipped (canceled, or not yet shipped): Optoro counts shipped units only, so
+        # the header charges nothing either (the guide's fully canceled order: all zero)
+        order = order.model_copy(
+            update={
+                "shipping_cents": 0,
+                "shipping_tax_cents": 0,
+                "order_discount_cents": 0,
+                "fees_cents": 0,
+            }
+        )
     wire = {
         "identifier": order.id,
         "secondary_identifier": order.secondary_id,
@@ -625,7 +638,12 @@ def _address_out(
     """Optoro requires a person's name on addresses. Fallbacks, in order: the address's
     name, the customer's first and last name, and (``name_from_email``) the customer's
     email: a source without names (ReturnLogic) still identifies the shopper by it, and
-    Optoro shows the address to that same shopper. Nothing else is made up."""
+    Optoro shows the address to that same shopper. Nothing else is made up.
+
+    The description also requires ``state`` and ``zip_code`` (type string, no minimum
+    length): an address of a country without regions or postcodes (Hong Kong, Ireland without
+    a county) sends ``""``; the source's mapping reports a gap its country's addressing
+    cannot accept (:func:`mappings._countries.address_gaps`)."""
     if address is None:
         return None
     name = address.name
@@ -638,8 +656,8 @@ def _address_out(
         "street1": address.street1,
         "street2": address.street2,
         "city": address.city,
-        "state": address.state,
-        "zip_code": address.zip_code,
+        "state": address.state or "",
+        "zip_code": address.zip_code or "",
         "country_code": address.country_code,
         "phone": address.phone,
     }

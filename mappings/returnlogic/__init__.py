@@ -30,10 +30,12 @@ from mappings.returnlogic.exchange import (
     order_create_response_to_result,
 )
 from mappings.returnlogic.orders import (
+    line_quantities,
+    map_order,
     order_snapshot_hash,
-    order_status,
     order_to_canonical,
     orders_page,
+    status_of,
 )
 from mappings.returnlogic.rmas import (
     RETURN_TYPES,
@@ -74,9 +76,10 @@ __all__ = [
     "dumps",
     "exchange_order_number",
     "exchange_to_order_create",
+    "line_quantities",
+    "map_order",
     "order_create_response_to_result",
     "order_snapshot_hash",
-    "order_status",
     "order_to_canonical",
     "orders_page",
     "parse_webhook_body",
@@ -85,5 +88,6 @@ __all__ = [
     "rma_status",
     "rma_to_canonical",
     "rmas_page",
+    "status_of",
     "variants_for_sku",
 ]

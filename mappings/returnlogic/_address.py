@@ -29,7 +29,9 @@ def make_address(
     phone: str | None,
 ) -> Address | None:
     """``address1``->street1, ``address2``->street2, ``regionCode``->state, ``postcode``->zip_code,
-    ``countryCode``->country_code (upper case).
+    ``countryCode``->country_code (upper case). Callers pass ``region`` (the name) as
+    ``region_code`` when there is no code (an Irish county); a country without regions or
+    postcodes (Hong Kong) leaves them None (:func:`mappings._countries.address_gaps`).
 
     None when ``address1``, ``city`` and ``countryCode`` are all blank; ``MappingError`` naming
     the missing field (``shippingAddress.city``) when only some are.
@@ -63,7 +65,7 @@ def from_rl_address(rl: RlAddress | None, where: str) -> Address | None:
         address1=rl.address1,
         address2=rl.address2,
         city=rl.city,
-        region_code=rl.regionCode,
+        region_code=rl.regionCode or rl.region,
         postcode=rl.postcode,
         country_code=rl.countryCode,
         name=rl.name or full_name(rl.firstName, rl.lastName),

@@ -15,33 +15,64 @@ Ids
   ``variant_id`` = ``rlProductVariantId`` when the item carries one (not in the spec), else None
   (the Optoro side then sends the SKU, as its guide asks).
 
-Money (decimal dollars -> cents, rounded once, half up)
+Quantities (per line; ``w`` = the line's ``fulfillmentStatus``, else the order's; ``q`` =
+``quantity``, ``f`` = ``fulfillableQuantity`` (units still to ship), ``r`` = ``refundQuantity``)
+
+  Commerce platforms behind ReturnLogic (Shopify and alike) record units canceled before they
+  shipped as *refunded* line quantities with nothing shipped; a cancellation is
+  ``qty_canceled``, never an Optoro refund (those are for returned units). Rule per field:
+
+  ================================ ============= ========================= ===============
+  ``w``                            qty_shipped   qty_canceled              qty_refunded
+  ================================ ============= ========================= ===============
+  ``fulfilled``                    ``q - f``     0                         ``r`` (returns)
+  ``restocked``, ``shippedAt`` set ``q - f``     0                         ``r`` (returns)
+  ``partial``                      ``q - f - c`` ``c = min(r, q - f - 1)`` ``r - c``
+  ``restocked``, no ``shippedAt``  0             ``q``                     0
+  none / anything else             0             ``r``                     0
+  ================================ ============= ========================= ===============
+
+  * ``f`` missing counts as 0, except on a ``partial`` line, where the split is unknown: nothing
+    shipped (doubt).
+  * ``partial``: at least one unit shipped; refunded units are the unshipped ones first (a unit
+    that never shipped cannot be returned), any refund beyond those is of returned units.
+  * An order canceled as a whole -- ``canceledAt``/``cancelledAt`` set (not in the spec),
+    ``financialStatus`` ``voided``, or ``refunded`` with no unit shipped -- cancels every unit
+    not shipped: ``qty_canceled = q - qty_shipped`` (a shipped unit on it is a doubt).
+  * ``qty_refunded`` never exceeds ``qty_shipped`` (Optoro's rule); the excess is a doubt.
+  * An unshipped line's open units are ``q - r``; an ``f`` that disagrees is a doubt (a source
+    may send 0 for "unknown").
+
+Status (from the line quantities, as the guide sends it; ``raw_status`` keeps ReturnLogic's
+words, e.g. ``partial/paid``)
+
+  ================================================================== ============
+  Lines                                                              OrderStatus
+  ================================================================== ============
+  every unit canceled (or no line, and the order canceled)           CANCELED
+  every unit not canceled has shipped (at least one shipped)         SHIPPED
+  anything else: units still to ship (guide scenario 02, step 1)     CREATED
+  ================================================================== ============
+
+  So one line shipped and one still open is CREATED; 1 shipped and 3 canceled is SHIPPED;
+  ``fulfillmentStatus`` ``partial`` never makes an order SHIPPED by itself.
+
+Doubts
+  Data that does not fit these rules never holds an order back: it is mapped with what is
+  certain and each doubt is reported (:func:`map_order`) for the caller to flag for an
+  operator: a ``fulfilled`` line with ``f > 0``, a ``partial`` one without ``f``, refunds
+  beyond the shipped units, ``f`` and ``r`` disagreeing on an unshipped line, shipped units on
+  a canceled order, ``shippedAt`` without a fulfilled line, an address missing what its
+  country's addressing needs (:mod:`mappings._countries`).
+
+Money (decimal major units -> integer minor units of ``shopCurrencyCode``, ISO 4217: JPY 0
+decimals, USD 2, KWD 3; rounded once, half up)
   ``unit_price`` = ``pricePerItem``; line ``discount`` = ``totalDiscount``, else
   ``discountPerItem * quantity``; line ``tax`` = ``totalTax``, else ``taxPerItem * quantity``
   (the product is exact, then rounded once). ``shipping`` = ``shippingPrice``, ``fees`` = ``fees``,
   ``order_discount`` = ``orderLevelDiscount``, ``shipping_tax`` = ``taxPrice`` minus the lines'
   tax (the header tax no line carries; 0 when the lines carry more). ``discounts`` lists
   ``discounts[]`` for information (they are already in the line amounts).
-
-Status (first row that applies; ``raw_status`` keeps the words, e.g. ``fulfilled/paid``)
-
-  ==================================================================== ============
-  ReturnLogic                                                          OrderStatus
-  ==================================================================== ============
-  ``canceledAt``/``cancelledAt`` set (not in the spec), or
-  ``financialStatus`` ``voided``                                       CANCELED
-  ``fulfillmentStatus`` ``restocked`` and no ``shippedAt``             CANCELED
-  ``fulfillmentStatus`` ``fulfilled``/``partial``/``restocked``, or
-  ``shippedAt`` set                                                    SHIPPED
-  anything else (unfulfilled, pending...)                              CREATED
-  ==================================================================== ============
-
-Quantities (per line; a line without ``fulfillmentStatus`` uses the order's)
-  ``qty`` = ``quantity``. ``qty_shipped`` = ``quantity - fulfillableQuantity`` when the line is
-  ``fulfilled`` or ``partial`` (a missing ``fulfillableQuantity`` counts as 0 for ``fulfilled``
-  and as nothing shipped for ``partial``), 0 otherwise. ``qty_canceled`` = the units not shipped
-  when the order is CANCELED or the line ``restocked``, else 0. ``qty_refunded`` =
-  ``refundQuantity``.
 
 Line amounts
   A line's tax and discount are those of its *shipped* units, as Optoro's Returns Portal
@@ -52,9 +83,12 @@ Line amounts
 
 Refunds
   ReturnLogic reports only running totals (``refundAmount``, ``refundQuantity``), no refund
-  records. When either is non-zero the order gets one cumulative :class:`~bridge.domain.Refund`
-  with the stable id ``returnlogic-order-<rlOrderId>-refunds``, total ``refundAmount``, one line
-  per refunded line, ``created_at`` = the order's ``updated_at`` (the latest time the refund is
+  records. Refunded units that are cancellations (above) are not refunds for Optoro. When
+  returned units were refunded, or money beyond the canceled units' value, the order gets one
+  cumulative :class:`~bridge.domain.Refund` with the stable id
+  ``returnlogic-order-<rlOrderId>-refunds``, total ``refundAmount`` minus the canceled units'
+  value (their price, less their discount share, plus their tax share), one line per line with
+  returned units, ``created_at`` = the order's ``updated_at`` (the latest time the refund is
   known to exist; ReturnLogic gives no refund date). A later, larger refund changes that entry.
 
 Fallbacks (never invented values; what is unknown stays None)
@@ -62,6 +96,7 @@ Fallbacks (never invented values; what is unknown stays None)
     else the customer's first/last name (only when the order carries a ``customer`` object), else
     None. ReturnLogic's documented address has no name, so in practice it is None.
   * address phone: the address's ``phone``, else ``customerPhone``.
+  * address state: ``regionCode``, else ``region`` (the name: an Irish county has no code).
   * an address without ``address1``, ``city`` and ``countryCode`` all blank is absent (None); one
     with only some of them is a ``MappingError`` naming the missing field.
   * customer id: ``rlCustomerId`` (order or nested ``customer``), else ``externalCustomerId``,
@@ -79,9 +114,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from pydantic import ValidationError
 
@@ -95,8 +131,11 @@ from bridge.domain import (
     Refund,
     RefundLine,
     WeightUnit,
+    major_to_minor,
+    minor_unit_exponent,
 )
 from bridge.errors import MappingError
+from mappings._countries import address_gaps
 from mappings.returnlogic._address import full_name, make_address
 from mappings.returnlogic._fields import (
     field_path,
@@ -116,15 +155,18 @@ from mappings.returnlogic._fields import (
 from mappings.returnlogic.rules import GIFT_CARD, LineEvidence, TagRule, TagRules
 
 __all__ = [
+    "LineQuantities",
+    "MappedOrder",
+    "line_quantities",
+    "map_order",
     "order_snapshot_hash",
-    "order_status",
     "order_to_canonical",
     "orders_page",
+    "raw_status",
+    "status_of",
 ]
 
 T = TypeVar("T")
-
-_SHIPPED_WORDS = frozenset({"fulfilled", "partial"})
 
 
 def orders_page(body: bytes | str) -> list[dict[str, Any]]:
@@ -132,26 +174,101 @@ def orders_page(body: bytes | str) -> list[dict[str, Any]]:
     return page_records(body, "GET /v1/orders")
 
 
-def order_status(
-    fulfillment_status: str | None,
-    financial_status: str | None,
-    shipped_at: datetime | None = None,
-    canceled: bool = False,
-) -> tuple[OrderStatus, str | None]:
-    """The status table of the module docstring: ``(status, raw_status)``."""
-    fulfillment = fulfillment_status.casefold() if fulfillment_status else None
-    financial = financial_status.casefold() if financial_status else None
-    raw_parts = [word for word in (fulfillment_status, financial_status) if word]
+class LineQuantities(NamedTuple):
+    """What one ReturnLogic line means for Optoro (the quantities table of the module)."""
+
+    shipped: int
+    canceled: int
+    refunded: int
+    """Returned units refunded (an Optoro refund); canceled units are never in it."""
+    canceled_refunded: int
+    """Refunded units that are cancellations (their money is not an Optoro refund)."""
+    doubts: tuple[str, ...] = ()
+
+
+def line_quantities(
+    word: str | None,
+    qty: int,
+    fulfillable: int | None,
+    refunded: int,
+    *,
+    order_canceled: bool = False,
+    order_shipped: bool = False,
+) -> LineQuantities:
+    """The quantities table of the module docstring, for one line.
+
+    ``word`` is the line's ``fulfillmentStatus`` (else the order's), case-folded;
+    ``order_shipped``: the order has a ``shippedAt``; ``order_canceled``: canceled as a whole.
+    """
+    doubts: list[str] = []
+    open_units = fulfillable or 0
+    canceled_refunded = 0
+    if word == "fulfilled" or (word == "restocked" and order_shipped):
+        if open_units:
+            doubts.append(f"fulfillableQuantity {open_units} on a {word} line: sent as not shipped")
+        shipped, canceled = qty - open_units, 0
+    elif word == "partial":
+        if fulfillable is None:
+            doubts.append("partial line without fulfillableQuantity: sent as nothing shipped")
+            shipped = canceled = 0
+        else:
+            closed = qty - fulfillable
+            canceled_refunded = min(refunded, max(closed - 1, 0))
+            shipped, canceled = closed - canceled_refunded, canceled_refunded
+    elif word == "restocked":
+        shipped, canceled = 0, qty
+        canceled_refunded = refunded
+    else:
+        shipped, canceled, canceled_refunded = 0, refunded, refunded
+        if fulfillable is not None and fulfillable + refunded != qty:
+            doubts.append(
+                f"unshipped line: fulfillableQuantity {fulfillable} and refundQuantity"
+                f" {refunded} do not add up to quantity {qty}: {refunded} sent as canceled,"
+                f" {qty - refunded} as still to ship"
+            )
+    if order_canceled:
+        if shipped:
+            doubts.append(f"{shipped} unit(s) shipped on a canceled order: sent as shipped")
+        canceled = qty - shipped
+    returned = refunded - canceled_refunded
+    if returned > shipped:
+        doubts.append(
+            f"refundQuantity {refunded} exceeds the {shipped} unit(s) shipped: the excess is not"
+            " sent as refunded"
+        )
+        returned = shipped
+    return LineQuantities(
+        shipped, canceled, returned, canceled_refunded, tuple(doubts) if doubts else ()
+    )
+
+
+def status_of(lines: Sequence[OrderLine], order_canceled: bool) -> OrderStatus:
+    """The status table of the module docstring: from the lines' quantities."""
+    if not lines:
+        return OrderStatus.CANCELED if order_canceled else OrderStatus.CREATED
+    if all(line.qty_canceled == line.qty for line in lines):
+        return OrderStatus.CANCELED
+    if all(line.qty_shipped + line.qty_canceled == line.qty for line in lines):
+        return OrderStatus.SHIPPED
+    return OrderStatus.CREATED
+
+
+def raw_status(
+    fulfillment_status: str | None, financial_status: str | None, canceled: bool
+) -> str | None:
+    """ReturnLogic's own words, ``fulfilled/paid`` (``/canceled`` when a cancel date is set)."""
+    parts = [word for word in (fulfillment_status, financial_status) if word]
     if canceled:
-        raw_parts.append("canceled")
-    raw = "/".join(raw_parts) or None
-    if canceled or financial == "voided":
-        return OrderStatus.CANCELED, raw
-    if fulfillment == "restocked":
-        return (OrderStatus.SHIPPED if shipped_at else OrderStatus.CANCELED), raw
-    if fulfillment in _SHIPPED_WORDS or shipped_at is not None:
-        return OrderStatus.SHIPPED, raw
-    return OrderStatus.CREATED, raw
+        parts.append("canceled")
+    return "/".join(parts) or None
+
+
+@dataclass(frozen=True, slots=True)
+class MappedOrder:
+    """An order and what in its data did not fit (for an operator; it is still sent)."""
+
+    order: Order
+    doubts: tuple[str, ...]
 
 
 def order_to_canonical(wire: Mapping[str, Any], rules: TagRules) -> Order:
@@ -160,12 +277,19 @@ def order_to_canonical(wire: Mapping[str, Any], rules: TagRules) -> Order:
     Any problem is a ``MappingError`` whose ``field`` names the wire field
     (``orderItems[0].pricePerItem``).
     """
+    return map_order(wire, rules).order
+
+
+def map_order(wire: Mapping[str, Any], rules: TagRules) -> MappedOrder:
+    """:func:`order_to_canonical`, with the doubts (``"orderItems[0]: ..."``) of the data."""
     if wire.__class__ is not dict and not isinstance(wire, Mapping):
         raise MappingError(f"an order must be a JSON object, got {type(wire).__name__}")
+    doubts: list[str] = []
     try:
-        return _order(wire, rules)
+        order = _order(wire, rules, doubts)
     except ValidationError as exc:  # a canonical invariant the field checks did not catch
         raise mapping_error(exc, "order") from exc
+    return MappedOrder(order, tuple(doubts))
 
 
 def order_snapshot_hash(order: Order) -> str:
@@ -258,7 +382,7 @@ def _casefold(text: str | None) -> str | None:
 # --- implementation --------------------------------------------------------------------------
 
 
-def _order(w: Mapping[str, Any], rules: TagRules) -> Order:
+def _order(w: Mapping[str, Any], rules: TagRules, doubts: list[str]) -> Order:
     rl_order_id = _need(w, "rlOrderId", to_id, "")
     order_number = _need(w, "orderNumber", to_id, "")
     fulfillment_status = _text(w, "fulfillmentStatus", "")
@@ -266,12 +390,9 @@ def _order(w: Mapping[str, Any], rules: TagRules) -> Order:
     shipped_at = _get(w, "shippedAt", to_datetime, "")
     canceled_at = _get(w, "canceledAt", to_datetime, "")
     cancelled_at = _get(w, "cancelledAt", to_datetime, "")
-    status, raw_status = order_status(
-        fulfillment_status,
-        financial_status,
-        shipped_at,
-        canceled_at is not None or cancelled_at is not None,
-    )
+    cancel_dated = canceled_at is not None or cancelled_at is not None
+    currency = _need(w, "shopCurrencyCode", to_required_text, "").upper()
+    money = _money(currency)
     # every date is read (and checked), even those a fallback makes unnecessary
     external_created = _get(w, "externalCreateDate", to_datetime, "")
     created = _get(w, "createDate", to_datetime, "")
@@ -301,6 +422,10 @@ def _order(w: Mapping[str, Any], rules: TagRules) -> Order:
         billing_address = shipping_address
     else:
         billing_address = _address(w, "billingAddress", fallback_name, customer_phone)
+        if gaps := address_gaps(billing_address):
+            doubts.extend(f"billingAddress: {gap}" for gap in gaps)
+    if gaps := address_gaps(shipping_address):
+        doubts.extend(f"shippingAddress: {gap}" for gap in gaps)
 
     # order-level tag evidence
     tags = _get(w, "tags", to_strings, "") or []
@@ -316,27 +441,49 @@ def _order(w: Mapping[str, Any], rules: TagRules) -> Order:
     )
 
     order_fulfillment = _casefold(fulfillment_status)
-    canceled = status is OrderStatus.CANCELED
+    items = _objects(w, "orderItems")
+    facts = [
+        _line_facts(item, f"orderItems[{i}]", order_fulfillment) for i, item in enumerate(items)
+    ]
+    order_shipped = shipped_at is not None
+    canceled = cancel_dated or financial == "voided"
+    if not canceled and financial == "refunded":  # refunded in full, nothing shipped: canceled
+        canceled = not any(
+            line_quantities(word, qty, fulfillable, refunded, order_shipped=order_shipped).shipped
+            for word, qty, fulfillable, refunded in facts
+        )
     lines: list[OrderLine] = []
     refund_lines: list[RefundLine] = []
     line_tax_total = 0
-    for index, item in enumerate(_objects(w, "orderItems")):
+    canceled_value = 0
+    for index, (item, fact) in enumerate(zip(items, facts, strict=True)):
         where = f"orderItems[{index}]"
+        quantities = line_quantities(*fact, order_canceled=canceled, order_shipped=order_shipped)
+        if quantities.doubts:
+            doubts.extend(f"{where}: {doubt}" for doubt in quantities.doubts)
         try:
-            line, whole_tax = _line(
-                item, where, rule_pairs, order_tags, order_fulfillment, canceled, shipped_at
+            line, whole_tax, whole_discount = _line(
+                item, where, rule_pairs, order_tags, fact[1], quantities, shipped_at, money
             )
         except ValidationError as exc:
             raise mapping_error(exc, where) from exc
         lines.append(line)
         line_tax_total += whole_tax
+        if quantities.canceled_refunded:
+            canceled_value += _share(
+                line.unit_price_cents * line.qty - whole_discount + whole_tax,
+                quantities.canceled_refunded,
+                line.qty,
+            )
         if line.qty_refunded:
             refund_lines.append(
                 RefundLine(id=line.id, order_line_id=line.id, qty=line.qty_refunded)
             )
+    if shipped_at is not None and not any(line.qty_shipped for line in lines):
+        doubts.append("shippedAt is set but no line says what shipped: sent as nothing shipped")
 
-    header_tax = _need(w, "taxPrice", to_cents, "")
-    refund_cents = _need(w, "refundAmount", to_cents, "")
+    header_tax = _need(w, "taxPrice", money, "")
+    refund_cents = max(_need(w, "refundAmount", money, "") - canceled_value, 0)
     refunds: tuple[Refund, ...] = ()
     if refund_cents or refund_lines:
         refunds = (
@@ -350,22 +497,22 @@ def _order(w: Mapping[str, Any], rules: TagRules) -> Order:
         )
 
     discounts = tuple(
-        _discount(d, f"discounts[{i}]") for i, d in enumerate(_objects(w, "discounts"))
+        _discount(d, f"discounts[{i}]", money) for i, d in enumerate(_objects(w, "discounts"))
     )
     return Order(
         id=order_number,
         secondary_id=_opt_id(w, "externalOrderId", ""),
-        status=status,
-        raw_status=raw_status,
-        currency=_need(w, "shopCurrencyCode", to_required_text, "").upper(),
+        status=status_of(lines, canceled),
+        raw_status=raw_status(fulfillment_status, financial_status, cancel_dated),
+        currency=currency,
         lines=tuple(lines),
         customer=customer,
         shipping_address=shipping_address,
         billing_address=billing_address,
-        shipping_cents=_need(w, "shippingPrice", to_cents, ""),
+        shipping_cents=_need(w, "shippingPrice", money, ""),
         shipping_tax_cents=max(header_tax - line_tax_total, 0),
-        order_discount_cents=_get(w, "orderLevelDiscount", to_cents, "") or 0,
-        fees_cents=_need(w, "fees", to_cents, ""),
+        order_discount_cents=_get(w, "orderLevelDiscount", money, "") or 0,
+        fees_cents=_need(w, "fees", money, ""),
         taxes_included=_need(w, "taxesIncluded", to_flag, ""),
         refunds=refunds,
         discounts=discounts,
@@ -376,23 +523,10 @@ def _order(w: Mapping[str, Any], rules: TagRules) -> Order:
     )
 
 
-def _line(
-    item: Mapping[str, Any],
-    where: str,
-    rule_pairs: Sequence[tuple[str, TagRule]],
-    order_tags: tuple[str, ...],
-    order_fulfillment: str | None,
-    canceled: bool,
-    shipped_at: datetime | None,
-) -> tuple[OrderLine, int]:
-    """The line, and its whole tax (the line keeps the shipped units' share only)."""
-    rl_item_id = _opt_id(item, "rlOrderItemId", where)
-    line_id = _opt_id(item, "externalOrderItemId", where) or rl_item_id
-    if line_id is None:
-        raise MappingError(
-            f"invalid ReturnLogic order: {where} has neither externalOrderItemId nor rlOrderItemId",
-            field=f"{where}.externalOrderItemId",
-        )
+def _line_facts(
+    item: Mapping[str, Any], where: str, order_fulfillment: str | None
+) -> tuple[str | None, int, int | None, int]:
+    """``(word, quantity, fulfillableQuantity, refundQuantity)`` of a line, checked."""
     qty = _need(item, "quantity", to_count, where)
     fulfillable = _get(item, "fulfillableQuantity", to_count, where)
     if fulfillable is not None and fulfillable > qty:
@@ -408,23 +542,39 @@ def _line(
             f" ({qty})",
             field=f"{where}.refundQuantity",
         )
-    fulfillment = _casefold(_text(item, "fulfillmentStatus", where)) or order_fulfillment
-    if fulfillment == "fulfilled":
-        shipped = qty - (fulfillable or 0)
-    elif fulfillment == "partial":
-        shipped = qty - fulfillable if fulfillable is not None else 0
-    else:
-        shipped = 0
-    canceled_qty = qty - shipped if canceled or fulfillment == "restocked" else 0
+    word = _casefold(_text(item, "fulfillmentStatus", where)) or order_fulfillment
+    return word, qty, fulfillable, refunded
 
-    discount = _get(item, "totalDiscount", to_cents, where)
+
+def _line(
+    item: Mapping[str, Any],
+    where: str,
+    rule_pairs: Sequence[tuple[str, TagRule]],
+    order_tags: tuple[str, ...],
+    qty: int,
+    quantities: LineQuantities,
+    shipped_at: datetime | None,
+    money: Callable[[Any], int],
+) -> tuple[OrderLine, int, int]:
+    """The line, its whole tax and its whole discount (the line keeps the shipped units'
+    share only)."""
+    rl_item_id = _opt_id(item, "rlOrderItemId", where)
+    line_id = _opt_id(item, "externalOrderItemId", where) or rl_item_id
+    if line_id is None:
+        raise MappingError(
+            f"invalid ReturnLogic order: {where} has neither externalOrderItemId nor rlOrderItemId",
+            field=f"{where}.externalOrderItemId",
+        )
+    shipped = quantities.shipped
+
+    discount = _get(item, "totalDiscount", money, where)
     if discount is None:
         per_item = _get(item, "discountPerItem", to_dollars, where)
-        discount = _cents_of(per_item * qty, where, "discountPerItem") if per_item else 0
-    tax = _get(item, "totalTax", to_cents, where)
+        discount = _minor_of(per_item * qty, money, where, "discountPerItem") if per_item else 0
+    tax = _get(item, "totalTax", money, where)
     if tax is None:
         per_item = _get(item, "taxPerItem", to_dollars, where)
-        tax = _cents_of(per_item * qty, where, "taxPerItem") if per_item else 0
+        tax = _minor_of(per_item * qty, money, where, "taxPerItem") if per_item else 0
 
     # tags: order-level ones apply to every line
     is_gift_card = _get(item, "isGiftCard", to_flag, where) or False
@@ -448,18 +598,18 @@ def _line(
         )
 
     grams = _get(item, "grams", to_count, where)
-    whole_tax = tax
+    whole_tax, whole_discount = tax, discount
     if shipped < qty:
-        tax, discount = _shipped_share(tax, shipped, qty), _shipped_share(discount, shipped, qty)
+        tax, discount = _share(tax, shipped, qty), _share(discount, shipped, qty)
     line = OrderLine(
         id=line_id,
         sku=_text(item, "sku", where),
         title=_text(item, "displayName", where),
         qty=qty,
         qty_shipped=shipped,
-        qty_canceled=canceled_qty,
-        qty_refunded=refunded,
-        unit_price_cents=_need(item, "pricePerItem", to_cents, where),
+        qty_canceled=quantities.canceled,
+        qty_refunded=quantities.refunded,
+        unit_price_cents=_need(item, "pricePerItem", money, where),
         tax_cents=tax,
         discount_cents=discount,
         product_id=_opt_id(item, "externalProductId", where),
@@ -471,26 +621,44 @@ def _line(
         tags=tags,
         refs={"returnlogic": rl_item_id} if rl_item_id else {},
     )
-    return line, whole_tax
+    return line, whole_tax, whole_discount
 
 
-def _shipped_share(cents: int, shipped: int, qty: int) -> int:
-    """``cents`` of ``qty`` units, for the ``shipped`` ones (ROUND_HALF_UP, once)."""
+def _share(cents: int, units: int, qty: int) -> int:
+    """``cents`` of ``qty`` units, for ``units`` of them (ROUND_HALF_UP, once)."""
     if not qty or not cents:
         return 0
-    share = Decimal(cents) * shipped / qty
+    share = Decimal(cents) * units / qty
     return int(share.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
-def _cents_of(amount: Decimal, where: str, key: str) -> int:
+def _money(currency: str) -> Callable[[Any], int]:
+    """The converter of amounts in ``currency`` (major units) to its minor units (ISO 4217)."""
+    exponent = minor_unit_exponent(currency)
+    if exponent == 2:
+        return to_cents
+
+    def to_minor(value: Any) -> int:
+        minor = major_to_minor(to_dollars(value), currency)
+        if minor >= _MAX_MINOR:
+            raise ValueError("out of range")
+        return minor
+
+    return to_minor
+
+
+_MAX_MINOR = 10**18
+
+
+def _minor_of(amount: Decimal, money: Callable[[Any], int], where: str, key: str) -> int:
     try:
-        return to_cents(amount)
+        return money(amount)
     except ValueError as exc:
         path = _path(where, key)
         raise MappingError(f"invalid ReturnLogic order: {path}: {exc}", field=path) from None
 
 
-def _discount(d: Mapping[str, Any], where: str) -> Discount:
+def _discount(d: Mapping[str, Any], where: str, money: Callable[[Any], int]) -> Discount:
     rl_id = _opt_id(d, "rlOrderDiscountId", where)
     code = _text(d, "code", where)
     if code is None:
@@ -500,7 +668,7 @@ def _discount(d: Mapping[str, Any], where: str) -> Discount:
     return Discount(
         id=rl_id or code,
         code=code,
-        amount_cents=_need(d, "amount", to_cents, where),
+        amount_cents=_need(d, "amount", money, where),
         is_shipping=_get(d, "isShippingDiscount", to_flag, where) or False,
         refs={"returnlogic": rl_id} if rl_id else {},
     )
@@ -547,7 +715,7 @@ def _address(
         address1=_text(a, "address1", key),
         address2=_text(a, "address2", key),
         city=_text(a, "city", key),
-        region_code=_text(a, "regionCode", key),
+        region_code=_text(a, "regionCode", key) or _text(a, "region", key),
         postcode=_text(a, "postcode", key),
         country_code=_text(a, "countryCode", key),
         name=_text(a, "name", key)

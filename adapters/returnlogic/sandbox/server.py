@@ -1878,8 +1878,8 @@ def _dumps(data: Any) -> str:
 
 
 def _default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return money(to_cents(value))
+    if isinstance(value, Decimal):  # exact: 3-decimal currencies (KWD) keep their third place
+        return int(value) if value == value.to_integral_value() else float(value)
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
