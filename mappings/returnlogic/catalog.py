@@ -51,6 +51,7 @@ __all__ = [
     "TEMPLATE_FIELDS",
     "products_page",
     "products_to_variants",
+    "variant_products",
     "variants_for_sku",
 ]
 
@@ -116,6 +117,23 @@ def variants_for_sku(
                     product, f"[{index}]", product_url_template, fields, image_fallback
                 )
     return []
+
+
+def variant_products(products: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """``rlProductVariantId`` -> ``rlProductId`` of every variant in ``products`` (raw records;
+    ids that are not whole numbers are skipped): the index that finds a variant's product,
+    which the API cannot search by variant id."""
+    index: dict[str, int] = {}
+    for product in products:
+        product_id = _text(product.get("rlProductId"))
+        raw_variants = product.get("variants")
+        if product_id is None or not product_id.isdigit() or not isinstance(raw_variants, list):
+            continue
+        for raw in raw_variants:
+            variant_id = _text(raw.get("rlProductVariantId")) if isinstance(raw, Mapping) else None
+            if variant_id is not None and variant_id.isdigit():
+                index.setdefault(variant_id, int(product_id))
+    return index
 
 
 # --- implementation --------------------------------------------------------------------------
