@@ -321,3 +321,23 @@ def test_the_variant_identifier_sent_to_optoro_resolves(tmp_path: Path, data: An
             assert [v["sku"] for v in answer["variants"]] == offerable(product)
 
     asyncio.run(run())
+
+
+# --- finding 3: idempotent on original_order_id ------------------------------------------------
+
+
+async def test_another_body_for_a_placed_order_gets_the_order_placed(tmp_path: Path) -> None:
+    variants_step = step("03", "Exchange Variants")
+    request = step("03", "Exchange Order")["request"]
+    async with world(tmp_path) as w:
+        guide_product(w.rl, "96027", variants_step["response"]["variants"])
+        status, first = await w.exchange_order(request)
+        assert status == 200
+        changed = json.loads(json.dumps(request))
+        changed["items"][0]["sku"] = "sku1237"
+        changed["note"] = "second thoughts"
+        status, again = await w.exchange_order(changed)
+        assert (status, again) == (200, first)
+        assert [o["orderNumber"] for o in w.rl.orders.values()] == [first["order_identifier"]]
+        [flag] = await w.daemon.runtime.store.list_flags()
+        assert (flag.entity_kind, flag.entity_key) == ("exchange_order", "ORD1234567")

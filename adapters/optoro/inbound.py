@@ -11,7 +11,10 @@
   the catalog fails).
 * ``POST exchange_orders`` (alias ``orders``) — one exchange order per
   ``original_order_id``, ever: repeats and concurrent duplicates get the stored answer;
-  another body for a used ``original_order_id`` is a 409; an unavailable order system is
+  so does another body for a used ``original_order_id`` (the description: "The endpoint
+  should be idempotent, using original_order_id as the key. Only one exchange order can be
+  placed against an original_order_id", and it documents no answer but 200): the order is
+  flagged for the operator, naming that body's hash. An unavailable order system is
   a 503 with ``Retry-After`` and nothing recorded.
 """
 
@@ -28,7 +31,7 @@ from adapters.optoro.config import OptoroConfig
 from bridge.cache import SingleFlightCache
 from bridge.domain import Variant
 from bridge.engine import HandlerContext, Outcome
-from bridge.errors import DeliveryError, MappingError, RetriableDeliveryError
+from bridge.errors import DeliveryError, MappingError, RetriableDeliveryError, StoreError
 from bridge.flows import ReturnsFlows
 from bridge.inbound import (
     authenticated,
@@ -128,7 +131,6 @@ class OptoroInbound:
                 security=security,
                 responses={
                     403: "X-Optiturn-Id is not this retailer's (quarantined)",
-                    409: "another body was already placed for this original_order_id",
                     422: "the order is invalid (quarantined)",
                 },
             )
@@ -326,14 +328,8 @@ class OptoroInbound:
             if claim.state is ClaimState.DONE:
                 return web.json_response(claim.response)
             if claim.state is ClaimState.CONFLICT:
-                return json_error(
-                    409,
-                    "an exchange order was already placed for this original_order_id with a"
-                    " different body; only one exchange order per original order is allowed",
-                    field="original_order_id",
-                    original_order_id=key,
-                    order=claim.response,
-                )
+                await self._record_differing(key, body, request_hash)
+                return web.json_response(claim.response)
             if claim.state is ClaimState.NEW:
                 return await self._create(request, body, order, scope, key)
             if loop.time() >= give_up_at:
@@ -341,6 +337,32 @@ class OptoroInbound:
                 response.headers["Retry-After"] = "5"
                 return response
             await asyncio.sleep(0.05)
+
+    async def _record_differing(self, key: str, body: bytes, request_hash: str) -> None:
+        """Flag the order for the operator when Optoro sends another body for an
+        ``original_order_id`` already placed (the flag names the body's hash and size; the
+        order is not changed)."""
+        reason = (
+            f"another exchange order body for original_order_id {key!r} after one was placed"
+            f" (order sha256 {request_hash[:16]}, {len(body)} bytes): answered with the order"
+            " placed, nothing created"
+        )
+        try:
+            async with self.runtime.store.transaction() as tx:
+                await tx.add_flag(self.retailer, "exchange_order", key, reason)
+        except StoreError as exc:  # the order stands: answer it, say what was not kept
+            log.error(
+                "differing exchange order body not flagged",
+                extra={"retailer": self.retailer, "original_order_id": key, "reason": str(exc)},
+            )
+        log.warning(
+            "exchange order repeated with a different body",
+            extra={
+                "retailer": self.retailer,
+                "original_order_id": key,
+                "order_sha256": request_hash,
+            },
+        )
 
     async def _create(
         self, request: web.Request, body: bytes, order: Any, scope: str, key: str
