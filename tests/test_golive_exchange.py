@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -186,6 +187,42 @@ def guide_product(rl: ReturnLogicSandbox, parent: str, variants: list[dict[str, 
     )
 
 
+# --- scenarios 03-06 and 12-15 ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scenario", EXCHANGE_SCENARIOS)
+async def test_guide_exchange_answered_from_returnlogic(tmp_path: Path, scenario: str) -> None:
+    variants_step = step(scenario, "Exchange Variants")
+    order_step = step(scenario, "Exchange Order")
+    parent = variants_step["path"].split("/")[2]
+    async with world(tmp_path) as w:
+        guide_product(w.rl, parent, variants_step["response"]["variants"])
+
+        status, answer = await w.variants(parent)
+        assert status == 200
+        assert answer == variants_step["response"]  # every field, all_size included
+
+        request = order_step["request"]
+        status, placed = await w.exchange_order(request)
+        assert status == 200, placed
+        number = f"EXCH-{request['original_order_id']}"
+        assert placed["order_identifier"] == number  # the named divergence
+        if order_step["response"]:
+            guide = {k: v for k, v in order_step["response"].items() if k != "order_identifier"}
+            assert {k: v for k, v in placed.items() if k != "order_identifier"} == guide
+
+        rl_order = w.rl_order(number)
+        [item] = rl_order["orderItems"]
+        [wanted] = request["items"]
+        assert (item["sku"], item["quantity"]) == (wanted["sku"], wanted["quantity"])
+        assert Decimal(str(item["pricePerItem"])) == dollars(wanted["unit_price_amount_cents"])
+        assert Decimal(str(item["totalTax"])) == dollars(wanted["tax_amount_cents"])
+        assert f"rma:{request['rma_identifier']}" in rl_order["tags"]
+        assert f"transaction:{request['payment']['transaction_id']}" in rl_order["tags"]
+        assert rl_order["customerEmail"] == request["customer"]["email"]
+        assert rl_order["shippingAddress"]["postcode"] == request["shipping_address"]["zip_code"]
+
+
 # --- finding 1: the documented products carry no price -----------------------------------------
 
 
@@ -341,3 +378,102 @@ async def test_another_body_for_a_placed_order_gets_the_order_placed(tmp_path: P
         assert [o["orderNumber"] for o in w.rl.orders.values()] == [first["order_identifier"]]
         [flag] = await w.daemon.runtime.store.list_flags()
         assert (flag.entity_kind, flag.entity_key) == ("exchange_order", "ORD1234567")
+
+
+# --- finding 4: gift cards without a product; the exchange order reaches Optoro when shipped ---
+
+
+GIFT_CARD_EXCHANGE = {
+    "currency": "USD",
+    "rma_identifier": "GC-RMA-1",
+    "original_order_id": "ORD-GC-1",
+    "original_secondary_order_id": "RO-GC-1",
+    "is_gift": False,
+    "items": [
+        {
+            "sku": "OPTOROGIFTCARD",
+            "quantity": 1,
+            "title": "Gift card",
+            "unit_price_amount_cents": 1000,
+            "bonus_credit_amount_cents": 200,
+            "return_items": [
+                {
+                    "title": "Pink Shirt",
+                    "original_sku": "888812349672",
+                    "original_item_identifier": "4567",
+                    "quantity": 1,
+                }
+            ],
+        }
+    ],
+    "customer": {
+        "identifier": "219299",
+        "first_name": "Ben",
+        "last_name": "Wallace",
+        "email": "BWallace@gmail.com",
+    },
+    "shipping_address": {
+        "name": "Ben Wallace",
+        "street1": "1001 G St NW",
+        "city": "Washington",
+        "province": "DC",
+        "postal_code": "20001",
+        "country_code": "US",
+    },
+    "payment": {"transaction_id": "txn-gc-1"},
+    "note": "gift card please",
+}
+
+
+async def test_gift_card_exchange_without_a_catalog_product(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        status, placed = await w.exchange_order(GIFT_CARD_EXCHANGE)
+        assert status == 200, placed
+        assert placed == {
+            "order_identifier": "EXCH-ORD-GC-1",
+            "total_amount_cents": 1200,  # the gift card plus its bonus
+            "product_amount_cents": 1000,
+            "tax_amount_cents": 0,
+        }
+        order = w.rl_order("EXCH-ORD-GC-1")
+        [item] = order["orderItems"]
+        assert (item["sku"], item["isGiftCard"], item["productExists"]) == (
+            "OPTOROGIFTCARD",
+            True,
+            False,
+        )
+        assert Decimal(str(item["pricePerItem"])) == Decimal("10")
+        assert "bonus_credit: 2.00" in item["properties"]
+        # finding 5: what ReturnLogic has a field for
+        assert {
+            "original_order:ORD-GC-1",
+            "original_secondary_order:RO-GC-1",
+            "transaction:txn-gc-1",
+            "rma:GC-RMA-1",
+        } <= set(order["tags"])
+        assert order["externalCustomerId"] == 219299
+
+
+async def test_exchange_order_reaches_optoro_when_it_ships(tmp_path: Path) -> None:
+    variants_step = step("03", "Exchange Variants")
+    request = step("03", "Exchange Order")["request"]
+    async with world(tmp_path) as w:
+        guide_product(w.rl, "96027", variants_step["response"]["variants"])
+        status, placed = await w.exchange_order(request)
+        assert status == 200
+        number = placed["order_identifier"]
+
+        await w.sync_orders()
+        assert w.optoro.latest(number) is None  # unfulfilled: nothing to return yet
+
+        w.rl.fulfill_order(w.rl_order(number)["rlOrderId"])
+        await w.sync_orders()
+        sent = w.optoro.latest(number)
+        assert sent is not None
+        assert sent["status"] == "Shipped"
+        [item] = sent["items"]
+        assert (item["sku"], item["quantity"], item["quantity_shipped"]) == ("sku1236", 4, 4)
+        assert item["unit_price_amount_cents"] == 12800
+        assert item["tax_amount_cents"] == 1024
+        assert sent["total_amount_cents"] == placed["total_amount_cents"]
+        assert sent["customer"]["email"] == request["customer"]["email"]
