@@ -32,6 +32,7 @@ from adapters.returnlogic.orders import format_when, sync_for
 from adapters.returnlogic.sandbox import DEFAULT_TEAM, ReturnLogicSandbox
 from adapters.returnlogic.sandbox import running_sandbox as running_rl
 from bridge.ports import CATALOG
+from tests.daemon_process import until
 from tests.harness import (
     OPTITURN_ID,
     OPTORO_CLIENT_ID,
@@ -378,6 +379,29 @@ async def test_another_body_for_a_placed_order_gets_the_order_placed(tmp_path: P
         assert [o["orderNumber"] for o in w.rl.orders.values()] == [first["order_identifier"]]
         [flag] = await w.daemon.runtime.store.list_flags()
         assert (flag.entity_kind, flag.entity_key) == ("exchange_order", "ORD1234567")
+
+
+async def test_another_body_while_the_first_is_being_placed_waits_for_it(
+    tmp_path: Path,
+) -> None:
+    """A different body arriving while the first is still being placed gets that order once
+    it is placed (not an empty answer, not a second order)."""
+    variants_step = step("03", "Exchange Variants")
+    request = step("03", "Exchange Order")["request"]
+    changed = json.loads(json.dumps(request))
+    changed["items"][0]["sku"] = "sku1237"
+    async with world(tmp_path) as w:
+        guide_product(w.rl, "96027", variants_step["response"]["variants"])
+        w.rl.latency = 0.3
+        first = asyncio.create_task(w.exchange_order(request))
+        await until(lambda: bool(w.rl.requests), 5.0, "the first body reaches ReturnLogic")
+        second = await w.exchange_order(changed)
+        assert second == await first
+        assert second[0] == 200
+        assert second[1]["order_identifier"] == "EXCH-ORD1234567"
+        assert len(w.rl.orders) == 1
+        [flag] = await w.daemon.runtime.store.list_flags()
+        assert flag.entity_key == "ORD1234567"
 
 
 # --- finding 4: gift cards without a product; the exchange order reaches Optoro when shipped ---

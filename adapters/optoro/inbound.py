@@ -327,13 +327,16 @@ class OptoroInbound:
             claim = await store.claim(scope, key, request_hash, lease_seconds=120.0)
             if claim.state is ClaimState.DONE:
                 return web.json_response(claim.response)
-            if claim.state is ClaimState.CONFLICT:
+            if claim.state is ClaimState.CONFLICT and claim.response is not None:
                 await self._record_differing(key, body, request_hash)
                 return web.json_response(claim.response)
+            # CONFLICT without an answer: another body is being placed; wait for its order
             if claim.state is ClaimState.NEW:
                 return await self._create(request, body, order, scope, key)
             if loop.time() >= give_up_at:
-                response = json_error(503, "the same exchange order is still being placed")
+                response = json_error(
+                    503, "an exchange order for this original_order_id is still being placed"
+                )
                 response.headers["Retry-After"] = "5"
                 return response
             await asyncio.sleep(0.05)
