@@ -261,6 +261,33 @@ async def test_documented_products_answer_without_unpriced_variants(tmp_path: Pa
         assert catalog.unpriced["Mouse"] == 2
 
 
+async def test_one_broken_variant_ends_only_itself(tmp_path: Path) -> None:
+    """A variant ReturnLogic sends broken (a price that is no number, an option without a
+    name) is left out with its field logged and counted; its siblings are served."""
+    variants = step("04", "Exchange Variants")["response"]["variants"]
+    async with world(tmp_path) as w:
+        guide_product(w.rl, "96027", variants)
+        [product] = w.rl.products.values()
+        broken_price, good = product["variants"]
+        broken_option = {
+            **good,
+            "sku": "sku1238",
+            "rlProductVariantId": good["rlProductVariantId"] + 100,
+            "options": [{"value": "Green", "position": 9}],  # no name, no product option
+        }
+        broken_price["price"] = "twelve"
+        product["variants"].append(broken_option)
+        status, answer = await w.variants("96027")
+        assert status == 200
+        assert answer == {"variants": [variants[1]]}
+        catalog = w.daemon.runtime.service(RETAILER, CATALOG)
+        assert isinstance(catalog, RlCatalog)
+        assert catalog.unmappable == {
+            "[0].variants[0].price": 1,
+            "[0].variants[2].options[0].name": 1,
+        }
+
+
 # --- finding 2: the identifier the bridge sends Optoro resolves --------------------------------
 
 
@@ -501,3 +528,20 @@ async def test_exchange_order_reaches_optoro_when_it_ships(tmp_path: Path) -> No
         assert item["tax_amount_cents"] == 1024
         assert sent["total_amount_cents"] == placed["total_amount_cents"]
         assert sent["customer"]["email"] == request["customer"]["email"]
+
+
+async def test_a_split_gift_card_counts_its_bonus_once(tmp_path: Path) -> None:
+    """Tax that does not divide by the quantity splits the item in two ReturnLogic lines; the
+    bonus is recorded on the first only, so the answer's total counts it once."""
+    body = json.loads(json.dumps(GIFT_CARD_EXCHANGE))
+    body["original_order_id"] = "ORD-GC-2"
+    body["items"][0].update(quantity=3, unit_price_amount_cents=1000, tax_amount_cents=100)
+    async with world(tmp_path) as w:
+        status, placed = await w.exchange_order(body)
+        assert status == 200, placed
+        assert placed["total_amount_cents"] == 3000 + 100 + 200
+        lines = w.rl_order("EXCH-ORD-GC-2")["orderItems"]
+        assert [line["quantity"] for line in lines] == [2, 1]
+        assert [p for line in lines for p in line["properties"] if "bonus" in p] == [
+            "bonus_credit: 2.00"
+        ]

@@ -231,6 +231,16 @@ class OptoroInbound:
             response = json_error(503, "the catalog is unavailable, retry later")
             response.headers["Retry-After"] = "5"
             return response
+        except MappingError as exc:  # the catalog's answer could not be read at all
+            log.warning(
+                "exchange variants unreadable",
+                extra={
+                    "retailer": self.retailer,
+                    "variant": variant_identifier,
+                    "reason": str(exc),
+                },
+            )
+            return json_error(502, f"the catalog's answer cannot be read: {exc}", field=exc.field)
         if cached.stale:
             log.warning(
                 "exchange variants served stale",

@@ -18,6 +18,8 @@ Unknown: an empty list.
 A variant without a price (ReturnLogic's documented product has none) cannot be offered to
 Optoro, which decides from ``unit_price_amount_cents`` whether to show it: it is left out,
 logged with its SKU and counted (:attr:`RlCatalog.unpriced`); the other variants are served.
+So is a variant that cannot be mapped (a bad price, an option without a name): logged with
+the field, counted (:attr:`RlCatalog.unmappable`), its siblings served.
 
 Exchange orders (``exchange_order_sink`` capability, when ``exchange_orders.enabled``):
 one ReturnLogic order per original order, ever. The order number is derived from
@@ -91,6 +93,8 @@ class RlCatalog:
         self.config = config.catalog
         self.unpriced: Counter[str] = Counter()
         """SKU -> times it was left out of an answer for having no price."""
+        self.unmappable: Counter[str] = Counter()
+        """Field (``[0].variants[1].price``) -> times a variant was left out as unmappable."""
         self._variant_products: dict[str, int] = {}
         self._scanned_at: float | None = None
         self._scan_lock = asyncio.Lock()
@@ -111,15 +115,24 @@ class RlCatalog:
         key = variant_identifier.strip()
         if not key:
             return []
-        return self._priced(key, await self._lookup(key))
+        problems: list[MappingError] = []
+        found = await self._lookup(key, problems)
+        for problem in problems:
+            self.unmappable[problem.field or "<record>"] += 1
+            log.warning(
+                "returnlogic variant left out of exchange variants: not mappable",
+                extra={"variant": key, "field": problem.field, "reason": str(problem)},
+            )
+        return self._priced(key, found)
 
-    async def _lookup(self, key: str) -> list[Variant]:
+    async def _lookup(self, key: str, problems: list[MappingError]) -> list[Variant]:
         template, fallback = self.config.product_url_template, self.config.image_fallback
         found = variants_for_sku(
             await self._products(sku=key),
             key,
             product_url_template=template,
             image_fallback=fallback,
+            problems=problems,
         )
         if found:
             return found
@@ -128,6 +141,7 @@ class RlCatalog:
             [p for p in products if str(p.get("externalProductId")) == key][:1],
             template,
             fallback,
+            problems=problems,
         )
         if found or not (key.isascii() and key.isdigit()):
             return found
@@ -144,7 +158,11 @@ class RlCatalog:
         if not isinstance(product, dict):
             raise MappingError("GET /v1/products/{rlProductId}: expected a JSON object")
         return variants_for_sku(
-            [product], key, product_url_template=template, image_fallback=fallback
+            [product],
+            key,
+            product_url_template=template,
+            image_fallback=fallback,
+            problems=problems,
         )
 
     async def _product_of_variant(self, variant_id: str) -> int | None:
