@@ -389,6 +389,17 @@ def test_the_variant_identifier_sent_to_optoro_resolves(tmp_path: Path, data: An
     asyncio.run(run())
 
 
+async def test_a_variant_id_whose_product_is_gone_answers_no_variants(tmp_path: Path) -> None:
+    variants = step("03", "Exchange Variants")["response"]["variants"]
+    async with world(tmp_path) as w:
+        guide_product(w.rl, "96027", variants)
+        [product] = w.rl.products.values()
+        assert (await w.variants("sku1236"))[0] == 200  # the page read indexes its variants
+        w.rl.team().products.pop(product["rlProductId"])
+        status, answer = await w.variants(str(product["variants"][0]["rlProductVariantId"]))
+        assert (status, answer) == (200, {"variants": []})
+
+
 # --- finding 3: idempotent on original_order_id ------------------------------------------------
 
 

@@ -148,12 +148,18 @@ class RlCatalog:
         product_id = await self._product_of_variant(key)
         if product_id is None:
             return []
-        response = await self.team.request(
-            "GET",
-            f"/v1/products/{product_id}",
-            priority=Priority.LIVE,
-            attempts=LIVE_ATTEMPTS,
-        )
+        try:
+            response = await self.team.request(
+                "GET",
+                f"/v1/products/{product_id}",
+                priority=Priority.LIVE,
+                attempts=LIVE_ATTEMPTS,
+            )
+        except PermanentDeliveryError as exc:
+            if exc.status != 404:
+                raise
+            self._variant_products.pop(key, None)  # the product is gone: forget the entry
+            return []
         product = load_json(response.body, what="GET /v1/products/{rlProductId}")
         if not isinstance(product, dict):
             raise MappingError("GET /v1/products/{rlProductId}: expected a JSON object")
