@@ -400,6 +400,17 @@ async def test_a_variant_id_whose_product_is_gone_answers_no_variants(tmp_path: 
         assert (status, answer) == (200, {"variants": []})
 
 
+async def test_unknown_variant_ids_scan_the_catalog_once_per_interval(tmp_path: Path) -> None:
+    """The scan that finds a variant id's product is bounded: unknown ids within
+    ``variant_scan_every`` do not read the catalog again (the team's rate budget is shared)."""
+    async with world(tmp_path) as w:
+        w.rl.generate(orders=0, products=12, rmas=0, seed=5)
+        for unknown in ("900000001", "900000002", "900000003"):
+            assert await w.variants(unknown) == (200, {"variants": []})
+        scans = [r for r in w.rl.requests if r.path == "/v1/products" and "skip" in r.query]
+        assert len(scans) == 1
+
+
 # --- finding 3: idempotent on original_order_id ------------------------------------------------
 
 
