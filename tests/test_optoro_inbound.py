@@ -321,9 +321,12 @@ async def test_exchange_orders_are_idempotent_on_original_order_id(daemon, sessi
         changed["items"][0]["unit_price_amount_cents"] * changed["items"][0]["quantity"]
     )
     status, body, _ = await post_exchange(session, daemon, step, changed)
-    assert status == 409
-    assert body["error"]["field"] == "original_order_id"
+    assert status == 200  # idempotent on original_order_id: the order placed, no 409
+    assert body == step["response"]
     assert sink.calls == 1
+    [flag] = await daemon.runtime.store.list_flags()
+    assert (flag.entity_kind, flag.entity_key) == ("exchange_order", changed["original_order_id"])
+    assert "another exchange order body" in flag.reason
 
 
 async def test_unavailable_order_system_is_503_and_nothing_half_created(daemon, session) -> None:  # type: ignore[no-untyped-def]

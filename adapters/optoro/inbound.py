@@ -11,7 +11,10 @@
   the catalog fails).
 * ``POST exchange_orders`` (alias ``orders``) — one exchange order per
   ``original_order_id``, ever: repeats and concurrent duplicates get the stored answer;
-  another body for a used ``original_order_id`` is a 409; an unavailable order system is
+  so does another body for a used ``original_order_id`` (the description: "The endpoint
+  should be idempotent, using original_order_id as the key. Only one exchange order can be
+  placed against an original_order_id", and it documents no answer but 200): the order is
+  flagged for the operator, naming that body's hash. An unavailable order system is
   a 503 with ``Retry-After`` and nothing recorded.
 """
 
@@ -28,7 +31,7 @@ from adapters.optoro.config import OptoroConfig
 from bridge.cache import SingleFlightCache
 from bridge.domain import Variant
 from bridge.engine import HandlerContext, Outcome
-from bridge.errors import DeliveryError, MappingError, RetriableDeliveryError
+from bridge.errors import DeliveryError, MappingError, RetriableDeliveryError, StoreError
 from bridge.flows import ReturnsFlows
 from bridge.inbound import (
     REPLAY_AFTER_FIX,
@@ -134,7 +137,6 @@ class OptoroInbound:
                 responses={
                     503: "X-Optiturn-Id is not this retailer's (quarantined, flagged; the"
                     " status is optiturn_mismatch_status)",
-                    409: "another body was already placed for this original_order_id",
                     422: "the order is invalid (quarantined)",
                 },
             )
@@ -255,6 +257,16 @@ class OptoroInbound:
             response = json_error(503, "the catalog is unavailable, retry later")
             response.headers["Retry-After"] = "5"
             return response
+        except MappingError as exc:  # the catalog's answer could not be read at all
+            log.warning(
+                "exchange variants unreadable",
+                extra={
+                    "retailer": self.retailer,
+                    "variant": variant_identifier,
+                    "reason": str(exc),
+                },
+            )
+            return json_error(502, f"the catalog's answer cannot be read: {exc}", field=exc.field)
         if cached.stale:
             log.warning(
                 "exchange variants served stale",
@@ -371,22 +383,45 @@ class OptoroInbound:
             claim = await store.claim(scope, key, request_hash, lease_seconds=120.0)
             if claim.state is ClaimState.DONE:
                 return web.json_response(claim.response)
-            if claim.state is ClaimState.CONFLICT:
-                return json_error(
-                    409,
-                    "an exchange order was already placed for this original_order_id with a"
-                    " different body; only one exchange order per original order is allowed",
-                    field="original_order_id",
-                    original_order_id=key,
-                    order=claim.response,
-                )
+            if claim.state is ClaimState.CONFLICT and claim.response is not None:
+                await self._record_differing(key, body, request_hash)
+                return web.json_response(claim.response)
+            # CONFLICT without an answer: another body is being placed; wait for its order
             if claim.state is ClaimState.NEW:
                 return await self._create(request, body, order, scope, key)
             if loop.time() >= give_up_at:
-                response = json_error(503, "the same exchange order is still being placed")
+                response = json_error(
+                    503, "an exchange order for this original_order_id is still being placed"
+                )
                 response.headers["Retry-After"] = "5"
                 return response
             await asyncio.sleep(0.05)
+
+    async def _record_differing(self, key: str, body: bytes, request_hash: str) -> None:
+        """Flag the order for the operator when Optoro sends another body for an
+        ``original_order_id`` already placed (the flag names the body's hash and size; the
+        order is not changed)."""
+        reason = (
+            f"another exchange order body for original_order_id {key!r} after one was placed"
+            f" (order sha256 {request_hash[:16]}, {len(body)} bytes): answered with the order"
+            " placed, nothing created"
+        )
+        try:
+            async with self.runtime.store.transaction() as tx:
+                await tx.add_flag(self.retailer, "exchange_order", key, reason)
+        except StoreError as exc:  # the order stands: answer it, say what was not kept
+            log.error(
+                "differing exchange order body not flagged",
+                extra={"retailer": self.retailer, "original_order_id": key, "reason": str(exc)},
+            )
+        log.warning(
+            "exchange order repeated with a different body",
+            extra={
+                "retailer": self.retailer,
+                "original_order_id": key,
+                "order_sha256": request_hash,
+            },
+        )
 
     async def _create(
         self, request: web.Request, body: bytes, order: Any, scope: str, key: str

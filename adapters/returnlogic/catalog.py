@@ -6,8 +6,20 @@ in-call retries; the Optoro endpoint caches and serves stale answers while Retur
 and returns every SKU'd variant of the product holding that SKU (inactive ones flagged),
 attributes from the option names and values, stock, price in cents, image (``image_fallback``
 when none) and ``product_url_template``. No product has that SKU: the identifier is tried as
-an ``externalProductIds`` value (all of that product's variants). The API offers no search by
-variant id, so ReturnLogic's own variant ids are not looked up. Unknown: an empty list.
+an ``externalProductIds`` value (all of that product's variants). Still nothing and the
+identifier is a whole number: it is taken as a ReturnLogic variant id (``rlProductVariantId``,
+what the order sync sends Optoro as ``variant_identifier`` when an order line carries one).
+The API offers no search by variant id, so the catalog keeps an index variant id -> product,
+filled from every products page it reads and, on a miss, by reading the catalog page by page
+(at most ``variant_scan_pages`` pages of 250, at most once per ``variant_scan_every`` seconds,
+one scan at a time); the product found is read with ``GET /v1/products/{rlProductId}``.
+Unknown: an empty list.
+
+A variant without a price (ReturnLogic's documented product has none) cannot be offered to
+Optoro, which decides from ``unit_price_amount_cents`` whether to show it: it is left out,
+logged with its SKU and counted (:attr:`RlCatalog.unpriced`); the other variants are served.
+So is a variant that cannot be mapped (a bad price, an option without a name): logged with
+the field, counted (:attr:`RlCatalog.unmappable`), its siblings served.
 
 Exchange orders (``exchange_order_sink`` capability, when ``exchange_orders.enabled``):
 one ReturnLogic order per original order, ever. The order number is derived from
@@ -31,6 +43,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
+from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +69,7 @@ from mappings.returnlogic import (
     products_to_variants,
     variants_for_sku,
 )
+from mappings.returnlogic.catalog import variant_products
 
 if TYPE_CHECKING:
     from bridge.config import RetailerConfig
@@ -70,39 +85,126 @@ CREATE_ROUNDS = 3
 class RlCatalog:
     """The ``catalog`` capability over ReturnLogic products."""
 
+    PAGE = 250
+    """Products per page (the API's maximum)."""
+
     def __init__(self, team: RlTeam, config: ReturnLogicConfig) -> None:
         self.team = team
         self.config = config.catalog
+        self.unpriced: Counter[str] = Counter()
+        """SKU -> times it was left out of an answer for having no price."""
+        self.unmappable: Counter[str] = Counter()
+        """Field (``[0].variants[1].price``) -> times a variant was left out as unmappable."""
+        self._variant_products: dict[str, int] = {}
+        self._scanned_at: float | None = None
+        self._scan_lock = asyncio.Lock()
 
-    async def _products(self, **params: str) -> list[dict[str, Any]]:
+    async def _products(self, **params: str | int) -> list[dict[str, Any]]:
         response = await self.team.request(
             "GET",
             "/v1/products",
-            params={**params, "status": "any", "limit": 250},
+            params={"status": "any", "limit": self.PAGE, **params},
             priority=Priority.LIVE,
             attempts=LIVE_ATTEMPTS,
         )
-        return products_page(response.body)
+        products = products_page(response.body)
+        self._variant_products.update(variant_products(products))
+        return products
 
     async def variants_for(self, variant_identifier: str) -> list[Variant]:
         key = variant_identifier.strip()
         if not key:
             return []
+        problems: list[MappingError] = []
+        found = await self._lookup(key, problems)
+        for problem in problems:
+            self.unmappable[problem.field or "<record>"] += 1
+            log.warning(
+                "returnlogic variant left out of exchange variants: not mappable",
+                extra={"variant": key, "field": problem.field, "reason": str(problem)},
+            )
+        return self._priced(key, found)
+
+    async def _lookup(self, key: str, problems: list[MappingError]) -> list[Variant]:
         template, fallback = self.config.product_url_template, self.config.image_fallback
         found = variants_for_sku(
             await self._products(sku=key),
             key,
             product_url_template=template,
             image_fallback=fallback,
+            problems=problems,
         )
         if found:
             return found
         products = await self._products(externalProductIds=key)
-        return products_to_variants(
+        found = products_to_variants(
             [p for p in products if str(p.get("externalProductId")) == key][:1],
             template,
             fallback,
+            problems=problems,
         )
+        if found or not (key.isascii() and key.isdigit()):
+            return found
+        product_id = await self._product_of_variant(key)
+        if product_id is None:
+            return []
+        try:
+            response = await self.team.request(
+                "GET",
+                f"/v1/products/{product_id}",
+                priority=Priority.LIVE,
+                attempts=LIVE_ATTEMPTS,
+            )
+        except PermanentDeliveryError as exc:
+            if exc.status != 404:
+                raise
+            self._variant_products.pop(key, None)  # the product is gone: forget the entry
+            return []
+        product = load_json(response.body, what="GET /v1/products/{rlProductId}")
+        if not isinstance(product, dict):
+            raise MappingError("GET /v1/products/{rlProductId}: expected a JSON object")
+        return variants_for_sku(
+            [product],
+            key,
+            product_url_template=template,
+            image_fallback=fallback,
+            problems=problems,
+        )
+
+    async def _product_of_variant(self, variant_id: str) -> int | None:
+        """The ``rlProductId`` holding ``variant_id``, from the index, else after one scan."""
+        if variant_id in self._variant_products or not self.config.variant_scan_pages:
+            return self._variant_products.get(variant_id)
+        async with self._scan_lock:
+            fresh = (
+                self._scanned_at is not None
+                and time.monotonic() - self._scanned_at < self.config.variant_scan_every
+            )
+            if variant_id not in self._variant_products and not fresh:
+                await self._scan()
+        return self._variant_products.get(variant_id)
+
+    async def _scan(self) -> None:
+        for page in range(self.config.variant_scan_pages):
+            products = await self._products(skip=page * self.PAGE)
+            if len(products) < self.PAGE:
+                break
+        else:
+            log.warning(
+                "returnlogic catalog scan stopped at variant_scan_pages",
+                extra={"pages": self.config.variant_scan_pages},
+            )
+        self._scanned_at = time.monotonic()
+
+    def _priced(self, key: str, variants: list[Variant]) -> list[Variant]:
+        unpriced = [v.sku for v in variants if v.unit_price_cents is None]
+        if unpriced:
+            self.unpriced.update(unpriced)
+            log.warning(
+                "returnlogic variants without a price left out of exchange variants",
+                extra={"variant": key, "skus": unpriced, "count": len(unpriced)},
+            )
+        return [v for v in variants if v.unit_price_cents is not None]
 
 
 class RlExchangeOrders:

@@ -162,6 +162,17 @@ class RlCatalogConfig(ConfigModel):
     image_fallback: str | None = Field(
         default=None, description="image url of variants and products without one"
     )
+    variant_scan_pages: int = Field(
+        default=200,
+        ge=0,
+        description="most product pages (250 each) read to find a ReturnLogic variant id the"
+        " API cannot search by; 0: variant ids are not resolved",
+    )
+    variant_scan_every: float = Field(
+        default=900.0,
+        gt=0,
+        description="seconds before an unknown variant id makes the catalog be read again",
+    )
 
     @field_validator("product_url_template")
     @classmethod

@@ -9,7 +9,11 @@ last among the attributes, and is not sent when a variant has one size dimension
 
 ``all_size`` is derived, so :func:`parse_variants_response` drops it and
 :func:`variants_response` recomputes it: ``variants_response(parse_variants_response(r), dims)``
-gives back ``r``. Inactive variants (``is_active=False``) are not offered.
+gives back ``r``. Inactive variants (``is_active=False``) are not offered, nor are variants
+without a price: Optoro decides from ``unit_price_amount_cents`` whether to show a variant, and
+the description requires it, so a catalog that has no price for a variant (ReturnLogic's
+documented products carry none) cannot offer it. :func:`offered` says which are left out, for
+the caller to log and count; the others are still served.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ __all__ = [
     "VariantsResponseIn",
     "VariantsResponseOut",
     "all_size",
+    "offered",
     "parse_variants_response",
     "variant_attributes",
     "variants_response",
@@ -121,10 +126,21 @@ def variant_attributes(variant: Variant, size_dimensions: Sequence[str]) -> list
     return wire
 
 
+def offered(variants: Sequence[Variant]) -> tuple[list[Variant], list[Variant]]:
+    """``(offered, unpriced)``: the active variants with a price, and the active ones left out
+    for having none (inactive variants are in neither: they are never offered)."""
+    active = [v for v in variants if v.is_active]
+    return (
+        [v for v in active if v.unit_price_cents is not None],
+        [v for v in active if v.unit_price_cents is None],
+    )
+
+
 def variants_response(
     variants: Sequence[Variant], size_dimensions: Sequence[str]
 ) -> dict[str, Any]:
-    """The Exchange Variants response body offering ``variants`` (inactive ones left out)."""
+    """The Exchange Variants response body offering ``variants`` (inactive and unpriced ones
+    left out, see :func:`offered`)."""
     wire = {
         "variants": [
             {
@@ -136,8 +152,7 @@ def variants_response(
                 "image_url": variant.image_url,
                 "product_url": variant.product_url,
             }
-            for variant in variants
-            if variant.is_active
+            for variant in offered(variants)[0]
         ]
     }
     return dump_out(VariantsResponseOut, wire, what="exchange variants response")

@@ -51,6 +51,7 @@ __all__ = [
     "TEMPLATE_FIELDS",
     "products_page",
     "products_to_variants",
+    "variant_products",
     "variants_for_sku",
 ]
 
@@ -71,16 +72,22 @@ def products_to_variants(
     products: Sequence[Mapping[str, Any]],
     product_url_template: str | None,
     image_fallback: str | None = None,
+    *,
+    problems: list[MappingError] | None = None,
 ) -> list[Variant]:
     """Every SKU'd variant of ``products`` (raw ``GET /v1/products`` records), in order.
 
     ``MappingError`` fields are prefixed with the product's index: ``[0].variants[1].price``.
+    With a ``problems`` list, a variant (or product) that cannot be mapped is left out and
+    its error appended there instead of raised, so one broken record ends only itself.
     """
     fields = _template_fields(product_url_template)
     variants: list[Variant] = []
     for index, product in enumerate(products):
         variants.extend(
-            _product_variants(product, f"[{index}]", product_url_template, fields, image_fallback)
+            _product_variants(
+                product, f"[{index}]", product_url_template, fields, image_fallback, problems
+            )
         )
     return variants
 
@@ -91,6 +98,7 @@ def variants_for_sku(
     *,
     product_url_template: str | None = None,
     image_fallback: str | None = None,
+    problems: list[MappingError] | None = None,
 ) -> list[Variant]:
     """The variants of the product holding ``sku_or_variant_id``: the exchange candidates.
 
@@ -98,7 +106,7 @@ def variants_for_sku(
     first product (in list order) holding a match is used, and all its SKU'd variants are
     returned, the matched one included, inactive ones flagged ``is_active=False``. Unknown key:
     an empty list. Only the matched product is validated, so a broken unrelated record does not
-    hide the candidates.
+    hide the candidates; ``problems`` as in :func:`products_to_variants`.
     """
     fields = _template_fields(product_url_template)
     key = sku_or_variant_id.strip()
@@ -113,9 +121,26 @@ def variants_for_sku(
                 _text(raw.get("externalVariantId")),
             ):
                 return _product_variants(
-                    product, f"[{index}]", product_url_template, fields, image_fallback
+                    product, f"[{index}]", product_url_template, fields, image_fallback, problems
                 )
     return []
+
+
+def variant_products(products: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """``rlProductVariantId`` -> ``rlProductId`` of every variant in ``products`` (raw records;
+    ids that are not whole numbers are skipped): the index that finds a variant's product,
+    which the API cannot search by variant id."""
+    index: dict[str, int] = {}
+    for product in products:
+        product_id = _text(product.get("rlProductId"))
+        raw_variants = product.get("variants")
+        if product_id is None or not product_id.isdigit() or not isinstance(raw_variants, list):
+            continue
+        for raw in raw_variants:
+            variant_id = _text(raw.get("rlProductVariantId")) if isinstance(raw, Mapping) else None
+            if variant_id is not None and variant_id.isdigit():
+                index.setdefault(variant_id, int(product_id))
+    return index
 
 
 # --- implementation --------------------------------------------------------------------------
@@ -156,20 +181,31 @@ def _product_variants(
     template: str | None,
     fields: frozenset[str],
     image_fallback: str | None,
+    problems: list[MappingError] | None = None,
 ) -> list[Variant]:
-    try:
-        product = RlProduct.model_validate(raw)
+    def failed(error: MappingError) -> None:
+        if problems is None:
+            raise error
+        problems.append(error)
+
+    raw_variants = raw.get("variants")
+    try:  # the product without its variants, then each variant on its own
+        product = RlProduct.model_validate({**raw, "variants": []})
+        if raw_variants is not None and not isinstance(raw_variants, list):
+            RlProduct.model_validate(raw)  # names the field
     except ValidationError as exc:
-        raise mapping_error(exc, where) from exc
+        failed(mapping_error(exc, where))
+        return []
     names_by_id = {o.externalOptionId: o.name for o in product.options if o.externalOptionId}
     names_by_position = {o.position: o.name for o in product.options if o.position is not None}
     product_active = product.isActive and product.isPublic and not product.isDeleted
     out = []
-    for index, variant in enumerate(product.variants):
-        if variant.sku is None:
-            continue
+    for index, raw_variant in enumerate(raw_variants or ()):
         v_where = f"{where}.variants[{index}]"
         try:
+            variant = RlVariant.model_validate(raw_variant)
+            if variant.sku is None:
+                continue
             out.append(
                 _variant(
                     product,
@@ -184,7 +220,9 @@ def _product_variants(
                 )
             )
         except ValidationError as exc:
-            raise mapping_error(exc, v_where) from exc
+            failed(mapping_error(exc, v_where))
+        except MappingError as error:
+            failed(error)
     return out
 
 

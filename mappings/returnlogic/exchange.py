@@ -20,7 +20,8 @@ shippingAddress/billing...  street1->address1, street2->address2, state->regionC
                             addresses have no name field: the name is not sent. No billing
                             address -> omitted (never copied from shipping).
 tags                        ``exchange``, ``original_order:<id>``, ``rma:<id>`` (when known),
-                            ``gift`` (gift orders)
+                            ``original_secondary_order:<id>`` and ``transaction:<payment
+                            transaction_id>`` (when known), ``gift`` (gift orders)
 taxesIncluded               false (canonical tax is on top of prices)
 shopCurrencyCode            ``currency``
 totalPrice                  products - discounts + tax (a gift card bonus is not billed)
@@ -32,8 +33,16 @@ orderItems[]                one per item: ``externalOrderItemId`` ``<number>-<n>
                             ``fulfillableQuantity`` qty (nothing shipped yet),
                             ``orderItemDiscounts`` one ``EXCHANGE`` discount of the item's
                             discount, ``properties`` ``original_sku: ..``,
-                            ``original_line_id: ..``, ``bonus_credit: ..`` when known
+                            ``original_line_id: ..``, ``bonus_credit: ..`` when known.
+                            A gift card whose SKU is no catalog product is sent as a custom
+                            item (``AddCustomItemToOrderRequest``): ``sku``, ``name`` (the
+                            title), ``price`` (unit price) instead of ``rlProductVariantId``
 =========================== ===================================================================
+
+Not sent, for want of a field: the customer's first and last name and the addresses' ``name``
+(ReturnLogic's order, Address and Customer have none) and the ``note`` (no order-level text
+field; tags are labels). The original order, the RMA, the secondary order id and the payment's
+``transaction_id`` are identifiers, so they travel as tags, where ReturnLogic's users search.
 
 ReturnLogic takes tax per unit. When an item's tax does not divide by its quantity the item is
 sent as two lines (``<number>-<n>`` and ``<number>-<n>-2``) whose per-unit taxes differ by one
@@ -68,6 +77,7 @@ from bridge.errors import MappingError
 from mappings.returnlogic._fields import mapping_error
 from mappings.returnlogic.wire import (
     RlAddressOut,
+    RlCustomOrderItemCreate,
     RlOrder,
     RlOrderCreateRequest,
     RlOrderDiscountOut,
@@ -90,6 +100,7 @@ _SAFE = re.compile(r"[A-Za-z0-9_-]+")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _DIGEST_CHARS = 16
 _MAX_EXACT_DOUBLE = 2**53
+_BONUS_PROPERTY = "bonus_credit:"
 
 
 def exchange_order_number(original_order_id: str, prefix: str = "EXCH-") -> str:
@@ -128,16 +139,20 @@ def exchange_to_order_create(
     """The ``POST /v1/orders`` body (money as ``Decimal``; send it with :func:`dumps`).
 
     ``variant_ids_by_sku`` is the catalog lookup (SKU -> ``rlProductVariantId``); an item whose
-    SKU is missing, or maps to something that is not a whole number, is a ``MappingError``
-    naming the SKU, field ``items[<i>].sku``.
+    SKU is missing (a gift card excepted: it becomes a custom item), or maps to something that
+    is not a whole number, is a ``MappingError`` naming the SKU, field ``items[<i>].sku``.
     """
     variant_ids = [
-        _variant_id(item.sku, variant_ids_by_sku, index) for index, item in enumerate(ex.items)
+        _variant_id(item, variant_ids_by_sku, index) for index, item in enumerate(ex.items)
     ]
 
     tags = ["exchange", f"original_order:{ex.original_order_id}"]
     if ex.rma_id:
         tags.append(f"rma:{ex.rma_id}")
+    if ex.original_secondary_order_id:
+        tags.append(f"original_secondary_order:{ex.original_secondary_order_id}")
+    if ex.payment_transaction_id:
+        tags.append(f"transaction:{ex.payment_transaction_id}")
     if ex.is_gift:
         tags.append("gift")
     customer = ex.customer
@@ -176,7 +191,9 @@ def exchange_to_order_create(
 def order_create_response_to_result(body: Mapping[str, Any]) -> ExchangeOrderResult:
     """The placed order from a ``POST /v1/orders`` (or lookup) response, parsed with Decimal.
 
-    ``order_id`` = ``orderNumber``; ``total`` = ``totalPrice``; ``tax`` = ``taxPrice``;
+    ``order_id`` = ``orderNumber``; ``total`` = ``totalPrice`` plus the gift-card bonus the
+    items' ``bonus_credit: ..`` properties record (Exchange Orders: the total is "including any
+    gift card bonus credit"; ReturnLogic bills none of it); ``tax`` = ``taxPrice``;
     ``product`` = the items' ``totalPrice`` (else ``pricePerItem * quantity``), added exactly and
     rounded once.
     """
@@ -193,16 +210,36 @@ def order_create_response_to_result(body: Mapping[str, Any]) -> ExchangeOrderRes
         ),
         Decimal(0),
     )
+    bonus = sum((_bonus_credit(item.properties) for item in rl.orderItems), Decimal(0))
     return ExchangeOrderResult(
         order_id=rl.orderNumber,
-        total_cents=dollars_to_cents(rl.totalPrice, field="totalPrice"),
+        total_cents=dollars_to_cents(rl.totalPrice + bonus, field="totalPrice"),
         product_cents=dollars_to_cents(product, field="orderItems"),
         tax_cents=dollars_to_cents(rl.taxPrice, field="taxPrice"),
     )
 
 
-def _variant_id(sku: str, variant_ids_by_sku: Mapping[str, str], index: int) -> int:
+def _bonus_credit(properties: list[Any]) -> Decimal:
+    """The ``bonus_credit: <dollars>`` an item's properties record (0 when none or unreadable:
+    a property anyone may edit in ReturnLogic never fails the answer)."""
+    for entry in properties:
+        if isinstance(entry, str) and entry.startswith(_BONUS_PROPERTY):
+            try:
+                value = Decimal(entry.removeprefix(_BONUS_PROPERTY).strip())
+            except ArithmeticError:
+                return Decimal(0)
+            return value if value.is_finite() and value > 0 else Decimal(0)
+    return Decimal(0)
+
+
+def _variant_id(
+    item: ExchangeOrderItem, variant_ids_by_sku: Mapping[str, str], index: int
+) -> int | None:
+    """The item's ``rlProductVariantId``; None for a gift card the catalog does not hold."""
+    sku = item.sku
     found = variant_ids_by_sku.get(sku)
+    if found is None and item.kind is ExchangeKind.GIFT_CARD:
+        return None
     if found is None:
         raise MappingError(f"no ReturnLogic variant for SKU {sku!r}", field=f"items[{index}].sku")
     text = str(found).strip()
@@ -232,8 +269,8 @@ def _address_out(address: Address) -> RlAddressOut:
 
 
 def _order_items(
-    item: ExchangeOrderItem, index: int, variant_id: int, order_number: str
-) -> list[RlOrderItemCreate]:
+    item: ExchangeOrderItem, index: int, variant_id: int | None, order_number: str
+) -> list[RlOrderItemCreate | RlCustomOrderItemCreate]:
     base_tax, remainder = divmod(item.tax_cents, item.qty)
     # (qty, tax per unit) chunks: qty - remainder units at base_tax, remainder at base_tax + 1
     chunks = [(item.qty - remainder, base_tax)]
@@ -248,32 +285,39 @@ def _order_items(
         properties.append(f"original_sku: {item.original_sku}")
     if item.original_line_id:
         properties.append(f"original_line_id: {item.original_line_id}")
-    if item.bonus_credit_cents:
-        properties.append(f"bonus_credit: {cents_to_dollars(item.bonus_credit_cents)}")
+    bonus = [f"{_BONUS_PROPERTY} {cents_to_dollars(item.bonus_credit_cents)}"]
 
-    out = []
+    out: list[RlOrderItemCreate | RlCustomOrderItemCreate] = []
     for number, ((qty, unit_tax), discount) in enumerate(zip(chunks, discounts, strict=True)):
         suffix = f"-{index + 1}" if number == 0 else f"-{index + 1}-{number + 1}"
-        out.append(
-            RlOrderItemCreate(
-                externalOrderItemId=f"{order_number}{suffix}",
-                quantity=qty,
-                isTaxable=item.tax_cents > 0,
-                isGiftCard=item.kind is ExchangeKind.GIFT_CARD,
-                taxPerItem=cents_to_dollars(unit_tax),
-                fulfillableQuantity=qty,
-                properties=properties or None,
-                orderItemDiscounts=[
-                    RlOrderDiscountOut(
-                        amount=cents_to_dollars(discount),
-                        code=EXCHANGE_DISCOUNT_CODE,
-                        isShippingDiscount=False,
-                    )
-                ]
-                if discount
-                else None,
-                rlProductVariantId=variant_id,
-                priceOverride=cents_to_dollars(item.unit_price_cents),
+        common: dict[str, Any] = {
+            "externalOrderItemId": f"{order_number}{suffix}",
+            "quantity": qty,
+            "isTaxable": item.tax_cents > 0,
+            "isGiftCard": item.kind is ExchangeKind.GIFT_CARD,
+            "taxPerItem": cents_to_dollars(unit_tax),
+            "fulfillableQuantity": qty,
+            # the bonus once, on the first line of a split item
+            "properties": properties + bonus
+            if number == 0 and item.bonus_credit_cents
+            else properties or None,
+            "orderItemDiscounts": [
+                RlOrderDiscountOut(
+                    amount=cents_to_dollars(discount),
+                    code=EXCHANGE_DISCOUNT_CODE,
+                    isShippingDiscount=False,
+                )
+            ]
+            if discount
+            else None,
+        }
+        price = cents_to_dollars(item.unit_price_cents)
+        if variant_id is None:
+            out.append(
+                RlCustomOrderItemCreate(**common, sku=item.sku, name=item.title, price=price)
             )
-        )
+        else:
+            out.append(
+                RlOrderItemCreate(**common, rlProductVariantId=variant_id, priceOverride=price)
+            )
     return out

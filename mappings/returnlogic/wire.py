@@ -41,6 +41,7 @@ __all__ = [
     "RlAddress",
     "RlAddressOut",
     "RlCount",
+    "RlCustomOrderItemCreate",
     "RlCustomer",
     "RlDisposition",
     "RlOrder",
@@ -408,6 +409,23 @@ class RlOrderItemCreate(_Outbound):
     priceOverride: Dollars | None = None
 
 
+class RlCustomOrderItemCreate(_Outbound):
+    """``AddCustomItemToOrderRequest``: an item without a catalog product (a gift card). The
+    spec names it without its fields; ``sku``, ``name`` and ``price`` stand for the product."""
+
+    externalOrderItemId: str
+    quantity: int
+    isTaxable: bool
+    isGiftCard: bool
+    taxPerItem: Dollars
+    fulfillableQuantity: int | None = Field(default=None, ge=0)
+    properties: list[str] | None = None
+    orderItemDiscounts: list[RlOrderDiscountOut] | None = None
+    sku: str
+    name: str | None = None
+    price: Dollars
+
+
 class RlOrderCreateRequest(_Outbound):
     externalOrderId: str
     externalCustomerId: int | None = None
@@ -434,5 +452,5 @@ class RlOrderCreateRequest(_Outbound):
     externalUpdateDate: AwareDatetime | None = None
     gateway: str | None = None
     flatRateBonusCreditApplied: bool | None = None
-    orderItems: list[RlOrderItemCreate] | None = None
+    orderItems: list[RlOrderItemCreate | RlCustomOrderItemCreate] | None = None
     orderDiscounts: list[RlOrderDiscountOut] | None = None

@@ -53,6 +53,7 @@ from mappings.optoro import (
     variants_response,
     vocab,
 )
+from mappings.optoro.variants import offered
 from tests.contract.conftest import STEP_BY_ID, STEPS, differences
 
 NOW = datetime(2023, 1, 27, 23, 25, 9, tzinfo=UTC)
@@ -621,10 +622,14 @@ def test_exchange_candidates_ride_along_with_their_line() -> None:
     )
 
 
-def test_variants_need_a_price() -> None:
-    with pytest.raises(MappingError) as raised:
-        variants_response([Variant(sku="s", title="t", quantity_in_stock=0)], ())
-    assert raised.value.field == "variants[0].unit_price_amount_cents"
+def test_variants_without_a_price_are_left_out() -> None:
+    """Optoro decides from the price whether to show a variant: one without is not offered,
+    the others are (a MappingError for the whole list, before)."""
+    unpriced = Variant(sku="s", title="t", quantity_in_stock=0)
+    priced = Variant(sku="p", title="t", quantity_in_stock=1, unit_price_cents=500)
+    body = variants_response([unpriced, priced], ())
+    assert [v["sku"] for v in body["variants"]] == ["p"]
+    assert offered([unpriced, priced]) == ([priced], [unpriced])
 
 
 def test_exchange_orders_v2_gift_card_with_bonus() -> None:

@@ -48,7 +48,8 @@ Sandbox-only routes (no authentication, no rate limit): ``GET /_sandbox/state``,
 ``GET|POST /_sandbox/control`` (knobs, plus ``revoke_tokens``/``expire_tokens``),
 ``POST /_sandbox/reset``, ``POST /_sandbox/generate``, ``POST /_sandbox/install``,
 ``POST /_sandbox/api_keys``, ``POST /_sandbox/rmas`` (an RMA as a shopper would request it),
-``POST /_sandbox/rmas/{id}/advance``, ``DELETE /_sandbox/rmas/{id}``, ``GET
+``POST /_sandbox/rmas/{id}/advance``, ``DELETE /_sandbox/rmas/{id}``,
+``POST /_sandbox/orders/{id}/fulfill`` (the shop ships the whole order), ``GET
 /_sandbox/requests``, ``/_sandbox/events``, ``/_sandbox/deliveries``.
 """
 
@@ -1018,6 +1019,25 @@ class ReturnLogicSandbox(KnobbedState):
         order["updateDate"] = iso(self._now_ms())
         return order
 
+    def fulfill_order(
+        self, rl_order_id: int, team_id: str = DEFAULT_TEAM, shipped_at: str | None = None
+    ) -> dict[str, Any]:
+        """The shop ships every unit not yet shipped, as the commerce platform reports it to
+        ReturnLogic (the public API cannot change order items): the order and its items become
+        ``fulfilled`` with nothing left to fulfil, ``shippedAt`` set (now unless given)."""
+        order = self.team(team_id).orders.get(rl_order_id)
+        if order is None:
+            raise _NotFound("order")
+        now = iso(self._now_ms())
+        for item in order["orderItems"]:
+            item["fulfillableQuantity"] = 0
+            item["fulfillmentStatus"] = "fulfilled"
+            item["updateDate"] = now
+        order["fulfillmentStatus"] = "fulfilled"
+        order["shippedAt"] = shipped_at or now
+        order["updateDate"] = now
+        return order
+
     # catalog -------------------------------------------------------------------------------
 
     def update_product(
@@ -1824,6 +1844,14 @@ class ReturnLogicSandbox(KnobbedState):
             return web.json_response({"error": str(exc)}, status=409)
         return _json(rma)
 
+    async def fulfill_view(self, request: web.Request) -> web.Response:
+        team_id = request.query.get("teamId", DEFAULT_TEAM)
+        try:
+            order = self.fulfill_order(_path_int(request, "rlOrderId"), team_id)
+        except _NotFound as exc:
+            return web.json_response({"error": str(exc)}, status=404)
+        return _json(order)
+
     async def delete_rma_view(self, request: web.Request) -> web.Response:
         team_id = request.query.get("teamId", DEFAULT_TEAM)
         try:
@@ -1972,6 +2000,7 @@ def make_app(sandbox: ReturnLogicSandbox) -> web.Application:
     r.add_post(f"{c}/rmas", sandbox.create_rma_view)
     r.add_post(f"{c}/rmas/{{rlRmaId}}/advance", sandbox.advance_view)
     r.add_delete(f"{c}/rmas/{{rlRmaId}}", sandbox.delete_rma_view)
+    r.add_post(f"{c}/orders/{{rlOrderId}}/fulfill", sandbox.fulfill_view)
     r.add_get(f"{c}/requests", sandbox.requests_view)
     r.add_get(f"{c}/events", sandbox.events_view)
     r.add_get(f"{c}/deliveries", sandbox.deliveries_view)
