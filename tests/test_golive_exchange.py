@@ -538,7 +538,12 @@ async def test_exchange_order_reaches_optoro_when_it_ships(tmp_path: Path) -> No
         number = placed["order_identifier"]
 
         await w.sync_orders()
-        assert w.optoro.latest(number) is None  # unfulfilled: nothing to return yet
+        # every order reaches Optoro (tests/test_golive_orders.py); unfulfilled, nothing in it
+        # is returnable yet
+        created = w.optoro.latest(number)
+        assert created is not None
+        assert created["status"] == "Created"
+        assert [i["quantity_shipped"] for i in created["items"]] == [0]
 
         w.rl.fulfill_order(w.rl_order(number)["rlOrderId"])
         await w.sync_orders()
