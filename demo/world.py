@@ -72,6 +72,8 @@ password = "${{DEMO_WEBHOOK_PASSWORD}}"
 base_url = "{kibo_url}"
 token = "${{DEMO_KIBO_TOKEN}}"
 timeout = 5.0
+# the guide's line ids are the Kibo sandbox's item ids
+line_ids = "numeric"
 exchange_lines_numeric = true
 unknown_outcome_wait = 5.0
 [retailers.{retailer}.kibo.retry]
