@@ -6,17 +6,21 @@ Entities (all per retailer, see :mod:`mappings.kibo.crosswalk` for what they mea
   "line_id", "source"}`` (``source``: ``import`` or ``order``);
 - ``kibo.order_id`` ``<retailer>:<order>`` -> ``{"order_id", "source"}``: Kibo's ``orderID``;
 - ``kibo.exchanged_lines`` ``<retailer>:<exchange order>`` -> ``{"lines": [[order, line]]}``:
-  the original lines an RMA exchanged into that exchange order (recorded from every RMA the
-  destination renders), so the return of an exchange order resolves to the original order's
-  Kibo item, the order its refund goes against.
+  the original lines an RMA exchanged into that exchange order, and ``kibo.exchanged_by_order``
+  ``<retailer>:<original order>``: the lines of that order an RMA exchanged (both recorded
+  from every RMA the destination renders), so the return of an exchange order resolves to the
+  original order's Kibo item, the order its refund goes against.
 
 Resolution of a unit's line (:func:`resolve_lines`), first that answers:
 
 1. the crosswalk entry of ``(order, line)``;
 2. the order snapshot the order flow stored, by ``order_item_id_field`` (recorded in the
-   crosswalk with source ``order``: later snapshots do not move a return already resolved);
-3. for the line of an exchange order: the one original line exchanged into it, resolved by 1-2
-   (or as digits with ``line_ids = "numeric"``);
+   crosswalk with source ``order``: later snapshots do not move a return already resolved;
+   the ``orderID`` read by ``order_id_field`` likewise);
+3. for the line of an exchange order: the one original line exchanged into it (else the one
+   line of the original order that was exchanged), resolved by 1-2 (or as digits with
+   ``line_ids = "numeric"``); several candidates: unresolved, never guessed (the exchanging
+   RMA's return must have been rendered first -- else the dead letter is replayed later);
 4. ``line_ids = "numeric"``: the line id itself when canonical digits.
 
 Anything else stays unresolved: the create is a dead letter naming the line, and ``dlq replay``
@@ -29,7 +33,7 @@ import logging
 from dataclasses import dataclass
 
 from adapters.kibo.config import KiboConfig
-from bridge.domain import Order, Rma
+from bridge.domain import Order, RefundType, Rma
 from bridge.store import Store, Transaction
 from bridge.store.base import each_entity_key
 from mappings.kibo import numeric_order_item_ids
@@ -49,6 +53,10 @@ KIBO_ORDER_ID = "kibo.order_id"
 """Entity per ``<retailer>:<order>``: ``{"order_id": int, "source": str}``."""
 EXCHANGED_LINES = "kibo.exchanged_lines"
 """Entity per ``<retailer>:<exchange order>``: ``{"lines": [[order, line], ...]}``."""
+EXCHANGED_BY_ORDER = "kibo.exchanged_by_order"
+"""Entity per ``<retailer>:<original order>``: ``{"lines": [[order, line], ...]}``, the lines
+of that order an RMA exchanged (whichever exchange order shipped the replacement)."""
+EXCHANGE_TYPES = frozenset({RefundType.EVEN_EXCHANGE, RefundType.INSTANT_EXCHANGE})
 ORDER = "order"
 """The order flow's snapshot entity (``bridge.flows.entities.ORDER``), read only."""
 
@@ -138,18 +146,25 @@ async def export_rows(
     return rows
 
 
+async def _add_line(tx: Transaction, kind: str, key: str, pair: list[str]) -> None:
+    kept = await tx.get_entity(kind, key)
+    lines: list[list[str]] = [list(p) for p in kept.data["lines"]] if kept else []
+    if pair not in lines:
+        lines.append(pair)
+        await tx.put_entity(kind, key, (0,), {"lines": lines})
+
+
 async def record_exchanges(tx: Transaction, retailer: str, rma: Rma) -> None:
-    """Note, per exchange order the RMA names, the original lines exchanged into it."""
+    """Note the original lines the RMA exchanges: per exchange order when a unit names it,
+    and per original order (Optoro's later messages may drop ``exchange_order_identifier``)."""
     for unit in rma.units:
-        if unit.exchange_order_id is None:
-            continue
-        key = f"{retailer}:{unit.exchange_order_id}"
-        kept = await tx.get_entity(EXCHANGED_LINES, key)
-        lines: list[list[str]] = [list(pair) for pair in kept.data["lines"]] if kept else []
         pair = [unit.order_id, unit.order_line_id]
-        if pair not in lines:
-            lines.append(pair)
-            await tx.put_entity(EXCHANGED_LINES, key, (0,), {"lines": lines})
+        if unit.exchange_order_id is not None:
+            await _add_line(tx, EXCHANGED_LINES, f"{retailer}:{unit.exchange_order_id}", pair)
+        if unit.original_order_id is None and (
+            unit.is_exchange or unit.refund_type in EXCHANGE_TYPES
+        ):
+            await _add_line(tx, EXCHANGED_BY_ORDER, f"{retailer}:{unit.order_id}", pair)
 
 
 class LineResolver:
@@ -174,7 +189,7 @@ class LineResolver:
                 continue
             found = await self._line(tx, unit.order_id, unit.order_line_id, orders)
             if found is None and unit.original_order_id is not None:
-                found = await self._exchanged(tx, unit.order_id, orders)
+                found = await self._exchanged(tx, unit.order_id, unit.original_order_id, orders)
             if found is None:
                 found = numeric.get(key)
             if found is not None:
@@ -211,11 +226,22 @@ class LineResolver:
         return found
 
     async def _exchanged(
-        self, tx: Transaction, exchange_order_id: str, orders: dict[str, Order | None]
+        self,
+        tx: Transaction,
+        exchange_order_id: str,
+        original_order_id: str,
+        orders: dict[str, Order | None],
     ) -> int | None:
-        kept = await tx.get_entity(EXCHANGED_LINES, f"{self.retailer}:{exchange_order_id}")
-        lines = [(str(p[0]), str(p[1])) for p in kept.data["lines"]] if kept else []
-        original = exchanged_original_line(lines)
+        original = None
+        for kind, key in (
+            (EXCHANGED_LINES, exchange_order_id),
+            (EXCHANGED_BY_ORDER, original_order_id),
+        ):
+            kept = await tx.get_entity(kind, f"{self.retailer}:{key}")
+            lines = [(str(p[0]), str(p[1])) for p in kept.data["lines"]] if kept else []
+            original = exchanged_original_line(lines)
+            if original is not None:
+                break
         if original is None:
             return None
         found = await self._line(tx, original[0], original[1], orders)
@@ -232,7 +258,10 @@ class LineResolver:
         if self.config.order_id_field == "none":
             return None
         order = await self._snapshot(tx, order_id, orders)
-        return kibo_order_id_from_order(order, self.config.order_id_field) if order else None
+        found = kibo_order_id_from_order(order, self.config.order_id_field) if order else None
+        if found is not None:
+            await record_order_id(tx, self.retailer, order_id, found, "order")
+        return found
 
     def return_location(self, rma: Rma) -> int | None:
         """``returnLocation`` for the RMA's warehouse (``None``: left to Kibo)."""

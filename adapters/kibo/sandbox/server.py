@@ -27,8 +27,9 @@ What it serves (Kibo's paths; see ``shared/specs/kibo-*``):
 
 Orders (sandbox only, :meth:`KiboSandbox.add_order`): a create against an ``externalOrderID``
 the sandbox was given as an order is checked like a tenant checks it: every ``orderItemID``
-must be an item of that order, its ``quantity`` at most what is left to return of the item
-(ordered minus returned before), and an ``orderID`` sent must be the order's; else ``400``
+must be an item of that order, its ``quantity`` at most the item's ordered quantity (per
+return: the returns of an exchange order are filed against the original order too), and an
+``orderID`` sent must be the order's; else ``400``
 ``ORDER_ITEM_NOT_FOUND`` / ``RETURN_NOT_ALLOWED`` / ``ORDER_MISMATCH`` naming ``item[i]`` and
 creating nothing. Creates against orders it was not given are accepted as before, unless the
 knob ``known_orders_only`` is set (then ``400`` ``ORDER_NOT_FOUND``).
@@ -420,13 +421,6 @@ class KiboSandbox(KnobbedState):
                 f"orderID {body.get('orderID')} is not the order {external!r}.",
                 [{"field": "orderID", "message": f"expected {order.order_id}"}],
             )
-        returned: dict[int, int] = {}
-        for ret in self.returns.values():
-            if ret.get("externalOrderID") == external:
-                for item in ret.get("item") or []:
-                    returned[item["orderItemID"]] = (
-                        returned.get(item["orderItemID"], 0) + item["quantity"]
-                    )
         for i, item in enumerate(body.get("item") or []):
             item_id, qty = item.get("orderItemID"), item.get("quantity")
             if item_id not in order.items:
@@ -436,12 +430,12 @@ class KiboSandbox(KnobbedState):
                     f"Order {external!r} has no order item {item_id}.",
                     [{"field": f"item[{i}].orderItemID", "message": "not an item of the order"}],
                 )
-            left = order.items[item_id] - returned.get(item_id, 0)
+            left = order.items[item_id]
             if isinstance(qty, int) and qty > left:
                 raise SandboxRefused(
                     400,
                     "RETURN_NOT_ALLOWED",
-                    f"The quantity returned exceeds the returnable quantity ({left}) of the"
+                    f"The quantity returned exceeds the quantity ordered ({left}) of the"
                     f" order item {item_id}.",
                     [{"field": f"item[{i}].quantity", "message": f"at most {left}"}],
                 )
