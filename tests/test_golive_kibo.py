@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,8 @@ import pytest
 from adapters.kibo.crosswalk import CROSSWALK
 from adapters.optoro.sandbox import BasicAuth, ScenarioPlayer, load_scenarios
 from adapters.optoro.sandbox.scenarios import Scenario, Step
-from bridge.domain import Rma, RmaStatus
+from bridge.domain import RefundType, ReturnMethod, Rma, RmaStatus, RmaUnit
+from bridge.errors import MappingError
 from bridge.policy import ConfirmRefund, reached
 from bridge.ports import RMA_LIFECYCLE
 from bridge.store import EffectState
@@ -45,6 +47,8 @@ from demo.world import (
     running_world,
     scenario_retailer,
 )
+from mappings.kibo import rma_to_kibo_returns
+from mappings.kibo.crosswalk import CrosswalkRow, crosswalk_csv, parse_crosswalk_csv
 from mappings.optoro import parse_rma, parse_rpo_request
 from tests.test_returnlogic_rmas import World as RlWorld
 from tests.test_returnlogic_rmas import shipped_orders
@@ -489,3 +493,81 @@ async def test_returnlogic_exchanges_and_warranty_claims_are_not_refunded_by_kib
             assert Decimal(str(item["returnSubtotal"])) == subtotal
             assert Decimal(str(kibo_return["returnTotal"])) == subtotal
         assert kibo_return["refundType"] == "STANDARD"
+
+
+# --- pure pieces: refund handling per return type, reduction, the crosswalk CSV -------------
+
+
+def _rl_rma(*types: RefundType, shipping: int = 0) -> Rma:
+    """A ReturnLogic-like RMA: no per-item amounts."""
+    when = datetime(2026, 1, 5, tzinfo=UTC)
+    return Rma(
+        id="RL-1",
+        status=RmaStatus.CREATED,
+        return_method=ReturnMethod.MAIL_BACK,
+        units=tuple(
+            RmaUnit(order_id="O1", order_line_id=str(i + 1), refund_type=t)
+            for i, t in enumerate(types)
+        ),
+        created_at=when,
+        updated_at=when,
+        return_shipping_cost_cents=shipping,
+    )
+
+
+def test_an_exchange_is_not_a_refund_and_a_warranty_claim_only_when_configured() -> None:
+    rma = _rl_rma(RefundType.REFUND, RefundType.EVEN_EXCHANGE, RefundType.WARRANTY)
+    ids = {("O1", "1"): 11, ("O1", "2"): 12, ("O1", "3"): 13}
+    now = datetime(2026, 1, 5, tzinfo=UTC)
+    (body,) = rma_to_kibo_returns(rma, order_item_ids=ids, created_at=now)
+    subtotals = {i["orderItemID"]: i.get("returnSubtotal") for i in body["item"]}
+    assert subtotals == {11: None, 12: Decimal("0.00"), 13: Decimal("0.00")}
+    assert "returnTotal" not in body  # the refund is Kibo's to price
+    (paid,) = rma_to_kibo_returns(rma, order_item_ids=ids, created_at=now, refund_warranty=True)
+    assert [i.get("returnSubtotal") for i in paid["item"]] == [None, Decimal("0.00"), None]
+
+
+def test_a_line_mixing_a_refund_kibo_prices_with_an_exchange_is_a_dead_letter() -> None:
+    rma = _rl_rma(RefundType.REFUND, RefundType.EVEN_EXCHANGE)
+    rma = rma.model_copy(
+        update={"units": tuple(u.model_copy(update={"order_line_id": "1"}) for u in rma.units)}
+    )
+    with pytest.raises(MappingError) as info:
+        rma_to_kibo_returns(
+            rma, order_item_ids={("O1", "1"): 11}, created_at=datetime(2026, 1, 5, tzinfo=UTC)
+        )
+    assert info.value.field == "items[0].refund_type"
+
+
+def test_the_reduction_is_sent_once_per_rma_and_never_above_the_return_total() -> None:
+    rma = _rl_rma(RefundType.EVEN_EXCHANGE)
+    (body,) = rma_to_kibo_returns(
+        rma,
+        order_item_ids={("O1", "1"): 11},
+        created_at=datetime(2026, 1, 5, tzinfo=UTC),
+        reduction_cents=795,
+        return_location=12,
+    )
+    assert body["returnTotal"] == Decimal("0.00")
+    assert body["returnReductionTotal"] == Decimal("0.00")
+    assert body["returnLocation"] == 12
+
+
+def test_the_crosswalk_csv_round_trips_and_names_every_bad_row() -> None:
+    rows = parse_crosswalk_csv(
+        "order_id,line_id,order_item_id,kibo_order_id,note\nA,1,10,5,x\nA,2,11,,\nB,1,0,,\n"
+    )
+    assert rows == [
+        CrosswalkRow("A", "1", 10, 5),
+        CrosswalkRow("A", "2", 11, None),
+        CrosswalkRow("B", "1", 0, None),
+    ]
+    assert parse_crosswalk_csv(crosswalk_csv(rows)) == rows
+    with pytest.raises(MappingError) as info:
+        parse_crosswalk_csv("order_id,line_id,order_item_id\nA,1,007\nA,1,5\nA,1,6\n,2,3\n")
+    message = str(info.value)
+    assert "line 2: order_item_id '007'" in message
+    assert "line 4: order 'A' line '1' is also on line 3" in message
+    assert "line 5: order_id and line_id are required" in message
+    with pytest.raises(MappingError, match="header"):
+        parse_crosswalk_csv("order,line,item\nA,1,2\n")
