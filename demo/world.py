@@ -48,9 +48,20 @@ def scenario_retailer(number: int) -> str:
     return f"s{number:02d}"
 
 
+DEMO_LINE_IDS = """# the guide's line ids are the Kibo sandbox's item ids
+line_ids = "numeric"
+exchange_lines_numeric = true
+"""
+
+
 def retailer_toml(
-    retailer: str, optoro_url: str, kibo_url: str, policy: dict[str, str] | None = None
+    retailer: str,
+    optoro_url: str,
+    kibo_url: str,
+    policy: dict[str, str] | None = None,
+    kibo_lines: str = DEMO_LINE_IDS,
 ) -> str:
+    """``kibo_lines``: the Kibo table's line resolution (and other) keys."""
     policy_lines = "".join(f'{k} = "{v}"\n' for k, v in (policy or {}).items())
     return f"""
 [retailers.{retailer}]
@@ -72,8 +83,7 @@ password = "${{DEMO_WEBHOOK_PASSWORD}}"
 base_url = "{kibo_url}"
 token = "${{DEMO_KIBO_TOKEN}}"
 timeout = 5.0
-exchange_lines_numeric = true
-unknown_outcome_wait = 5.0
+{kibo_lines}unknown_outcome_wait = 5.0
 [retailers.{retailer}.kibo.retry]
 # loopback sandboxes: retry within seconds (the production default backs off to 300 s)
 initial = 0.2
@@ -89,9 +99,11 @@ SHOP = "shop"
 """The demo's ReturnLogic retailer: its seeded orders are synced to the Optoro sandbox."""
 
 
-def shop_toml(optoro_url: str, kibo_url: str, rl_url: str, api_key: str) -> str:
+def shop_toml(
+    optoro_url: str, kibo_url: str, rl_url: str, api_key: str, kibo_lines: str = DEMO_LINE_IDS
+) -> str:
     """The shop: ReturnLogic (a private app's key) -> Optoro, returns in Kibo."""
-    base = retailer_toml(SHOP, optoro_url, kibo_url)
+    base = retailer_toml(SHOP, optoro_url, kibo_url, kibo_lines=kibo_lines)
     return (
         base
         + f"""
@@ -138,6 +150,7 @@ async def running_world(
     before_start: Callable[[Runtime], Any] | None = None,
     port: int = 0,
     shop_orders: int = 0,
+    kibo_lines: str = DEMO_LINE_IDS,
 ) -> AsyncIterator[World]:
     """Sandboxes, then the daemon on ``port`` (0: a free one) with SQLite in ``folder``.
     With ``shop_orders``, a ReturnLogic sandbox seeded with that many orders (created over
@@ -151,12 +164,14 @@ async def running_world(
         shop = ""
         if shop_orders:
             returnlogic.generate(orders=shop_orders, seed=7, anchor=datetime.now(UTC))
-            shop = shop_toml(optoro.url, kibo.url, returnlogic.url, returnlogic.issue_api_key())
+            shop = shop_toml(
+                optoro.url, kibo.url, returnlogic.url, returnlogic.issue_api_key(), kibo_lines
+            )
         retailers = [scenario_retailer(n) for n in scenario_numbers]
         text = (
             f'[server]\nhost = "127.0.0.1"\nport = {port}\n'
             f'[store]\nurl = "sqlite:///{folder / "bridge.db"}"\n'
-            + "".join(retailer_toml(r, optoro.url, kibo.url, policy) for r in retailers)
+            + "".join(retailer_toml(r, optoro.url, kibo.url, policy, kibo_lines) for r in retailers)
             + shop
             + (extra_toml(optoro, kibo) if extra_toml else "")
         )

@@ -112,6 +112,7 @@ password = "${{CRASH_WEBHOOK_PASSWORD}}"
 base_url = "{kibo_url}"
 token = "${{CRASH_KIBO_TOKEN}}"
 timeout = 2.0
+line_ids = "numeric"
 exchange_lines_numeric = true
 unknown_outcome_wait = {UNKNOWN_OUTCOME_WAIT}
 [retailers.{retailer}.kibo.notifications]

@@ -77,6 +77,7 @@ enabled = true
 [retailers.{RETAILER}.kibo]
 base_url = "{UNUSED}"
 token = "${{SECRET}}"
+line_ids = "numeric"
 """
 
 

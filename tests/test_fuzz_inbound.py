@@ -245,6 +245,7 @@ reconcile_every = 3600.0
 base_url = "{urls["kibo"]}"
 token = "${{FUZZ_KIBO_TOKEN}}"
 timeout = 5.0
+line_ids = "numeric"
 unknown_outcome_wait = 5.0
 [retailers.{retailer}.kibo.notifications]
 {kibo_auth}

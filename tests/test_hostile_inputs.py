@@ -73,6 +73,7 @@ password = "${{H_HOOK_PASSWORD}}"
 base_url = "{kibo_url}"
 token = "${{H_KIBO_TOKEN}}"
 timeout = 5.0
+line_ids = "numeric"
 [retailers.{RETAILER}.kibo.notifications]
 kind = "api_key"
 header = "X-Kibo-Secret"

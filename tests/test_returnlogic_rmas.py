@@ -89,6 +89,7 @@ flag_path = "/v1/rmas/{{id}}/flag"
 base_url = "{kibo.url}"
 token = "${{KIBO_TOKEN}}"
 timeout = 5.0
+line_ids = "numeric"
 exchange_lines_numeric = true
 unknown_outcome_wait = 5.0
 [retailers.{RETAILER}.kibo.notifications]

@@ -81,6 +81,7 @@ password = "${{LIMITS_WEBHOOK_PASSWORD}}"
 base_url = "{kibo_url}"
 token = "${{LIMITS_KIBO_TOKEN}}"
 timeout = 20.0
+line_ids = "numeric"
 unknown_outcome_wait = 900.0
 [retailers.{retailer}.kibo.notifications]
 kind = "api_key"

@@ -41,6 +41,8 @@ from typing import Any, Literal
 from pydantic import SecretStr
 
 from adapters.kibo.config import KiboConfig
+from adapters.kibo.crosswalk import CROSSWALK as CROSSWALK  # re-exported
+from adapters.kibo.crosswalk import LineResolver
 from bridge.domain import Rma
 from bridge.engine import HttpDestination
 from bridge.errors import (
@@ -64,7 +66,6 @@ from bridge.store.base import each_entity_key
 from mappings.kibo import (
     derive_return_id,
     dumps,
-    numeric_order_item_ids,
     return_matches,
     return_response_to_ref,
     rma_to_kibo_returns,
@@ -84,8 +85,6 @@ OPEN_RETURNS = "kibo.open_returns"
 :data:`OPEN_RETURN` rows by the reconciler)."""
 CREATED_BY_ORDER = "kibo.created_by_order"
 """Entity per external order id: returns Kibo announced (return_created) for it."""
-CROSSWALK = "kibo.crosswalk"
-"""Entity per ``<retailer>:<order>:<line>``: ``{"order_item_id": int}``."""
 UNKNOWN_SINCE = "kibo.unknown_since"
 RETURN_IDS = "kibo.return_ids"
 """Entity per retailer: ``{"kept": bool}``, whether its tenant keeps the bridge's returnID."""
@@ -175,6 +174,8 @@ class KiboReturnDestination(HttpDestination):
         self.lookup_limits = DestinationLimits(f"{name}.get", timeout=config.timeout)
         self._keeps_ids: bool | None = None
         """Cache of the ``kibo.return_ids`` entity (``None``: not known yet)."""
+        self.lines = LineResolver(retailer, config)
+        """Line, order and location resolution (:mod:`adapters.kibo.crosswalk`)."""
 
     def return_id_for(self, effect: Effect) -> int | None:
         """The ``returnID`` every create of ``effect`` carries (``None``: not sent)."""
@@ -210,12 +211,18 @@ class KiboReturnDestination(HttpDestination):
             if stored is None:
                 raise MappingError(f"RMA {payload['rma_key']} is not stored", field="rma")
             rma = Rma.model_validate(stored.data)
-            order_item_ids = await self._order_item_ids(tx, rma)
+            resolution = await self.lines.resolve(tx, rma)
         bodies = rma_to_kibo_returns(
             rma,
-            order_item_ids=order_item_ids,
+            order_item_ids=resolution.order_item_ids,
+            kibo_order_ids=resolution.kibo_order_ids,
             created_at=rma.updated_at,
             gift_card_type=self.config.gift_card_type,
+            return_location=self.lines.return_location(rma),
+            reduction_cents=rma.return_shipping_cost_cents
+            if self.config.deduct_return_shipping
+            else 0,
+            refund_warranty=self.config.refund_warranty,
         )
         for body in bodies:
             if body.get("externalOrderID") == payload["external_order_id"]:
@@ -224,21 +231,6 @@ class KiboReturnDestination(HttpDestination):
         raise MappingError(
             f"RMA {rma.id} has no units of order {payload['external_order_id']}", field="items"
         )
-
-    async def _order_item_ids(self, tx: Transaction, rma: Rma) -> dict[tuple[str, str], int]:
-        """Per line: the crosswalk's id when one was recorded, else (``line_ids =
-        "numeric"``) the line identifier itself when it is canonical digits. Anything else
-        stays unresolved, and the mapping names it: never guessed."""
-        ids: dict[tuple[str, str], int] = {}
-        if self.config.line_ids == "numeric":
-            ids = numeric_order_item_ids(rma, exchange_lines=self.config.exchange_lines_numeric)
-        for unit in rma.units:
-            entry = await tx.get_entity(
-                CROSSWALK, f"{self.retailer}:{unit.order_id}:{unit.order_line_id}"
-            )
-            if entry is not None:
-                ids[(unit.order_id, unit.order_line_id)] = int(entry.data["order_item_id"])
-        return ids
 
     async def deliver(self, effect: Effect) -> Response:
         """Create the return; when an earlier attempt may have created it, settle that

@@ -7,6 +7,7 @@ from typing import Literal, Self
 from pydantic import AnyHttpUrl, Field, SecretStr, model_validator
 
 from bridge.configbase import ConfigModel, InboundAuth, RetryConfig
+from mappings.kibo.crosswalk import LineField, OrderField
 
 
 class KiboConfig(ConfigModel):
@@ -26,9 +27,43 @@ class KiboConfig(ConfigModel):
         description="backoff of Create Return retries and the pause after a bare 429",
     )
     line_ids: Literal["numeric", "crosswalk"] = Field(
-        default="numeric",
-        description="how an order line identifier becomes Kibo's orderItemID: the numeric"
-        " identifier as is, or the crosswalk recorded when the order was synced",
+        default="crosswalk",
+        description="how an order line identifier becomes Kibo's orderItemID: the crosswalk"
+        " (imported with `returns-bridge crosswalk import`, or filled from the order snapshot"
+        " per order_item_id_field), or -- only where the order source's line ids ARE Kibo's"
+        " -- the numeric identifier as is",
+    )
+    order_item_id_field: LineField = Field(
+        default="none",
+        description="the order line field that carries Kibo's orderItemID, read from the order"
+        " snapshot the order flow stored and recorded in the crosswalk: line_id (ReturnLogic's"
+        " externalOrderItemId, when the shop is Kibo), returnlogic_id (rlOrderItemId), none",
+    )
+    order_id_field: OrderField = Field(
+        default="none",
+        description="the order field that carries Kibo's orderID (sent as orderID):"
+        " secondary_id (ReturnLogic's externalOrderId), id, or none; an orderID imported in"
+        " the crosswalk wins",
+    )
+    return_locations: dict[str, int] = Field(
+        default_factory=dict,
+        description="RMA warehouse_id -> Kibo returnLocation (location id, >= 1)",
+    )
+    default_return_location: int | None = Field(
+        default=None,
+        ge=1,
+        description="returnLocation of RMAs whose warehouse is not in return_locations"
+        " (none: returnLocation left out, Kibo's default applies)",
+    )
+    deduct_return_shipping: bool = Field(
+        default=False,
+        description="the retailer charges the shopper the return label: send the RMA's"
+        " return_shipping_cost_cents as returnReductionTotal",
+    )
+    refund_warranty: bool = Field(
+        default=False,
+        description="warranty units without an amount are refunded (Kibo prices them);"
+        " false: a warranty return reimburses nothing (returnSubtotal 0)",
     )
     exchange_lines_numeric: bool = Field(
         default=False,
@@ -64,6 +99,13 @@ class KiboConfig(ConfigModel):
         description="extra notification event names -> kind (created, accepted, rejected,"
         " cleared, reopened, refund_failed) for tenants with translated notifications",
     )
+
+    @model_validator(mode="after")
+    def _locations_are_ids(self) -> Self:
+        bad = sorted(w for w, loc in self.return_locations.items() if loc < 1)
+        if bad:
+            raise ValueError(f"return_locations: location ids must be >= 1 ({', '.join(bad)})")
+        return self
 
     @model_validator(mode="after")
     def _credentials_match_auth(self) -> Self:

@@ -39,6 +39,7 @@ from mappings.kibo.events import (
 from mappings.kibo.returns import (
     GIFT_CARD_REFUND_TYPES,
     MAX_ORDER_ITEM_ID,
+    NO_REFUND_TYPES,
     RETURN_ID_BITS,
     KiboReturnRef,
     derive_return_id,
@@ -63,6 +64,7 @@ __all__ = [
     "EVENT_TYPE_FIELDS",
     "GIFT_CARD_REFUND_TYPES",
     "MAX_ORDER_ITEM_ID",
+    "NO_REFUND_TYPES",
     "RETURN_ID_BITS",
     "EventKind",
     "KiboNotificationIn",

@@ -24,8 +24,9 @@ Rules of :func:`rma_to_kibo_returns` (one Kibo return per order, one Kibo item p
   is only reported (:func:`kibo_amounts_report`). An even exchange is therefore an item with
   ``returnSubtotal`` 0.00. ``returnTotal`` is the sum of the item subtotals, so it equals the
   shopper share of the order's units to the cent. When the RMA does not carry a unit's shopper
-  share (ReturnLogic RMAs carry no per-item estimates) the item has no ``returnSubtotal`` (Kibo
-  prices it) and the body no ``returnTotal``. A negative share is a ``MappingError``.
+  share (ReturnLogic RMAs carry no per-item estimates) its return type decides (below): a refund
+  item has no ``returnSubtotal`` (Kibo prices it) and the body no ``returnTotal``.
+  A negative share is a ``MappingError``.
 - **refundType** ``GIFT_CARD`` when the RMA is ``gift_refund_only`` (gift orders) or any of the
   order's units is refunded as a gift card (``UNEVEN_EXCHANGE`` -- Optoro's uneven gift-card
   exchange -- or ``STORE_CREDIT``); else ``STANDARD``. Kibo has one refund type per return, so
@@ -33,6 +34,20 @@ Rules of :func:`rma_to_kibo_returns` (one Kibo return per order, one Kibo item p
   ``giftCardInfo`` with ``giftCardType`` (argument, default ``GC``), ``giftCardValue`` = the
   item's ``returnSubtotal`` (otherwise Kibo would use the item's full price) and ``email`` = the
   giftee's, else the customer's, e-mail when known.
+- **Refund handling by return type** (:data:`NO_REFUND_TYPES`). When the RMA does not carry a
+  unit's shopper share (ReturnLogic's exchange and warranty RMAs carry no per-item estimates), the
+  unit's type decides, since Kibo refunds an item without ``returnSubtotal`` in full: a
+  ``REFUND`` (and ``STORE_CREDIT``, a ``GIFT_CARD`` return) is left for Kibo to price; an
+  ``EVEN_EXCHANGE``/``INSTANT_EXCHANGE`` is **not a refund** -- ``returnSubtotal`` 0.00 (the shopper
+  gets goods, not money); a ``WARRANTY`` unit likewise (a replacement or repair), unless
+  ``refund_warranty`` (the retailer refunds warranty claims: Kibo prices them). Kibo's Create
+  Return has only the refund types ``STANDARD`` and ``GIFT_CARD`` -- no replace/exchange type --
+  so a zero subtotal is how a return "without refund" is written. One line whose units mix a
+  priced and an unpriced handling is a ``MappingError`` (one Kibo item cannot carry both).
+- **returnLocation** (``return_location``, Kibo's integer location id, argument: the caller maps
+  the RMA's ``warehouse_id``) and **returnReductionTotal** (``reduction_cents``: the return
+  shipping the shopper is charged, taken from the first return of the RMA only, and never more
+  than that return's ``returnTotal`` when it is known) are sent when given.
 - **reason**: the first reason of the line's units; ``reason_fallback`` when none is given.
 - **Lengths.** ``SKU`` and ``UPC`` (at most 50) are identifiers: one that is too long is refused
   (``MappingError``), never truncated, since a truncated identifier names another product.
@@ -79,6 +94,7 @@ from mappings.kibo.wire import (
 __all__ = [
     "GIFT_CARD_REFUND_TYPES",
     "MAX_ORDER_ITEM_ID",
+    "NO_REFUND_TYPES",
     "RETURN_ID_BITS",
     "KiboReturnRef",
     "derive_return_id",
@@ -92,6 +108,12 @@ __all__ = [
 
 GIFT_CARD_REFUND_TYPES = frozenset({RefundType.UNEVEN_EXCHANGE, RefundType.STORE_CREDIT})
 """Unit refund types paid as a gift card (Optoro's uneven gift-card exchange, store credit)."""
+
+NO_REFUND_TYPES = frozenset(
+    {RefundType.EVEN_EXCHANGE, RefundType.INSTANT_EXCHANGE, RefundType.WARRANTY}
+)
+"""Unit refund types that reimburse nothing when the RMA gives no shopper share (goods, not
+money): sent with ``returnSubtotal`` 0.00 (``WARRANTY`` only unless ``refund_warranty``)."""
 
 MAX_ORDER_ITEM_ID = 2**63 - 1
 """Largest ``orderItemID`` accepted (Kibo documents only the minimum, 0)."""
@@ -139,15 +161,25 @@ def rma_to_kibo_returns(
     kibo_order_ids: Mapping[str, int] | None = None,
     gift_card_issuer: str | None = None,
     item_status: ItemStatus | None = None,
+    return_location: int | None = None,
+    reduction_cents: int = 0,
+    refund_warranty: bool = False,
 ) -> list[dict[str, Any]]:
     """One Create Return body per order the RMA's refunds go against, in first-seen order.
 
     See the module documentation for every rule. ``order_item_ids`` maps
     ``(order_id, order_line_id)`` to Kibo's ``orderItemID``; ``kibo_order_ids`` maps an
     ``externalOrderID`` to Kibo's ``orderID`` (optional); ``gift_card_issuer`` is
-    ``giftCardInfo.cardIssuer`` (``GC`` only). Amounts in the bodies are ``Decimal`` dollars:
-    serialise with :func:`mappings.kibo.dumps`.
+    ``giftCardInfo.cardIssuer`` (``GC`` only); ``return_location`` is ``returnLocation``;
+    ``reduction_cents`` the ``returnReductionTotal`` of the first body; ``refund_warranty``
+    lets Kibo price warranty units. Amounts in the bodies are ``Decimal`` dollars: serialise
+    with :func:`mappings.kibo.dumps`.
     """
+    if reduction_cents < 0:
+        raise MappingError(
+            f"RMA {rma.id!r}: a return reduction cannot be negative ({reduction_cents} cents)",
+            field="return_shipping_cost_cents",
+        )
     if created_at.tzinfo is None or created_at.utcoffset() is None:
         raise ValueError("created_at must be timezone-aware")
     if not rma.units:
@@ -156,7 +188,7 @@ def rma_to_kibo_returns(
     groups: dict[str, list[RmaLineAggregate]] = {}
     for aggregate in rma.line_aggregates():
         groups.setdefault(_refund_order(rma, aggregate, first_index), []).append(aggregate)
-    bodies = []
+    bodies: list[dict[str, Any]] = []
     for external_id, aggregates in groups.items():
         bodies.append(
             _return_body(
@@ -171,6 +203,9 @@ def rma_to_kibo_returns(
                 kibo_order_id=(kibo_order_ids or {}).get(external_id),
                 gift_card_issuer=gift_card_issuer,
                 item_status=item_status,
+                return_location=return_location,
+                reduction_cents=reduction_cents if not bodies else 0,
+                refund_warranty=refund_warranty,
             )
         )
     return bodies
@@ -225,6 +260,9 @@ def _return_body(
     kibo_order_id: int | None,
     gift_card_issuer: str | None,
     item_status: str | None,
+    return_location: int | None,
+    reduction_cents: int,
+    refund_warranty: bool,
 ) -> dict[str, Any]:
     gift_card = rma.gift_refund_only or any(
         unit.refund_type in GIFT_CARD_REFUND_TYPES for agg in aggregates for unit in agg.units
@@ -243,7 +281,7 @@ def _return_body(
                 field=f"items[{first_index[(aggregate.order_id, aggregate.order_line_id)]}]"
                 ".order_line_item_identifier",
             )
-        shopper = _shopper_cents(rma, aggregate)
+        shopper = _shopper_cents(rma, aggregate, first_index, refund_warranty=refund_warranty)
         subtotals.append(shopper)
         item: dict[str, Any] = {
             "orderItemID": order_item_id,
@@ -278,6 +316,12 @@ def _return_body(
         body["returnTotal"] = cents_to_dollars(sum(known))
     if kibo_order_id is not None:
         body["orderID"] = kibo_order_id
+    if return_location is not None:
+        body["returnLocation"] = return_location
+    if reduction_cents:
+        if "returnTotal" in body:
+            reduction_cents = min(reduction_cents, sum(known))
+        body["returnReductionTotal"] = cents_to_dollars(reduction_cents)
     try:
         return KiboReturnRequest.model_validate(body).wire()
     except ValidationError as exc:
@@ -316,15 +360,40 @@ def _order_item_id(
     return resolved
 
 
-def _shopper_cents(rma: Rma, aggregate: RmaLineAggregate) -> int | None:
+def _shopper_cents(
+    rma: Rma,
+    aggregate: RmaLineAggregate,
+    first_index: Mapping[tuple[str, str], int],
+    *,
+    refund_warranty: bool,
+) -> int | None:
+    """The line's shopper share in cents; ``None``: Kibo prices it (a full refund)."""
+    no_refund = NO_REFUND_TYPES - ({RefundType.WARRANTY} if refund_warranty else set())
+    total = 0
+    priced_by_kibo = 0
     for i in _unit_indexes(rma, aggregate):
-        cents = rma.units[i].shopper_refund_cents
+        unit = rma.units[i]
+        cents = unit.shopper_refund_cents
         if cents is not None and cents < 0:
             raise MappingError(
                 f"RMA {rma.id!r}: a shopper refund cannot be negative ({cents} cents)",
                 field=f"items[{i}].refund_financials.shopper_refund_amount_cents",
             )
-    return aggregate.shopper_refund_cents
+        if cents is None and unit.refund_type not in no_refund:
+            priced_by_kibo += 1
+        else:
+            total += cents or 0
+    if not priced_by_kibo:
+        return total
+    if priced_by_kibo < len(aggregate.units):
+        i = first_index[(aggregate.order_id, aggregate.order_line_id)]
+        raise MappingError(
+            f"RMA {rma.id!r}: the units of order line {aggregate.order_line_id!r} of order"
+            f" {aggregate.order_id!r} mix refunds Kibo prices with exchanges or amounts the RMA"
+            " gives; one Kibo item cannot carry both",
+            field=f"items[{i}].refund_type",
+        )
+    return None
 
 
 def _identifier(rma: Rma, aggregate: RmaLineAggregate, name: str, limit: int) -> str | None:

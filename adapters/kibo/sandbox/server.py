@@ -25,6 +25,15 @@ What it serves (Kibo's paths; see ``shared/specs/kibo-*``):
     is cleared (``clearedTime``, notification ``return_cleared``), else rejected
     (``return_rejected``). Answer: ``200`` with the return.
 
+Orders (sandbox only, :meth:`KiboSandbox.add_order`): a create against an ``externalOrderID``
+the sandbox was given as an order is checked like a tenant checks it: every ``orderItemID``
+must be an item of that order, its ``quantity`` at most the item's ordered quantity (per
+return: the returns of an exchange order are filed against the original order too), and an
+``orderID`` sent must be the order's; else ``400``
+``ORDER_ITEM_NOT_FOUND`` / ``RETURN_NOT_ALLOWED`` / ``ORDER_MISMATCH`` naming ``item[i]`` and
+creating nothing. Creates against orders it was not given are accepted as before, unless the
+knob ``known_orders_only`` is set (then ``400`` ``ORDER_NOT_FOUND``).
+
 Every Kibo path needs ``Authorization``: ``Bearer <token>`` (``auth="bearer"``) or HTTP Basic
 (``auth="basic"``) with the configured credentials, else ``401`` with ``WWW-Authenticate``.
 
@@ -168,11 +177,22 @@ class Knobs(BaseModel):
         description="event kind -> eventTypeID sent (unlisted kinds: Kibo's names)",
     )
     manufacturer_id: int = Field(default=1, description="manufacturerID of notifications")
+    known_orders_only: bool = Field(
+        default=False, description="refuse creates for orders not given with add_order"
+    )
     seed: int | None = Field(default=0, description="seed of the fault RNG; None = random")
 
 
 KNOBS: tuple[str, ...] = tuple(Knobs.model_fields)
 _SECRET_KNOBS = ("token", "password")
+
+
+@dataclass(frozen=True)
+class SandboxOrder:
+    """An order the sandbox knows: its Kibo ``orderID`` and ``orderItemID -> quantity``."""
+
+    order_id: int | None
+    items: dict[int, int]
 
 
 @dataclass
@@ -293,7 +313,10 @@ class KiboSandbox(KnobbedState):
     notify: list[str]
     event_names: dict[str, str]
     manufacturer_id: int
+    known_orders_only: bool
     seed: int | None
+    orders: dict[str, SandboxOrder]
+    """externalOrderID -> the order's Kibo ids (see :meth:`add_order`)."""
 
     def __init__(self, **knobs: Any) -> None:
         object.__setattr__(self, "_initial", Knobs(**knobs))
@@ -317,6 +340,7 @@ class KiboSandbox(KnobbedState):
     # state ---------------------------------------------------------------------------------
 
     def _clear(self) -> None:
+        self.orders = {}
         self.returns = {}
         self.requests = []
         self.notifications = []
@@ -371,6 +395,50 @@ class KiboSandbox(KnobbedState):
             "returns": {str(i): r["status"] for i, r in sorted(self.returns.items())},
             "notifications": notified,
         }
+
+    def add_order(
+        self, external_order_id: str, items: dict[int, int], order_id: int | None = None
+    ) -> None:
+        """Know an order: ``items`` maps each ``orderItemID`` to its ordered quantity."""
+        self.orders[external_order_id] = SandboxOrder(order_id, dict(items))
+
+    def _check_order(self, body: dict[str, Any]) -> None:
+        external = body.get("externalOrderID")
+        order = self.orders.get(external) if isinstance(external, str) else None
+        if order is None:
+            if self._knobs.known_orders_only:
+                raise SandboxRefused(
+                    400,
+                    "ORDER_NOT_FOUND",
+                    f"No order {external!r}.",
+                    [{"field": "externalOrderID", "message": "unknown order"}],
+                )
+            return
+        if order.order_id is not None and body.get("orderID") not in (None, order.order_id):
+            raise SandboxRefused(
+                400,
+                "ORDER_MISMATCH",
+                f"orderID {body.get('orderID')} is not the order {external!r}.",
+                [{"field": "orderID", "message": f"expected {order.order_id}"}],
+            )
+        for i, item in enumerate(body.get("item") or []):
+            item_id, qty = item.get("orderItemID"), item.get("quantity")
+            if item_id not in order.items:
+                raise SandboxRefused(
+                    400,
+                    "ORDER_ITEM_NOT_FOUND",
+                    f"Order {external!r} has no order item {item_id}.",
+                    [{"field": f"item[{i}].orderItemID", "message": "not an item of the order"}],
+                )
+            left = order.items[item_id]
+            if isinstance(qty, int) and qty > left:
+                raise SandboxRefused(
+                    400,
+                    "RETURN_NOT_ALLOWED",
+                    f"The quantity returned exceeds the quantity ordered ({left}) of the"
+                    f" order item {item_id}.",
+                    [{"field": f"item[{i}].quantity", "message": f"at most {left}"}],
+                )
 
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
         """Store a return from a (valid) create body; the stored return (not a copy).
@@ -647,6 +715,7 @@ class KiboSandbox(KnobbedState):
 
     async def _create(self, record: RecordedRequest, body: Any) -> web.StreamResponse:
         checked = self._checked("return", body)
+        self._check_order(checked)
         knobs = self._knobs
         if knobs.reject_next > 0:
             knobs.reject_next -= 1
