@@ -21,7 +21,8 @@ from datetime import UTC, datetime
 
 from bridge.flows.entities import BRIDGE_REFUNDS, LIFECYCLE, ORDER, RMA
 from bridge.flows.lifecycle import RefundState, ReturnState, RmaLifecycleState, StepReturns
-from bridge.flows.orders import OrderFlow, OrdersOutcome, PublishResult, with_refunds
+from bridge.flows.orders import OrderFlow, OrdersOutcome, PublishResult
+from bridge.flows.refunds import RefundLedger
 from bridge.flows.returns import (
     TRANSITIONS,
     ReturnEvent,
@@ -69,6 +70,7 @@ __all__ = [
     "OrderFlow",
     "OrdersOutcome",
     "PublishResult",
+    "RefundLedger",
     "RefundState",
     "ReturnEvent",
     "ReturnEventFlow",
@@ -83,5 +85,4 @@ __all__ = [
     "build_refund",
     "is_closed",
     "rma_version",
-    "with_refunds",
 ]

@@ -41,6 +41,8 @@ class RefundState(StrEnum):
     QUEUED = "queued"
     NOT_APPLICABLE = "not_applicable"
     """The RMA's source reports no refund amounts (its order source reports refunds)."""
+    COVERED = "covered"
+    """Every unit's refund was reported by the order source first: nothing left to send."""
 
 
 class StepReturns(BaseModel):

@@ -14,8 +14,10 @@
 5. ``REFUNDED`` closes the RMA.
 
 The **refund confirmation** (:meth:`RmaFlow.confirm_refund`) follows from the return events
-(:mod:`bridge.flows.returns`): the RMA's refund is added to each of its orders' snapshots
-and published through the order flow, at most once per RMA and order, ever.
+(:mod:`bridge.flows.returns`): the RMA's refund is recorded in each of its orders' refund
+ledgers (:mod:`bridge.flows.refunds`: for the units no refund the order source reported
+accounts for already) and published through the order flow, at most once per RMA and
+order, ever.
 
 Because effects are derived from the state reached and keyed by RMA and step, messages in
 any order or repeated give the same effects.
@@ -32,9 +34,10 @@ from pydantic import ValidationError
 
 from bridge.domain import Order, Refund, RefundLine, Rma, RmaStatus
 from bridge.engine import HandlerContext, Outcome, apply_versioned
-from bridge.flows.entities import BRIDGE_REFUNDS, ORDER, RMA, locked
+from bridge.flows.entities import ORDER, RMA, locked
 from bridge.flows.lifecycle import RefundState, RmaLifecycleState, load_state, save_state
-from bridge.flows.orders import OrderFlow, order_key, with_refunds
+from bridge.flows.orders import OrderFlow, order_key
+from bridge.flows.refunds import line_quantities, load_ledger, save_ledger, with_ledger
 from bridge.policy import PolicyConfig, Step, reached
 from bridge.ports import ReturnsSink
 from bridge.store import EffectState, InboxStatus, NewEffect, Transaction
@@ -221,6 +224,7 @@ class RmaFlow:
             return []
         order_ids = list(dict.fromkeys(u.order_id for u in rma.units))
         orders: list[Order] = []
+        sent = False
         for order_id in order_ids:
             key = order_key(self.retailer, order_id)
             entity = await locked(tx, ORDER, key)
@@ -232,13 +236,31 @@ class RmaFlow:
                     f"refund not confirmed: order {order_id} was never synced to the bridge",
                 )
                 return []
+            order = Order.model_validate(entity.data)
             refund = build_refund(rma, order_id, len(order_ids) > 1)
-            kept = await locked(tx, BRIDGE_REFUNDS, key)
-            refunds = [Refund.model_validate(r) for r in (kept.data["refunds"] if kept else [])]
-            if refund.id not in {r.id for r in refunds}:
-                refunds.append(refund)
+            ledger = await load_ledger(tx, key)
+            outcome = ledger.confirm(refund, line_quantities(order), _line_cents(rma, order_id))
+            if outcome.excess:
+                await tx.add_flag(
+                    self.retailer,
+                    RMA,
+                    rma_key,
+                    f"refund {refund.id} partly not confirmed: order {order_id} has no units"
+                    f" left to refund on lines {_counts(outcome.excess)}",
+                )
+            if outcome.matched:
+                log.info(
+                    "refund units already reported by the order source",
+                    extra={"rma": rma_key, "order_id": order_id, "lines": outcome.matched},
+                )
+            if outcome.already:
+                sent = True  # recorded by an earlier confirmation
+                continue
+            if outcome.event is None:
+                await save_ledger(tx, key, ledger)
+                continue
             try:
-                orders.append(with_refunds(Order.model_validate(entity.data), refunds))
+                orders.append(with_ledger(order, ledger))
             except ValidationError as exc:
                 await tx.add_flag(
                     self.retailer,
@@ -248,11 +270,22 @@ class RmaFlow:
                     f" {exc.errors()[0]['msg']}",
                 )
                 return []
-            await tx.put_entity(
-                BRIDGE_REFUNDS,
-                key,
-                (len(refunds),),
-                {"refunds": [r.model_dump(mode="json") for r in refunds]},
-            )
-        state.refund = RefundState.QUEUED
+            await save_ledger(tx, key, ledger)
+            sent = True
+        state.refund = RefundState.QUEUED if sent else RefundState.COVERED
         return await self.orders.snapshot_and_publish(tx, orders)
+
+
+def _line_cents(rma: Rma, order_id: str) -> dict[str, int]:
+    """The RMA's estimated refund per line of ``order_id``."""
+    cents: dict[str, int] = {}
+    for unit in rma.units:
+        if unit.order_id == order_id:
+            cents[unit.order_line_id] = cents.get(unit.order_line_id, 0) + (
+                unit.estimated_refund_cents or 0
+            )
+    return cents
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{line_id} ({n})" for line_id, n in counts.items())

@@ -1,0 +1,298 @@
+"""Go-live refunds: one immutable refund object per refund event, the same units never twice.
+
+Through the daemon's production path: ReturnLogic sandbox -> bridge -> Optoro sandbox for the
+order and the refunds ReturnLogic reports, and Optoro RMA -> bridge -> Kibo sandbox -> refund
+confirmation -> Optoro sandbox for the refund the bridge confirms, over loopback with SQLite.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from adapters.returnlogic.orders import sync_for
+from adapters.returnlogic.sandbox.data import refund_units
+from bridge.engine import EngineSettings
+from bridge.store import EffectState
+from demo.scenarios import settle
+from demo.world import (
+    OPTITURN_ID,
+    SHOP,
+    WEBHOOK_PASSWORD,
+    WEBHOOK_USER,
+    World,
+    running_world,
+)
+from tests.daemon_process import until
+
+FAST = EngineSettings(idle_poll=0.02, effect_lease=5.0)
+ORDER = "GL-5001"
+ADDRESS = {
+    "name": "Pat Example",
+    "address1": "1 Main St",
+    "city": "Camp Hill",
+    "regionCode": "PA",
+    "postcode": "17011",
+    "countryCode": "US",
+}
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    async with running_world(tmp_path, [], shop_orders=1, settings=FAST) as w:
+        w.route_kibo_notifications(SHOP)
+        yield w
+
+
+def rl_order(w: World, lines: dict[str, int], number: str = ORDER) -> dict[str, Any]:
+    """A shipped ReturnLogic order ``number`` with ``lines`` (line id -> quantity), $10 each."""
+    assert w.returnlogic is not None
+    variant = next(
+        vid
+        for vid, (_, v) in w.returnlogic.team().variants.items()
+        if not str(v.get("sku", "")).startswith("GIFTCARD")
+    )
+    body = {
+        "externalOrderId": f"ext-{number}",
+        "orderNumber": number,
+        "orderName": f"#{number}",
+        "shopCurrencyCode": "USD",
+        "tags": [],
+        "taxesIncluded": False,
+        "totalPrice": 10 * sum(lines.values()),
+        "fees": 0,
+        "taxPrice": 0,
+        "shippingPrice": 0,
+        "refundAmount": 0,
+        "customerEmail": "pat@example.com",
+        "shippingAddress": ADDRESS,
+        "billingAddress": ADDRESS,
+        "fulfillmentStatus": "fulfilled",
+        "financialStatus": "paid",
+        "shippedAt": datetime.now(UTC).isoformat(),
+        "orderItems": [
+            {
+                "externalOrderItemId": line_id,
+                "quantity": qty,
+                "isTaxable": False,
+                "isGiftCard": False,
+                "taxPerItem": 0,
+                "price": 10,
+                "sku": f"SKU-{line_id}",
+                "rlProductVariantId": variant,
+            }
+            for line_id, qty in lines.items()
+        ],
+    }
+    return w.returnlogic.create_order(body)
+
+
+def rl_refunds(w: World, order: dict[str, Any], units: dict[str, int]) -> None:
+    """The shop refunds ``units`` (line id -> units) of ``order``; ReturnLogic shows it."""
+    assert w.returnlogic is not None
+    for item in order["orderItems"]:
+        if item["externalOrderItemId"] in units:
+            refund_units(order, item, units[item["externalOrderItemId"]])
+    w.returnlogic.update_order(order["rlOrderId"], {"tags": ["refunded"]})
+
+
+def rma(rma_id: str, units: list[tuple[str, str]], package: str = "TRANSIT") -> dict[str, Any]:
+    """An Optoro RMA (guide vocabulary) returning one unit per ``(line id, package status)``
+    of ``ORDER``, $10 each."""
+    return {
+        "rma_identifier": rma_id,
+        "status": "CREATED",
+        "created_at": "2026-01-27T23:25:09Z",
+        "updated_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "items": [
+            {
+                "order_line_item_identifier": line_id,
+                "order_identifier": ORDER,
+                "exchange_order_identifier": None,
+                "original_order_identifier": None,
+                "return_reason": "Changed Mind",
+                "is_exchange": False,
+                "sku": f"SKU-{line_id}",
+                "tracking_number": "9202390989984054340120",
+                "package_tracking_status": status or package,
+                "receiving_status": "PENDING",
+                "refund_financials": {
+                    "estimated_refund_amount_cents": 1000,
+                    "optoro_refund_amount_cents": 0,
+                    "shopper_refund_amount_cents": 1000,
+                },
+                "refund_type": "REFUND",
+            }
+            for line_id, status in units
+        ],
+        "return_method": "mail-back",
+        "return_shipping_cost_cents": 0,
+        "gift_refund_only": False,
+    }
+
+
+async def post_rma(w: World, body: dict[str, Any]) -> None:
+    async with w.session.post(
+        f"{w.url}/retailers/{SHOP}/optoro/rmas",
+        data=json.dumps(body),
+        headers={
+            "Authorization": aiohttp.encode_basic_auth(WEBHOOK_USER, WEBHOOK_PASSWORD),
+            "X-Optiturn-Id": OPTITURN_ID,
+            "X-Optiturn-Api-Version": "3",
+        },
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+
+
+async def poll(w: World) -> None:
+    """One ReturnLogic poll, as the scheduler runs it; every record maps and applies."""
+    report = await sync_for(w.runtime, SHOP).poll_once()
+    assert report.quarantined == 0
+    await settle(w)
+
+
+def optoro_refunds(w: World) -> list[dict[str, Any]]:
+    latest = w.optoro.latest(ORDER)
+    assert latest is not None, "Optoro has not received the order"
+    refunds: list[dict[str, Any]] = latest["refunds"]
+    return refunds
+
+
+def refunded_units(refunds: list[dict[str, Any]]) -> Counter[str]:
+    units: Counter[str] = Counter()
+    for refund in refunds:
+        for line in refund["refund_line_items"]:
+            units[line["order_item_identifier"]] += line["quantity"]
+    return units
+
+
+def every_refund_sent(w: World) -> dict[str, list[dict[str, Any]]]:
+    """Refund id -> every version of it Optoro received (in order)."""
+    seen: dict[str, list[dict[str, Any]]] = {}
+    for version in w.optoro.orders.get(ORDER, []):
+        for refund in version["refunds"]:
+            versions = seen.setdefault(refund["identifier"], [])
+            if not versions or versions[-1] != refund:
+                versions.append(refund)
+    return seen
+
+
+async def assert_clean(w: World) -> None:
+    assert await w.runtime.store.list_effects(EffectState.DEAD) == []
+    assert [f.reason for f in await w.runtime.store.list_flags()] == []
+
+
+async def test_a_returnlogic_refund_of_units_the_bridge_confirmed_is_not_sent_again(
+    world: World,
+) -> None:
+    """Bridge first: the refund confirmed after the Kibo return, then ReturnLogic reports the
+    shop's refund of the same units (line 101 has one unit: before the ledger, the merged
+    snapshot raised a ValidationError out of the poll; line 102 below its limit: Optoro got
+    two refunds for one unit). A later refund of other units is one new refund object."""
+    w = world
+    order = rl_order(w, {"101": 1, "102": 2})
+    await poll(w)
+    assert optoro_refunds(w) == []
+
+    await post_rma(w, rma("GLRMA1", [("101", ""), ("102", "")]))
+    await until(lambda: len(optoro_refunds(w)) == 1, 15, "the bridge's refund confirmation")
+    await settle(w)
+    [confirmed] = optoro_refunds(w)
+    assert confirmed["rma_identifier"] == "GLRMA1"
+    assert confirmed["total_refund_amount_cents"] == 2000
+    assert refunded_units([confirmed]) == {"101": 1, "102": 1}
+    assert len(w.kibo.find_returns(ORDER)) == 1
+
+    # the shop processed Kibo's refund: ReturnLogic reports the same two units
+    rl_refunds(w, order, {"101": 1, "102": 1})
+    await poll(w)
+    assert optoro_refunds(w) == [confirmed]  # the update Optoro gets adds no refund
+    assert [i["quantity_refunded"] for i in w.optoro.latest(ORDER)["items"]] == [1, 1]
+
+    # a refund outside any RMA: the second unit of 102, one new immutable refund object
+    rl_refunds(w, order, {"102": 1})
+    await poll(w)
+    refunds = optoro_refunds(w)
+    assert refunds[0] == confirmed
+    assert len(refunds) == 2
+    assert refunded_units(refunds[1:]) == {"102": 1}
+    assert refunds[1]["total_refund_amount_cents"] == 1000
+    assert refunds[1].get("rma_identifier") is None
+    assert refunds[1]["identifier"] == f"returnlogic-order-{order['rlOrderId']}-refunds"
+    assert all(len(v) == 1 for v in every_refund_sent(w).values()), "a refund object changed"
+    assert [i["quantity_refunded"] for i in w.optoro.latest(ORDER)["items"]] == [1, 2]
+    await assert_clean(w)
+
+
+async def test_a_refund_returnlogic_reported_first_is_not_confirmed_again_by_the_bridge(
+    world: World,
+) -> None:
+    """ReturnLogic first: the shop refunded a unit before the parcel was scanned; when the
+    Kibo return is created the bridge confirms only the units nobody reported yet."""
+    w = world
+    order = rl_order(w, {"101": 1, "102": 2})
+    await poll(w)
+    await post_rma(w, rma("GLRMA2", [("101", "PRE_TRANSIT"), ("102", "PRE_TRANSIT")]))
+    await settle(w)
+    assert w.kibo.find_returns(ORDER) == []
+
+    rl_refunds(w, order, {"101": 1})  # ReturnLogic's cumulative refund, id ...-refunds
+    await poll(w)
+    [reported] = optoro_refunds(w)
+    assert refunded_units([reported]) == {"101": 1}
+    assert reported.get("rma_identifier") is None
+
+    await post_rma(w, rma("GLRMA2", [("101", ""), ("102", "")]))  # carrier scan
+    await until(lambda: len(optoro_refunds(w)) == 2, 15, "the bridge's refund confirmation")
+    await settle(w)
+    refunds = optoro_refunds(w)
+    assert refunds[0] == reported
+    assert refunds[1]["rma_identifier"] == "GLRMA2"
+    assert refunded_units(refunds[1:]) == {"102": 1}  # 101's unit was refunded already
+    assert refunds[1]["total_refund_amount_cents"] == 1000
+    assert len(w.kibo.find_returns(ORDER)) == 1
+
+    # ReturnLogic's running total grows by the Kibo refund: nothing new
+    rl_refunds(w, order, {"102": 1})
+    await poll(w)
+    assert optoro_refunds(w) == refunds
+    assert refunded_units(refunds) == {"101": 1, "102": 1}
+    assert all(len(v) == 1 for v in every_refund_sent(w).values()), "a refund object changed"
+    await assert_clean(w)
+
+
+async def test_an_order_whose_refunds_no_longer_fit_is_flagged_alone_and_the_page_goes_on(
+    world: World,
+) -> None:
+    """The shop edits an order after the bridge confirmed a refund of its line 101 and the
+    line is gone: that order is flagged and left out, the page's other orders still reach
+    Optoro (before: the ValidationError failed the whole page, every re-scan)."""
+    w = world
+    assert w.returnlogic is not None
+    order = rl_order(w, {"101": 1, "102": 2})
+    other = rl_order(w, {"201": 1}, number="GL-5002")
+    await poll(w)
+    await post_rma(w, rma("GLRMA3", [("101", "")]))
+    await until(lambda: len(optoro_refunds(w)) == 1, 15, "the bridge's refund confirmation")
+    await settle(w)
+
+    order["orderItems"] = [i for i in order["orderItems"] if i["externalOrderItemId"] != "101"]
+    w.returnlogic.update_order(order["rlOrderId"], {"tags": ["edited"]})
+    w.returnlogic.update_order(other["rlOrderId"], {"customerEmail": "sam@example.com"})
+    sends = len(w.optoro.orders["GL-5002"])
+
+    report = await sync_for(w.runtime, SHOP).poll_once()
+    await settle(w)
+    assert report.records == 2
+    flags = await w.runtime.store.list_flags()
+    assert [(f.entity_key, "101" in f.reason) for f in flags] == [(ORDER, True)]
+    assert [i["identifier"] for i in w.optoro.latest(ORDER)["items"]] == ["101", "102"]
+    assert len(w.optoro.orders["GL-5002"]) == sends + 1  # the page's other order went on
+    assert w.optoro.latest("GL-5002")["customer"]["email"] == "sam@example.com"
