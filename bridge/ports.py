@@ -124,8 +124,21 @@ class ReturnsSink(Protocol):
     (``ctx.service(retailer, RMA_LIFECYCLE).return_events``)."""
 
     def return_effects(
-        self, retailer: str, rma_key: str, rma: Rma, step: str, order_key: str
-    ) -> list[NewEffect]: ...
+        self,
+        retailer: str,
+        rma_key: str,
+        rma: Rma,
+        step: str,
+        order_key: str,
+        *,
+        part: int = 1,
+        lines: Sequence[tuple[str, str, int]] | None = None,
+    ) -> list[NewEffect]:
+        """The create effects for ``rma`` at ``step``. ``part`` > 1: a later batch of the
+        step (units that reached it since the first); ``lines``: ``(order id, line id,
+        units)`` the return is for, when not every unit of the RMA
+        (:func:`bridge.policy.select_units` picks them from the RMA as stored)."""
+        ...
 
 
 CATALOG: Port[CatalogSource] = Port("catalog")

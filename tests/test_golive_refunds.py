@@ -296,3 +296,62 @@ async def test_an_order_whose_refunds_no_longer_fit_is_flagged_alone_and_the_pag
     assert [i["identifier"] for i in w.optoro.latest(ORDER)["items"]] == ["101", "102"]
     assert len(w.optoro.orders["GL-5002"]) == sends + 1  # the page's other order went on
     assert w.optoro.latest("GL-5002")["customer"]["email"] == "sam@example.com"
+
+
+# --- partial outcomes -----------------------------------------------------------------------
+
+
+def partially_accepted(rma_id: str, dropped_off: set[str]) -> dict[str, Any]:
+    """Optoro's "Partially Accepted RMA" (RMAs description v5) for lines 101 and 102 of
+    ``ORDER``: the units of lines in ``dropped_off`` ACCEPTED/RECEIVED, the others
+    NOT_DROPPED_OFF/NOT_RECEIVED."""
+    body = rma(rma_id, [("101", ""), ("102", "")])
+    body["return_method"] = "express-returns"
+    body["bonus_credit_amount_cents"] = 0
+    for item in body["items"]:
+        item["upc"] = f"UPC-{item['order_line_item_identifier']}"
+        arrived = item["order_line_item_identifier"] in dropped_off
+        item["package_tracking_status"] = "ACCEPTED" if arrived else "NOT_DROPPED_OFF"
+        item["receiving_status"] = "RECEIVED" if arrived else "NOT_RECEIVED"
+    return body
+
+
+def kibo_items(w: World) -> list[list[tuple[int, int]]]:
+    return [
+        sorted((i["orderItemID"], i["quantity"]) for i in r["item"])
+        for r in w.kibo.find_returns(ORDER)
+    ]
+
+
+async def test_a_partially_accepted_rma_gets_a_return_and_refund_for_the_units_that_arrived(
+    world: World,
+) -> None:
+    """Optoro's partially accepted RMA: the unit of 102 was accepted, 101's never dropped
+    off. The Kibo return is created for 102's unit alone and the refund confirmed for it
+    (before: no unit short of the step, no return, ever). When 101's unit turns up later it
+    gets its own return and refund, once, however often the message repeats."""
+    w = world
+    rl_order(w, {"101": 1, "102": 1})
+    await poll(w)
+
+    await post_rma(w, partially_accepted("GLRMA4", {"102"}))
+    await until(lambda: len(optoro_refunds(w)) == 1, 15, "the refund of the accepted unit")
+    await settle(w)
+    assert kibo_items(w) == [[(102, 1)]]
+    [first] = optoro_refunds(w)
+    assert (first["identifier"], first["rma_identifier"]) == ("RMA-GLRMA4", "GLRMA4")
+    assert refunded_units([first]) == {"102": 1}
+    assert first["total_refund_amount_cents"] == 1000
+
+    late = partially_accepted("GLRMA4", {"101", "102"})
+    for _ in range(2):
+        await post_rma(w, late)
+    await until(lambda: len(optoro_refunds(w)) == 2, 15, "the refund of the late unit")
+    await settle(w)
+    assert kibo_items(w) == [[(102, 1)], [(101, 1)]]
+    refunds = optoro_refunds(w)
+    assert refunds[0] == first
+    assert (refunds[1]["identifier"], refunds[1]["rma_identifier"]) == ("RMA-GLRMA4-2", "GLRMA4")
+    assert refunded_units(refunds[1:]) == {"101": 1}
+    assert all(len(v) == 1 for v in every_refund_sent(w).values()), "a refund object changed"
+    await assert_clean(w)

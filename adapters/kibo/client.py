@@ -34,7 +34,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -57,7 +57,7 @@ from bridge.http import (
     Response,
     StaticCredentials,
 )
-from bridge.policy import Step
+from bridge.policy import Step, select_units
 from bridge.ports import RMA_LIFECYCLE, AdapterContext, SharedKey
 from bridge.store import Effect, EffectState, NewEffect, Store, Transaction
 from bridge.store.base import each_entity_key
@@ -129,15 +129,30 @@ class KiboReturnsSink:
         self.destination = destination
 
     def return_effects(
-        self, retailer: str, rma_key: str, rma: Rma, step: str, order_key: str
+        self,
+        retailer: str,
+        rma_key: str,
+        rma: Rma,
+        step: str,
+        order_key: str,
+        *,
+        part: int = 1,
+        lines: Sequence[tuple[str, str, int]] | None = None,
     ) -> list[NewEffect]:
         order_ids = list(dict.fromkeys(u.original_order_id or u.order_id for u in rma.units))
+        suffix = f":part{part}" if part > 1 else ""
+        extra: dict[str, Any] = {"lines": [list(line) for line in lines]} if lines else {}
         return [
             NewEffect(
-                idempotency_key=f"{RETURN_KIND}:{rma_key}:{step}:{order_id}",
+                idempotency_key=f"{RETURN_KIND}:{rma_key}:{step}:{order_id}{suffix}",
                 destination=self.destination,
                 kind=RETURN_KIND,
-                payload={"rma_key": rma_key, "step": step, "external_order_id": order_id},
+                payload={
+                    "rma_key": rma_key,
+                    "step": step,
+                    "external_order_id": order_id,
+                    **extra,
+                },
                 order_key=order_key,
                 retailer=retailer,
             )
@@ -210,6 +225,8 @@ class KiboReturnDestination(HttpDestination):
             if stored is None:
                 raise MappingError(f"RMA {payload['rma_key']} is not stored", field="rma")
             rma = Rma.model_validate(stored.data)
+            if payload.get("lines"):  # a return for some of the RMA's units (partial outcome)
+                rma = select_units(rma, {(o, li): n for o, li, n in payload["lines"]})
             order_item_ids = await self._order_item_ids(tx, rma)
         bodies = rma_to_kibo_returns(
             rma,

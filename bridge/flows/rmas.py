@@ -9,8 +9,10 @@
 3. **cancellation**: ``CANCELED``/``REJECTED`` before the return exists cancels the queued
    creates; after it exists (or while its creation is in flight) the RMA is flagged for an
    operator (``returns-bridge dlq list --flagged``);
-4. **policy step**: when every unit has come as far as the retailer's policy step for its
-   return method, the returns sink's create effects are queued, once per RMA and step;
+4. **policy step**: when the units have come as far as the retailer's policy step for its
+   return method, the returns sink's create effects are queued, once per RMA and step for
+   those units; units that get there later (a partially accepted RMA's, Optoro's
+   ``NOT_DROPPED_OFF`` ones left out meanwhile) get one more return, once;
 5. ``REFUNDED`` closes the RMA.
 
 The **refund confirmation** (:meth:`RmaFlow.confirm_refund`) follows from the return events
@@ -26,6 +28,7 @@ any order or repeated give the same effects.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,10 +38,18 @@ from pydantic import ValidationError
 from bridge.domain import Order, Refund, RefundLine, Rma, RmaStatus
 from bridge.engine import HandlerContext, Outcome, apply_versioned
 from bridge.flows.entities import ORDER, RMA, locked
-from bridge.flows.lifecycle import RefundState, RmaLifecycleState, load_state, save_state
+from bridge.flows.lifecycle import (
+    LineUnits,
+    RefundState,
+    RmaLifecycleState,
+    as_lines,
+    count_lines,
+    load_state,
+    save_state,
+)
 from bridge.flows.orders import OrderFlow, order_key
 from bridge.flows.refunds import line_quantities, load_ledger, save_ledger, with_ledger
-from bridge.policy import PolicyConfig, Step, reached
+from bridge.policy import PolicyConfig, Step, select_units, units_reached
 from bridge.ports import ReturnsSink
 from bridge.store import EffectState, InboxStatus, NewEffect, Transaction
 
@@ -67,11 +78,14 @@ def is_closed(rma: Rma | None) -> bool:
     return rma is not None and (rma.status is RmaStatus.REFUNDED or rma.status in _TERMINAL)
 
 
-def build_refund(rma: Rma, order_id: str, several_orders: bool) -> Refund:
+def build_refund(rma: Rma, order_id: str, several_orders: bool, part: int = 1) -> Refund:
     """The refund confirming ``rma``'s units of ``order_id``: one line per order line with
     the units' quantity, total = the units' estimated refund (the shopper's share plus the
-    share Optoro funds on even exchanges, as every refund of the guide shows)."""
+    share Optoro funds on even exchanges, as every refund of the guide shows). ``part`` > 1:
+    a later confirmation of the RMA (units whose return came later), ``-<part>`` added."""
     refund_id = f"RMA-{rma.id}-{order_id}" if several_orders else f"RMA-{rma.id}"
+    if part > 1:
+        refund_id = f"{refund_id}-{part}"
     aggregates = [a for a in rma.line_aggregates() if a.order_id == order_id]
     total = sum((u.estimated_refund_cents or 0) for u in rma.units if u.order_id == order_id)
     return Refund(
@@ -151,9 +165,7 @@ class RmaFlow:
             await self._cancel(tx, rma_key, state, rma)
         else:
             step = self.policy.step_for(rma.return_method)
-            if reached(rma, step) and step not in state.returns:
-                effects += self._create_returns(rma_key, rma, step)
-                state.step_returns(step)
+            effects += self._returns_for_reached_units(rma_key, rma, step, state)
             if rma.status is RmaStatus.REFUNDED:
                 state.closed = True
         await save_state(tx, rma_key, state)
@@ -178,11 +190,45 @@ class RmaFlow:
         )
         return await self.apply(tx, rma_key, canceled)
 
-    def _create_returns(self, rma_key: str, rma: Rma, step: Step) -> list[NewEffect]:
+    def _returns_for_reached_units(
+        self, rma_key: str, rma: Rma, step: Step, state: RmaLifecycleState
+    ) -> list[NewEffect]:
+        """Returns for the units that reached ``step`` and no return of the step covers yet:
+        every unit at once as a rule; for a partially accepted RMA the units that got there
+        (the others left out), and once more for units that get there later."""
+        returns = state.returns.get(step)
+        covered = returns.covered() if returns is not None else Counter()
+        if covered is None:
+            return []  # a row from before parts were kept: its returns cover every unit
+        left = Counter(covered)
+        new_units = []
+        for unit in units_reached(rma, step):
+            key = (unit.order_id, unit.order_line_id)
+            if left[key] >= unit.qty:
+                left[key] -= unit.qty
+            else:
+                new_units.append(unit)
+        if not new_units:
+            return []
+        returns = state.step_returns(step)
+        part = len(returns.parts) + 1
+        counts = count_lines(
+            LineUnits(order_id=u.order_id, line_id=u.order_line_id, qty=u.qty) for u in new_units
+        )
+        returns.parts.append(as_lines(counts))
         sink = self._returns_sink()
         if sink is None:
             return []
-        return sink.return_effects(self.retailer, rma_key, rma, step.value, rma_order_key(rma_key))
+        whole = part == 1 and len(new_units) == len(rma.units)
+        return sink.return_effects(
+            self.retailer,
+            rma_key,
+            rma if whole else rma.model_copy(update={"units": tuple(new_units)}),
+            step.value,
+            rma_order_key(rma_key),
+            part=part,
+            lines=None if whole else [(o, li, n) for (o, li), n in counts.items()],
+        )
 
     async def _cancel(
         self, tx: Transaction, rma_key: str, state: RmaLifecycleState, rma: Rma
@@ -211,17 +257,34 @@ class RmaFlow:
     async def confirm_refund(
         self, tx: Transaction, rma_key: str, state: RmaLifecycleState
     ) -> list[NewEffect]:
-        """Add the RMA's refund to each of its orders and publish them (once per RMA)."""
-        if state.refund is not None or not self.orders.has_publisher():
+        """Record the refund of the RMA's units its returns were created for and not yet
+        confirmed in each of its orders' ledgers and publish them: one refund per order for
+        the first returns (``RMA-<id>``), one more per later part (``RMA-<id>-<n>``)."""
+        if not self.orders.has_publisher() or state.refund is RefundState.NOT_APPLICABLE:
             return []
-        rma = await self.stored(tx, rma_key)
-        if rma is None:
+        if state.refund is not None and state.confirmed is None:
+            return []  # a row from before parts were kept: confirmed for every unit
+        stored = await self.stored(tx, rma_key)
+        if stored is None:
             return []
-        if any(u.estimated_refund_cents is None for u in rma.units):
+        if any(u.estimated_refund_cents is None for u in stored.units):
             # the source carries no refund amounts per unit (ReturnLogic RMAs): the order
             # source reports its own refunds with the orders, nothing to confirm here
             state.refund = RefundState.NOT_APPLICABLE
             return []
+        every = count_lines(
+            LineUnits(order_id=u.order_id, line_id=u.order_line_id, qty=u.qty) for u in stored.units
+        )
+        covered: Counter[tuple[str, str]] = Counter()
+        for returns in state.returns.values():
+            part_units = returns.covered()
+            covered |= every if part_units is None else part_units
+        todo = covered - count_lines(state.confirmed or [])
+        if not todo:
+            return []
+        rma = select_units(stored, todo)
+        several = len(stored.order_ids) > 1
+        part = state.refunds_sent + 1
         order_ids = list(dict.fromkeys(u.order_id for u in rma.units))
         orders: list[Order] = []
         sent = False
@@ -237,7 +300,7 @@ class RmaFlow:
                 )
                 return []
             order = Order.model_validate(entity.data)
-            refund = build_refund(rma, order_id, len(order_ids) > 1)
+            refund = build_refund(rma, order_id, several, part)
             ledger = await load_ledger(tx, key)
             outcome = ledger.confirm(refund, line_quantities(order), _line_cents(rma, order_id))
             if outcome.excess:
@@ -273,6 +336,8 @@ class RmaFlow:
             await save_ledger(tx, key, ledger)
             sent = True
         state.refund = RefundState.QUEUED if sent else RefundState.COVERED
+        state.confirmed = as_lines(count_lines(state.confirmed or []) + todo)
+        state.refunds_sent = part
         return await self.orders.snapshot_and_publish(tx, orders)
 
 
