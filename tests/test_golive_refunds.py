@@ -7,19 +7,30 @@ confirmation -> Optoro sandbox for the refund the bridge confirms, over loopback
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from adapters.returnlogic.orders import sync_for
 from adapters.returnlogic.sandbox.data import refund_units
+from bridge.app import build_runtime
+from bridge.config import load_config
+from bridge.domain import Rma
 from bridge.engine import EngineSettings
+from bridge.flows import ORDER as ORDER_ENTITY
+from bridge.flows import ReturnEvent, ReturnEventKind, ReturnsFlows
+from bridge.policy import Step
+from bridge.ports import RMA_LIFECYCLE
 from bridge.store import EffectState
 from demo.scenarios import settle
 from demo.world import (
@@ -30,6 +41,8 @@ from demo.world import (
     World,
     running_world,
 )
+from mappings.optoro import parse_rma
+from mappings.returnlogic import TagRules, order_to_canonical, orders_page
 from tests.daemon_process import until
 
 FAST = EngineSettings(idle_poll=0.02, effect_lease=5.0)
@@ -355,3 +368,153 @@ async def test_a_partially_accepted_rma_gets_a_return_and_refund_for_the_units_t
     assert refunded_units(refunds[1:]) == {"101": 1}
     assert all(len(v) == 1 for v in every_refund_sent(w).values()), "a refund object changed"
     await assert_clean(w)
+
+
+# --- property: no unit refunded twice across both refund sources, any interleaving ----------
+
+PROPERTY_TOML = """
+[server]
+host = "127.0.0.1"
+port = 0
+[store]
+url = "sqlite:///{db}"
+[retailers.p]
+name = "Property"
+[retailers.p.optoro]
+base_url = "http://127.0.0.1:9"
+client_id = "p"
+client_secret = "s3cret-value"
+optiturn_id = "p-optiturn"
+[retailers.p.optoro.inbound_auth]
+kind = "basic"
+username = "optoro"
+password = "s3cret-value"
+"""
+LINES = {"1": 3, "2": 2}
+RMAS = {"A": {"1": 1, "2": 1}, "B": {"1": 1}}
+"""Each RMA's units (line -> units), distinct from each other and from the shop's refunds."""
+SHOP_REFUNDS = {"S1": {"1": 1}, "S2": {"2": 1}}
+"""Refunds the shop makes outside any RMA."""
+
+
+def rl_record(refunded: Counter[str], version: int) -> dict[str, Any]:
+    """The ReturnLogic order as ReturnLogic reports it: running totals of what the shop's
+    payment system refunded ($10 a unit)."""
+    return {
+        "rlOrderId": 77,
+        "orderNumber": "P-1",
+        "externalOrderId": "e-p-1",
+        "createDate": "2026-01-01T00:00:00Z",
+        "updateDate": f"2026-01-02T00:00:{version:02d}Z",
+        "shopCurrencyCode": "USD",
+        "shippingPrice": 0,
+        "fees": 0,
+        "taxPrice": 0,
+        "refundAmount": Decimal(10 * sum(refunded.values())),
+        "taxesIncluded": False,
+        "fulfillmentStatus": "fulfilled",
+        "financialStatus": "paid",
+        "shippedAt": "2026-01-01T10:00:00Z",
+        "customerEmail": "pat@example.com",
+        "shippingAddress": ADDRESS,
+        "billingAddress": ADDRESS,
+        "orderItems": [
+            {
+                "externalOrderItemId": line,
+                "quantity": qty,
+                "pricePerItem": Decimal(10),
+                "refundQuantity": refunded[line],
+                "sku": f"S{line}",
+                "displayName": f"Item {line}",
+            }
+            for line, qty in LINES.items()
+        ],
+    }
+
+
+def optoro_rma(rma_id: str) -> Rma:
+    units = [(line, n) for line, count in RMAS[rma_id].items() for n in range(count)]
+    body = rma(rma_id, [(line, "") for line, _ in units])
+    for item in body["items"]:
+        item["order_identifier"] = "P-1"
+    return parse_rma(body)
+
+
+async def play_interleaving(folder: Path, events: list[str]) -> None:
+    path = folder / "bridge.toml"
+    path.write_text(PROPERTY_TOML.format(db=folder / "bridge.db"))
+    runtime = build_runtime(load_config(path))
+    await runtime.store.open()
+    try:
+        flows: ReturnsFlows = runtime.service("p", RMA_LIFECYCLE)
+        in_source: Counter[str] = Counter()  # what the shop's payments refunded
+        truth: Counter[str] = Counter()  # units really refunded, by anyone
+        counted: set[str] = set()
+        reported: set[str] = set()
+        sent: dict[str, dict[str, Any]] = {}
+        version = 0
+
+        def happened(name: str, units: dict[str, int]) -> None:
+            if name not in counted:
+                counted.add(name)
+                truth.update(units)
+
+        for event in ["snapshot", *events, "snapshot"]:  # the order is synced before RMAs
+            kind, _, name = event.partition(":")
+            if kind == "confirm":  # Kibo holds the return: the bridge confirms the refund
+                key = f"p:{name}"
+                async with runtime.store.transaction() as tx:
+                    await flows.rmas.apply(tx, key, optoro_rma(name))
+                    await flows.return_events.apply(
+                        tx, key, ReturnEvent(ReturnEventKind.CREATED, f"k-{name}", Step.TRANSIT)
+                    )
+                happened(name, RMAS[name])
+            elif kind == "snapshot":  # the order sync reads ReturnLogic
+                version += 1
+                record = orders_page(json.dumps([rl_record(in_source, version)], default=str))
+                await flows.orders.publish([order_to_canonical(record[0], TagRules())])
+            elif event not in reported:  # the shop's payment refunded units
+                reported.add(event)
+                units = RMAS[name] if kind == "processed" else SHOP_REFUNDS[name]
+                in_source.update(units)
+                happened(name, units)
+            async with runtime.store.transaction() as tx:
+                stored = await tx.get_entity(ORDER_ENTITY, "p:P-1")
+            refunds = stored.data["refunds"] if stored is not None else []
+            units: Counter[str] = Counter()
+            for refund in refunds:
+                assert sent.setdefault(refund["id"], refund) == refund, "a refund changed"
+                for line in refund["lines"]:
+                    units[line["order_line_id"]] += line["qty"]
+            for line, qty in units.items():
+                assert qty <= truth[line], f"line {line}: {qty} units refunded, {truth[line]} real"
+        # every refund that happened has reached the source by now: all of it was sent
+        if set(counted) >= {*RMAS, *SHOP_REFUNDS} and all(f"processed:{r}" in events for r in RMAS):
+            assert units == truth
+        assert [f.reason for f in await runtime.store.list_flags()] == []
+    finally:
+        await runtime.store.close()
+
+
+EVENTS = [
+    *(f"confirm:{r}" for r in RMAS),
+    *(f"processed:{r}" for r in RMAS),
+    *(f"shop:{s}" for s in SHOP_REFUNDS),
+    "snapshot",
+    "snapshot",
+    "snapshot",
+]
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(events=st.lists(st.sampled_from(EVENTS), max_size=12))
+def test_no_unit_is_ever_refunded_twice_across_both_refund_sources(
+    tmp_path_factory: pytest.TempPathFactory, events: list[str]
+) -> None:
+    """Any interleaving (and repetition) of the bridge's confirmations, the shop's payment
+    refunds of those RMAs, refunds outside any RMA and order syncs: the refunds the order
+    carries to Optoro never cover more units of a line than were really refunded, no refund
+    object ever changes, and once everything reached ReturnLogic, everything was sent."""
+    asyncio.run(play_interleaving(tmp_path_factory.mktemp("interleaving"), events))
