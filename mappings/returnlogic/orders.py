@@ -55,7 +55,9 @@ Refunds
   records. When either is non-zero the order gets one cumulative :class:`~bridge.domain.Refund`
   with the stable id ``returnlogic-order-<rlOrderId>-refunds``, total ``refundAmount``, one line
   per refunded line, ``created_at`` = the order's ``updated_at`` (the latest time the refund is
-  known to exist; ReturnLogic gives no refund date). A later, larger refund changes that entry.
+  known to exist; ReturnLogic gives no refund date). A later, larger refund changes that entry;
+  the order flow's refund ledger (:mod:`bridge.flows.refunds`) sends only what it adds, as a
+  new refund object, never the changed entry.
 
 Fallbacks (never invented values; what is unknown stays None)
   * address name: the address's ``name``, else its ``firstName lastName`` (neither in the spec),
