@@ -89,9 +89,15 @@ SHOP = "shop"
 """The demo's ReturnLogic retailer: its seeded orders are synced to the Optoro sandbox."""
 
 
-def shop_toml(optoro_url: str, kibo_url: str, rl_url: str, api_key: str) -> str:
+def shop_toml(
+    optoro_url: str,
+    kibo_url: str,
+    rl_url: str,
+    api_key: str,
+    policy: dict[str, str] | None = None,
+) -> str:
     """The shop: ReturnLogic (a private app's key) -> Optoro, returns in Kibo."""
-    base = retailer_toml(SHOP, optoro_url, kibo_url)
+    base = retailer_toml(SHOP, optoro_url, kibo_url, policy)
     return (
         base
         + f"""
@@ -138,10 +144,11 @@ async def running_world(
     before_start: Callable[[Runtime], Any] | None = None,
     port: int = 0,
     shop_orders: int = 0,
+    shop_policy: dict[str, str] | None = None,
 ) -> AsyncIterator[World]:
     """Sandboxes, then the daemon on ``port`` (0: a free one) with SQLite in ``folder``.
     With ``shop_orders``, a ReturnLogic sandbox seeded with that many orders (created over
-    the last 180 days) backs the ``shop`` retailer."""
+    the last 180 days) backs the ``shop`` retailer (its policy ``shop_policy``)."""
     async with (
         running_optoro(client_id=OPTORO_CLIENT_ID, client_secret=OPTORO_SECRET) as optoro,
         running_kibo(token=KIBO_TOKEN) as kibo,
@@ -151,7 +158,9 @@ async def running_world(
         shop = ""
         if shop_orders:
             returnlogic.generate(orders=shop_orders, seed=7, anchor=datetime.now(UTC))
-            shop = shop_toml(optoro.url, kibo.url, returnlogic.url, returnlogic.issue_api_key())
+            shop = shop_toml(
+                optoro.url, kibo.url, returnlogic.url, returnlogic.issue_api_key(), shop_policy
+            )
         retailers = [scenario_retailer(n) for n in scenario_numbers]
         text = (
             f'[server]\nhost = "127.0.0.1"\nport = {port}\n'

@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from adapters.kibo.client import reconciler_key
 from adapters.returnlogic.orders import sync_for
 from adapters.returnlogic.sandbox.data import refund_units
 from bridge.app import build_runtime
@@ -34,6 +35,7 @@ from bridge.ports import RMA_LIFECYCLE
 from bridge.store import EffectState
 from demo.scenarios import settle
 from demo.world import (
+    KIBO_TOKEN,
     OPTITURN_ID,
     SHOP,
     WEBHOOK_PASSWORD,
@@ -518,3 +520,54 @@ def test_no_unit_is_ever_refunded_twice_across_both_refund_sources(
     carries to Optoro never cover more units of a line than were really refunded, no refund
     object ever changes, and once everything reached ReturnLogic, everything was sent."""
     asyncio.run(play_interleaving(tmp_path_factory.mktemp("interleaving"), events))
+
+
+# --- the refund follows what Kibo refunded --------------------------------------------------
+
+
+async def test_the_refund_confirmed_on_clearing_follows_what_kibo_accepted_and_refunded(
+    tmp_path: Path,
+) -> None:
+    """Policy ``on_return_cleared``; Kibo processes the return accepting 102's unit and
+    rejecting 101's (Process Return, partial acceptance). Get Return says so (its items'
+    ``quantityAccepted`` and subtotals): the refund Optoro receives is for 102's unit and
+    Kibo's amount, not the estimate of both (before: 2 units, 2000 cents)."""
+    async with running_world(
+        tmp_path,
+        [],
+        shop_orders=1,
+        settings=FAST,
+        shop_policy={"confirm_refund": "on_return_cleared"},
+    ) as w:
+        w.route_kibo_notifications(SHOP)
+        rl_order(w, {"101": 1, "102": 1})
+        await poll(w)
+        await post_rma(w, rma("GLRMA5", [("101", ""), ("102", "")]))
+        await until(lambda: w.kibo.find_returns(ORDER), 15, "the Kibo return")
+        await settle(w)
+        [created] = w.kibo.find_returns(ORDER)
+        assert optoro_refunds(w) == []
+
+        w.kibo.configure(drop_notifications=True)  # the cleared notification is lost
+        async with w.session.post(
+            w.kibo.process_url,
+            json={
+                "returnID": created["returnID"],
+                "acceptedItemQuantity": [
+                    {"orderItemID": 102, "quantityAccepted": 1},
+                    {"orderItemID": 101, "quantityAccepted": 0},
+                ],
+            },
+            headers={"Authorization": f"Bearer {KIBO_TOKEN}"},
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+        reconciler = w.runtime.find_shared(reconciler_key(SHOP))
+        assert reconciler is not None
+        assert await reconciler.run_once() >= 1  # what the scheduled reconciliation runs
+        await settle(w)
+
+        [refund] = optoro_refunds(w)
+        assert refund["rma_identifier"] == "GLRMA5"
+        assert refunded_units([refund]) == {"102": 1}
+        assert refund["total_refund_amount_cents"] == 1000
+        await assert_clean(w)

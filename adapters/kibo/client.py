@@ -49,7 +49,7 @@ from bridge.errors import (
     PermanentDeliveryError,
     RetriableDeliveryError,
 )
-from bridge.flows import ReturnEvent, ReturnEventKind, ReturnsFlows
+from bridge.flows import ReturnEvent, ReturnEventKind, ReturnsFlows, Settlement
 from bridge.http import (
     DestinationLimits,
     HttpClient,
@@ -62,6 +62,7 @@ from bridge.ports import RMA_LIFECYCLE, AdapterContext, SharedKey
 from bridge.store import Effect, EffectState, NewEffect, Store, Transaction
 from bridge.store.base import each_entity_key
 from mappings.kibo import (
+    KiboReturnRef,
     derive_return_id,
     dumps,
     numeric_order_item_ids,
@@ -74,8 +75,9 @@ log = logging.getLogger(__name__)
 
 RETURN_KIND = "kibo.return.create"
 KIBO_RETURN = "kibo.return"
-"""Entity per Kibo return id: which RMA, step and order it belongs to (its state is the RMA
-flow's; rows written before that also hold a ``state``, ignored)."""
+"""Entity per Kibo return id: which RMA, step and order it belongs to, and ``lines``
+(``orderItemID`` -> order id and line of its items; absent in older rows) (its state is the
+RMA flow's; rows written before that also hold a ``state``, ignored)."""
 OPEN_RETURN = "kibo.open_return"
 """Entity per ``<retailer>:<return id>``: a Kibo return created and not yet cleared or
 rejected (deleted when it closes: one row per return, never a per-retailer hot set)."""
@@ -447,6 +449,7 @@ class KiboReturnDestination(HttpDestination):
                 "rma_key": effect.payload["rma_key"],
                 "step": effect.payload["step"],
                 "external_order_id": effect.payload["external_order_id"],
+                "lines": await self._item_lines(tx, effect),
             },
         )
         await record_announced(
@@ -462,9 +465,25 @@ class KiboReturnDestination(HttpDestination):
         )
         if ref.cleared:
             effects += await apply_return_event(
-                tx, self.retailer, flows, ref.return_id, ReturnEventKind.CLEARED
+                tx, self.retailer, flows, ref.return_id, ReturnEventKind.CLEARED, ref
             )
         return effects
+
+    async def _item_lines(self, tx: Transaction, effect: Effect) -> dict[str, list[str]]:
+        """``orderItemID`` -> ``[order id, order line id]`` of the return ``effect`` created,
+        to read Kibo's accepted quantities back per order line."""
+        stored = await tx.get_entity("rma", effect.payload["rma_key"])
+        if stored is None:
+            return {}
+        rma = Rma.model_validate(stored.data)
+        ids = await self._order_item_ids(tx, rma)
+        order_id = effect.payload["external_order_id"]
+        return {
+            str(ids[unit.order_id, unit.order_line_id]): [unit.order_id, unit.order_line_id]
+            for unit in rma.units
+            if (unit.original_order_id or unit.order_id) == order_id
+            and (unit.order_id, unit.order_line_id) in ids
+        }
 
     async def _remember_kept(self, tx: Transaction, kept: bool, effect: Effect) -> None:
         entity = await tx.get_entity(RETURN_IDS, self.retailer)
@@ -533,10 +552,17 @@ def return_event_kind(kind: str) -> ReturnEventKind | None:
 
 
 async def apply_return_event(
-    tx: Transaction, retailer: str, flows: ReturnsFlows, return_id: int, kind: ReturnEventKind
+    tx: Transaction,
+    retailer: str,
+    flows: ReturnsFlows,
+    return_id: int,
+    kind: ReturnEventKind,
+    ref: KiboReturnRef | None = None,
 ) -> list[NewEffect]:
     """Kibo says ``return_id`` moved: the RMA flow moves the return of the RMA it belongs
-    to, and the open-return set follows. Returns of other systems (unknown ids) are ignored."""
+    to, and the open-return set follows. Returns of other systems (unknown ids) are ignored.
+    ``ref``: Kibo's return as Get Return (or the create) answered it; when it says what was
+    accepted and refunded, the refund confirmed on ``cleared`` follows it."""
     entity = await tx.get_entity(KIBO_RETURN, f"{retailer}:{return_id}")
     if entity is None:
         return []
@@ -544,11 +570,31 @@ async def apply_return_event(
     outcome = await flows.return_events.apply(
         tx,
         entity.data["rma_key"],
-        ReturnEvent(kind, str(return_id), Step(step) if step else None),
+        ReturnEvent(
+            kind,
+            str(return_id),
+            Step(step) if step else None,
+            settled=_settlement(ref, entity.data.get("lines") or {}),
+        ),
     )
     if outcome.changed:
         await _set_open(tx, retailer, return_id, open_=outcome.open)
     return outcome.effects
+
+
+def _settlement(ref: KiboReturnRef | None, lines: dict[str, list[str]]) -> Settlement | None:
+    """Kibo's accepted units per order line and refunded amount (``None``: not said, or an
+    item the bridge cannot place on a line)."""
+    if ref is None or ref.accepted is None or not lines:
+        return None
+    accepted: dict[tuple[str, str], int] = {}
+    for item_id, units in ref.accepted:
+        line = lines.get(str(item_id))
+        if line is None:
+            return None
+        key = (line[0], line[1])
+        accepted[key] = accepted.get(key, 0) + units
+    return Settlement(accepted, ref.refunded_cents)
 
 
 def reconciler_key(retailer: str) -> SharedKey[KiboReconciler]:
@@ -660,7 +706,7 @@ class KiboReconciler:
                 continue
             flows: ReturnsFlows = self.runtime.service(self.retailer, RMA_LIFECYCLE)
             async with store.transaction() as tx:
-                effects = await apply_return_event(tx, self.retailer, flows, return_id, kind)
+                effects = await apply_return_event(tx, self.retailer, flows, return_id, kind, ref)
                 for effect in effects:
                     await tx.add_effect(effect)
             self.runtime.engine.wake_dispatcher()

@@ -29,6 +29,7 @@ from bridge.flows.returns import (
     ReturnEventFlow,
     ReturnEventKind,
     ReturnEventOutcome,
+    Settlement,
 )
 from bridge.flows.rmas import RmaFlow, RmaOutcome, build_refund, is_closed, rma_version
 from bridge.policy import PolicyConfig
@@ -81,6 +82,7 @@ __all__ = [
     "RmaFlow",
     "RmaLifecycleState",
     "RmaOutcome",
+    "Settlement",
     "StepReturns",
     "build_refund",
     "is_closed",

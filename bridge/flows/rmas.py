@@ -32,6 +32,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
@@ -51,6 +52,9 @@ from bridge.flows.orders import OrderFlow, order_key
 from bridge.flows.refunds import line_quantities, load_ledger, save_ledger, with_ledger
 from bridge.policy import PolicyConfig, Step, select_units, units_reached
 from bridge.ports import ReturnsSink
+
+if TYPE_CHECKING:
+    from bridge.flows.returns import Settlement
 from bridge.store import EffectState, InboxStatus, NewEffect, Transaction
 
 log = logging.getLogger(__name__)
@@ -255,7 +259,11 @@ class RmaFlow:
     # refund confirmation -----------------------------------------------------------------
 
     async def confirm_refund(
-        self, tx: Transaction, rma_key: str, state: RmaLifecycleState
+        self,
+        tx: Transaction,
+        rma_key: str,
+        state: RmaLifecycleState,
+        settled: Settlement | None = None,
     ) -> list[NewEffect]:
         """Record the refund of the RMA's units its returns were created for and not yet
         confirmed in each of its orders' ledgers and publish them: one refund per order for
@@ -279,7 +287,15 @@ class RmaFlow:
         for returns in state.returns.values():
             part_units = returns.covered()
             covered |= every if part_units is None else part_units
-        todo = covered - count_lines(state.confirmed or [])
+        done = count_lines(state.confirmed or [])
+        todo = covered - done
+        if settled is not None:  # the sink's word on its return's lines
+            rejected = Counter(
+                {k: todo[k] - min(todo[k], n) for k, n in settled.accepted.items() if k in todo}
+            )
+            todo -= rejected
+            done += rejected
+            state.confirmed = as_lines(done)  # rejected units are never refunded
         if not todo:
             return []
         rma = select_units(stored, todo)
@@ -301,6 +317,8 @@ class RmaFlow:
                 return []
             order = Order.model_validate(entity.data)
             refund = build_refund(rma, order_id, several, part)
+            if (kibo_cents := _settled_cents(settled, order_id)) is not None:
+                refund = refund.model_copy(update={"total_cents": kibo_cents})
             ledger = await load_ledger(tx, key)
             outcome = ledger.confirm(refund, line_quantities(order), _line_cents(rma, order_id))
             if outcome.excess:
@@ -336,9 +354,17 @@ class RmaFlow:
             await save_ledger(tx, key, ledger)
             sent = True
         state.refund = RefundState.QUEUED if sent else RefundState.COVERED
-        state.confirmed = as_lines(count_lines(state.confirmed or []) + todo)
+        state.confirmed = as_lines(done + todo)
         state.refunds_sent = part
         return await self.orders.snapshot_and_publish(tx, orders)
+
+
+def _settled_cents(settled: Settlement | None, order_id: str) -> int | None:
+    """What the sink said it refunded for ``order_id``'s units (``None``: it did not say,
+    or its return covers other orders too)."""
+    if settled is None or {o for o, _ in settled.accepted} != {order_id}:
+        return None
+    return settled.refunded_cents
 
 
 def _line_cents(rma: Rma, order_id: str) -> dict[str, int]:
