@@ -531,7 +531,8 @@ async def test_the_refund_confirmed_on_clearing_follows_what_kibo_accepted_and_r
     """Policy ``on_return_cleared``; Kibo processes the return accepting 102's unit and
     rejecting 101's (Process Return, partial acceptance). Get Return says so (its items'
     ``quantityAccepted`` and subtotals): the refund Optoro receives is for 102's unit and
-    Kibo's amount, not the estimate of both (before: 2 units, 2000 cents)."""
+    Kibo's amount (plus the share Optoro funds), not the estimate of both (before: 2 units,
+    2000 cents)."""
     async with running_world(
         tmp_path,
         [],
@@ -542,7 +543,13 @@ async def test_the_refund_confirmed_on_clearing_follows_what_kibo_accepted_and_r
         w.route_kibo_notifications(SHOP)
         rl_order(w, {"101": 1, "102": 1})
         await poll(w)
-        await post_rma(w, rma("GLRMA5", [("101", ""), ("102", "")]))
+        body = rma("GLRMA5", [("101", ""), ("102", "")])
+        body["items"][1]["refund_financials"] = {  # Optoro funds 4.00 of 102's refund
+            "estimated_refund_amount_cents": 1000,
+            "optoro_refund_amount_cents": 400,
+            "shopper_refund_amount_cents": 600,
+        }
+        await post_rma(w, body)
         await until(lambda: w.kibo.find_returns(ORDER), 15, "the Kibo return")
         await settle(w)
         [created] = w.kibo.find_returns(ORDER)
@@ -569,5 +576,7 @@ async def test_the_refund_confirmed_on_clearing_follows_what_kibo_accepted_and_r
         [refund] = optoro_refunds(w)
         assert refund["rma_identifier"] == "GLRMA5"
         assert refunded_units([refund]) == {"102": 1}
+        # Kibo refunded the shopper's 6.00 of it; Optoro's 4.00 share stays in the refund
+        assert [i["returnSubtotal"] for i in created["item"] if i["orderItemID"] == 102] == [6]
         assert refund["total_refund_amount_cents"] == 1000
         await assert_clean(w)

@@ -317,8 +317,13 @@ class RmaFlow:
                 return []
             order = Order.model_validate(entity.data)
             refund = build_refund(rma, order_id, several, part)
-            if (kibo_cents := _settled_cents(settled, order_id)) is not None:
-                refund = refund.model_copy(update={"total_cents": kibo_cents})
+            if (sink_cents := _settled_cents(settled, order_id)) is not None:
+                # the sink refunds the shopper's share; the share the returns provider funds
+                # (even exchanges) stays in the refund, as every refund of the guide shows
+                provider = sum(
+                    u.provider_refund_cents or 0 for u in rma.units if u.order_id == order_id
+                )
+                refund = refund.model_copy(update={"total_cents": sink_cents + provider})
             ledger = await load_ledger(tx, key)
             outcome = ledger.confirm(refund, line_quantities(order), _line_cents(rma, order_id))
             if outcome.excess:
