@@ -118,7 +118,8 @@ class OrderPublisher(Protocol):
 class ReturnsSink(Protocol):
     """Creates returns (e.g. Kibo Create Return) for an RMA that reached a policy step.
 
-    The effects it returns are keyed by RMA and step (at most one return per step, ever)
+    The effects it returns are keyed by RMA, step and part (at most one return per step and
+    part, ever)
     and share ``order_key`` with the refund confirmation that follows them; on success its
     destination reports a ``created`` return event to the core's return-event flow
     (``ctx.service(retailer, RMA_LIFECYCLE).return_events``)."""
