@@ -17,6 +17,7 @@ def setup(ctx: AdapterContext, retailer: RetailerConfig, config: KiboConfig) -> 
     from adapters.kibo.client import (
         KiboReconciler,
         KiboReturnDestination,
+        KiboReturnRead,
         KiboReturnsSink,
         reconciler_key,
     )
@@ -32,8 +33,17 @@ def setup(ctx: AdapterContext, retailer: RetailerConfig, config: KiboConfig) -> 
         lifecycle=lambda: ctx.service(retailer.id, RMA_LIFECYCLE),
     )
     ctx.engine.add_destination(destination)
+    read = KiboReturnRead(
+        f"kibo.returns.get:{retailer.id}",
+        retailer.id,
+        config,
+        http=lambda: ctx.http,
+        store=lambda: ctx.store,
+        lifecycle=lambda: ctx.service(retailer.id, RMA_LIFECYCLE),
+    )
+    ctx.engine.add_destination(read)
     ctx.provide(retailer.id, RETURNS_SINK, "kibo", KiboReturnsSink(name))
-    KiboNotifications(ctx, retailer.id, config).routes()
+    KiboNotifications(ctx, retailer.id, config, read_destination=read.name).routes()
     reconciler = ctx.shared(
         reconciler_key(retailer.id),
         lambda: KiboReconciler(ctx, retailer.id, config, destination),

@@ -43,6 +43,8 @@ from pydantic import SecretStr
 from adapters.kibo.config import KiboConfig
 from bridge.domain import Rma
 from bridge.engine import HttpDestination
+from bridge.engine.core import Absent, Fetched, Found
+from bridge.engine.destination import ReadDestination
 from bridge.errors import (
     CredentialsRefused,
     MappingError,
@@ -597,6 +599,90 @@ def _settlement(ref: KiboReturnRef | None, lines: dict[str, list[str]]) -> Settl
     return Settlement(accepted, ref.refunded_cents)
 
 
+def get_return_request(config: KiboConfig, return_id: int) -> OutboundRequest:
+    """Kibo's Get Return of ``return_id``."""
+    return OutboundRequest(
+        "GET",
+        f"{_base(config)}/api/v2/return/{return_id}",
+        {**kibo_headers(config), "Accept": "application/json"},
+    )
+
+
+READ_KIND = "kibo.return.get"
+
+
+def settle_effect(retailer: str, destination: str, return_id: int, inbox_id: int) -> NewEffect:
+    """The Get Return that settles a ``return_cleared`` notification (inbox item
+    ``inbox_id``): the notification says refunds were processed, Get Return says which."""
+    return NewEffect(
+        idempotency_key=f"{READ_KIND}:{retailer}:{return_id}:{inbox_id}",
+        destination=destination,
+        kind=READ_KIND,
+        payload={"return_id": return_id},
+        retailer=retailer,
+        source_inbox_id=inbox_id,
+    )
+
+
+class KiboReturnRead(ReadDestination):
+    """A read: Get Return (outside any transaction) after Kibo notified ``return_cleared``,
+    then the cleared event applied with what Kibo accepted and refunded. A 404 or an
+    answer that says nothing item by item applies the notification's word alone."""
+
+    def __init__(
+        self,
+        name: str,
+        retailer: str,
+        config: KiboConfig,
+        http: Callable[[], HttpClient],
+        store: Callable[[], Store],
+        lifecycle: Callable[[], ReturnsFlows],
+    ) -> None:
+        self.name = name
+        self.retailer = retailer
+        self.config = config
+        self._http = http
+        self._store = store
+        self._lifecycle = lifecycle
+        self.limits = DestinationLimits(name, timeout=config.timeout)
+
+    async def build_request(self, effect: Effect) -> OutboundRequest:
+        return get_return_request(self.config, int(effect.payload["return_id"]))
+
+    async def fetch(self, effect: Effect) -> Fetched:
+        started = await self._store().now()
+        try:
+            response = await self._http().call(
+                await self.build_request(effect), self.limits, attempts=2
+            )
+        except PermanentDeliveryError as exc:
+            if exc.status != 404:
+                raise
+            return Absent(started)
+        return Found(response.body, started)
+
+    async def apply(
+        self, tx: Transaction, effect: Effect, fetched: Found | Absent
+    ) -> list[NewEffect]:
+        ref: KiboReturnRef | None = None
+        if isinstance(fetched, Found):
+            try:
+                ref = return_response_to_ref(fetched.body)
+            except MappingError as exc:  # Kibo's answer unreadable: the notification stands
+                log.warning(
+                    "kibo return not read back",
+                    extra={"retailer": self.retailer, "reason": str(exc)},
+                )
+        return await apply_return_event(
+            tx,
+            self.retailer,
+            self._lifecycle(),
+            int(effect.payload["return_id"]),
+            ReturnEventKind.CLEARED,
+            ref if ref is not None and ref.cleared else None,
+        )
+
+
 def reconciler_key(retailer: str) -> SharedKey[KiboReconciler]:
     """The retailer's :class:`KiboReconciler` (for operators and tests)."""
     return SharedKey(f"kibo.reconciler:{retailer}")
@@ -683,11 +769,7 @@ class KiboReconciler:
         ]
         changed = 0
         for return_id in open_ids:
-            request = OutboundRequest(
-                "GET",
-                f"{_base(self.config)}/api/v2/return/{return_id}",
-                {**kibo_headers(self.config), "Accept": "application/json"},
-            )
+            request = get_return_request(self.config, return_id)
             try:
                 response = await self.runtime.http.call(request, self.limits, attempts=2)
                 ref = return_response_to_ref(response.body)
