@@ -6,6 +6,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from adapters.kibo.config import KiboConfig
+from bridge.policy import ConfirmRefund
 from bridge.ports import RETURNS_SINK, RMA_LIFECYCLE, AdapterContext, AdapterSpec
 
 if TYPE_CHECKING:
@@ -43,7 +44,11 @@ def setup(ctx: AdapterContext, retailer: RetailerConfig, config: KiboConfig) -> 
     )
     ctx.engine.add_destination(read)
     ctx.provide(retailer.id, RETURNS_SINK, "kibo", KiboReturnsSink(name))
-    KiboNotifications(ctx, retailer.id, config, read_destination=read.name).routes()
+    # the refund follows Kibo's word only when it is confirmed on clearing: read it back then
+    reads_back = retailer.policy.confirm_refund is ConfirmRefund.ON_RETURN_CLEARED
+    KiboNotifications(
+        ctx, retailer.id, config, read_destination=read.name if reads_back else None
+    ).routes()
     reconciler = ctx.shared(
         reconciler_key(retailer.id),
         lambda: KiboReconciler(ctx, retailer.id, config, destination),
