@@ -12,13 +12,14 @@ CREATED for customer-keep (nothing travels), TRANSIT for home pickup, RECEIVED o
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
 from pydantic import Field, field_validator
 
 from bridge.configbase import ConfigModel
-from bridge.domain import PackageStatus, ReceivingStatus, ReturnMethod, Rma
+from bridge.domain import PackageStatus, ReceivingStatus, ReturnMethod, Rma, RmaUnit
 
 
 class Step(StrEnum):
@@ -122,3 +123,28 @@ def reached(rma: Rma, step: Step) -> bool:
     return bool(rma.units) and all(
         unit_rank(u.package_status, u.receiving_status) >= need for u in rma.units
     )
+
+
+def units_reached(rma: Rma, step: Step) -> tuple[RmaUnit, ...]:
+    """The units of ``rma`` that have come at least as far as ``step``, furthest first.
+
+    A partially accepted RMA (Optoro's RMAs description: units ``NOT_DROPPED_OFF`` beside
+    accepted ones, the RMA then "REFUNDED or PARTIAL_REFUND") gets its return for these."""
+    need = _STEP_RANK[step]
+    ranked = [(unit_rank(u.package_status, u.receiving_status), i) for i, u in enumerate(rma.units)]
+    return tuple(
+        rma.units[i] for rank, i in sorted(ranked, key=lambda r: (-r[0], r[1])) if rank >= need
+    )
+
+
+def select_units(rma: Rma, lines: Mapping[tuple[str, str], int]) -> Rma:
+    """``rma`` with only ``lines`` units per ``(order id, line id)``, furthest first (a
+    unit holding several units is taken whole)."""
+    left = dict(lines)
+    chosen = []
+    for unit in units_reached(rma, Step.CREATED):
+        key = (unit.order_id, unit.order_line_id)
+        if left.get(key, 0) > 0:
+            left[key] -= unit.qty
+            chosen.append(unit)
+    return rma.model_copy(update={"units": tuple(chosen)})

@@ -118,14 +118,28 @@ class OrderPublisher(Protocol):
 class ReturnsSink(Protocol):
     """Creates returns (e.g. Kibo Create Return) for an RMA that reached a policy step.
 
-    The effects it returns are keyed by RMA and step (at most one return per step, ever)
+    The effects it returns are keyed by RMA, step and part (at most one return per step and
+    part, ever)
     and share ``order_key`` with the refund confirmation that follows them; on success its
     destination reports a ``created`` return event to the core's return-event flow
     (``ctx.service(retailer, RMA_LIFECYCLE).return_events``)."""
 
     def return_effects(
-        self, retailer: str, rma_key: str, rma: Rma, step: str, order_key: str
-    ) -> list[NewEffect]: ...
+        self,
+        retailer: str,
+        rma_key: str,
+        rma: Rma,
+        step: str,
+        order_key: str,
+        *,
+        part: int = 1,
+        lines: Sequence[tuple[str, str, int]] | None = None,
+    ) -> list[NewEffect]:
+        """The create effects for ``rma`` at ``step``. ``part`` > 1: a later batch of the
+        step (units that reached it since the first); ``lines``: ``(order id, line id,
+        units)`` the return is for, when not every unit of the RMA
+        (:func:`bridge.policy.select_units` picks them from the RMA as stored)."""
+        ...
 
 
 CATALOG: Port[CatalogSource] = Port("catalog")

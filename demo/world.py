@@ -100,10 +100,15 @@ SHOP = "shop"
 
 
 def shop_toml(
-    optoro_url: str, kibo_url: str, rl_url: str, api_key: str, kibo_lines: str = DEMO_LINE_IDS
+    optoro_url: str,
+    kibo_url: str,
+    rl_url: str,
+    api_key: str,
+    kibo_lines: str = DEMO_LINE_IDS,
+    policy: dict[str, str] | None = None,
 ) -> str:
     """The shop: ReturnLogic (a private app's key) -> Optoro, returns in Kibo."""
-    base = retailer_toml(SHOP, optoro_url, kibo_url, kibo_lines=kibo_lines)
+    base = retailer_toml(SHOP, optoro_url, kibo_url, policy, kibo_lines=kibo_lines)
     return (
         base
         + f"""
@@ -151,10 +156,11 @@ async def running_world(
     port: int = 0,
     shop_orders: int = 0,
     kibo_lines: str = DEMO_LINE_IDS,
+    shop_policy: dict[str, str] | None = None,
 ) -> AsyncIterator[World]:
     """Sandboxes, then the daemon on ``port`` (0: a free one) with SQLite in ``folder``.
     With ``shop_orders``, a ReturnLogic sandbox seeded with that many orders (created over
-    the last 180 days) backs the ``shop`` retailer."""
+    the last 180 days) backs the ``shop`` retailer (its policy ``shop_policy``)."""
     async with (
         running_optoro(client_id=OPTORO_CLIENT_ID, client_secret=OPTORO_SECRET) as optoro,
         running_kibo(token=KIBO_TOKEN) as kibo,
@@ -165,7 +171,12 @@ async def running_world(
         if shop_orders:
             returnlogic.generate(orders=shop_orders, seed=7, anchor=datetime.now(UTC))
             shop = shop_toml(
-                optoro.url, kibo.url, returnlogic.url, returnlogic.issue_api_key(), kibo_lines
+                optoro.url,
+                kibo.url,
+                returnlogic.url,
+                returnlogic.issue_api_key(),
+                kibo_lines,
+                shop_policy,
             )
         retailers = [scenario_retailer(n) for n in scenario_numbers]
         text = (

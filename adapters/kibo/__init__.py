@@ -6,6 +6,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from adapters.kibo.config import KiboConfig
+from bridge.policy import ConfirmRefund
 from bridge.ports import RETURNS_SINK, RMA_LIFECYCLE, AdapterContext, AdapterSpec
 
 if TYPE_CHECKING:
@@ -17,6 +18,7 @@ def setup(ctx: AdapterContext, retailer: RetailerConfig, config: KiboConfig) -> 
     from adapters.kibo.client import (
         KiboReconciler,
         KiboReturnDestination,
+        KiboReturnRead,
         KiboReturnsSink,
         reconciler_key,
     )
@@ -32,8 +34,21 @@ def setup(ctx: AdapterContext, retailer: RetailerConfig, config: KiboConfig) -> 
         lifecycle=lambda: ctx.service(retailer.id, RMA_LIFECYCLE),
     )
     ctx.engine.add_destination(destination)
+    read = KiboReturnRead(
+        f"kibo.returns.get:{retailer.id}",
+        retailer.id,
+        config,
+        http=lambda: ctx.http,
+        store=lambda: ctx.store,
+        lifecycle=lambda: ctx.service(retailer.id, RMA_LIFECYCLE),
+    )
+    ctx.engine.add_destination(read)
     ctx.provide(retailer.id, RETURNS_SINK, "kibo", KiboReturnsSink(name))
-    KiboNotifications(ctx, retailer.id, config).routes()
+    # the refund follows Kibo's word only when it is confirmed on clearing: read it back then
+    reads_back = retailer.policy.confirm_refund is ConfirmRefund.ON_RETURN_CLEARED
+    KiboNotifications(
+        ctx, retailer.id, config, read_destination=read.name if reads_back else None
+    ).routes()
     reconciler = ctx.shared(
         reconciler_key(retailer.id),
         lambda: KiboReconciler(ctx, retailer.id, config, destination),

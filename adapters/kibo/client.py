@@ -34,7 +34,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -45,13 +45,15 @@ from adapters.kibo.crosswalk import CROSSWALK as CROSSWALK  # re-exported
 from adapters.kibo.crosswalk import LineResolver
 from bridge.domain import Rma
 from bridge.engine import HttpDestination
+from bridge.engine.core import Absent, Fetched, Found
+from bridge.engine.destination import ReadDestination
 from bridge.errors import (
     CredentialsRefused,
     MappingError,
     PermanentDeliveryError,
     RetriableDeliveryError,
 )
-from bridge.flows import ReturnEvent, ReturnEventKind, ReturnsFlows
+from bridge.flows import ReturnEvent, ReturnEventKind, ReturnsFlows, Settlement
 from bridge.http import (
     DestinationLimits,
     HttpClient,
@@ -59,11 +61,12 @@ from bridge.http import (
     Response,
     StaticCredentials,
 )
-from bridge.policy import Step
+from bridge.policy import Step, select_units
 from bridge.ports import RMA_LIFECYCLE, AdapterContext, SharedKey
 from bridge.store import Effect, EffectState, NewEffect, Store, Transaction
 from bridge.store.base import each_entity_key
 from mappings.kibo import (
+    KiboReturnRef,
     derive_return_id,
     dumps,
     return_matches,
@@ -75,8 +78,9 @@ log = logging.getLogger(__name__)
 
 RETURN_KIND = "kibo.return.create"
 KIBO_RETURN = "kibo.return"
-"""Entity per Kibo return id: which RMA, step and order it belongs to (its state is the RMA
-flow's; rows written before that also hold a ``state``, ignored)."""
+"""Entity per Kibo return id: which RMA, step and order it belongs to, and ``lines``
+(``orderItemID`` -> order id and line of its items; absent in older rows) (its state is the
+RMA flow's; rows written before that also hold a ``state``, ignored)."""
 OPEN_RETURN = "kibo.open_return"
 """Entity per ``<retailer>:<return id>``: a Kibo return created and not yet cleared or
 rejected (deleted when it closes: one row per return, never a per-retailer hot set)."""
@@ -128,15 +132,32 @@ class KiboReturnsSink:
         self.destination = destination
 
     def return_effects(
-        self, retailer: str, rma_key: str, rma: Rma, step: str, order_key: str
+        self,
+        retailer: str,
+        rma_key: str,
+        rma: Rma,
+        step: str,
+        order_key: str,
+        *,
+        part: int = 1,
+        lines: Sequence[tuple[str, str, int]] | None = None,
     ) -> list[NewEffect]:
         order_ids = list(dict.fromkeys(u.original_order_id or u.order_id for u in rma.units))
+        suffix = f":part{part}" if part > 1 else ""
+        extra: dict[str, Any] = {"lines": [list(line) for line in lines]} if lines else {}
+        if part > 1:
+            extra["part"] = part
         return [
             NewEffect(
-                idempotency_key=f"{RETURN_KIND}:{rma_key}:{step}:{order_id}",
+                idempotency_key=f"{RETURN_KIND}:{rma_key}:{step}:{order_id}{suffix}",
                 destination=self.destination,
                 kind=RETURN_KIND,
-                payload={"rma_key": rma_key, "step": step, "external_order_id": order_id},
+                payload={
+                    "rma_key": rma_key,
+                    "step": step,
+                    "external_order_id": order_id,
+                    **extra,
+                },
                 order_key=order_key,
                 retailer=retailer,
             )
@@ -211,6 +232,8 @@ class KiboReturnDestination(HttpDestination):
             if stored is None:
                 raise MappingError(f"RMA {payload['rma_key']} is not stored", field="rma")
             rma = Rma.model_validate(stored.data)
+            if payload.get("lines"):  # a return for some of the RMA's units (partial outcome)
+                rma = select_units(rma, {(o, li): n for o, li, n in payload["lines"]})
             resolution = await self.lines.resolve(tx, rma)
         bodies = rma_to_kibo_returns(
             rma,
@@ -219,8 +242,9 @@ class KiboReturnDestination(HttpDestination):
             created_at=rma.updated_at,
             gift_card_type=self.config.gift_card_type,
             return_location=self.lines.return_location(rma),
+            # the RMA's return shipping is deducted once: from its first return only
             reduction_cents=rma.return_shipping_cost_cents
-            if self.config.deduct_return_shipping
+            if self.config.deduct_return_shipping and payload.get("part", 1) == 1
             else 0,
             refund_warranty=self.config.refund_warranty,
         )
@@ -422,6 +446,7 @@ class KiboReturnDestination(HttpDestination):
                 "rma_key": effect.payload["rma_key"],
                 "step": effect.payload["step"],
                 "external_order_id": effect.payload["external_order_id"],
+                "lines": await self._item_lines(tx, effect),
             },
         )
         await record_announced(
@@ -437,9 +462,25 @@ class KiboReturnDestination(HttpDestination):
         )
         if ref.cleared:
             effects += await apply_return_event(
-                tx, self.retailer, flows, ref.return_id, ReturnEventKind.CLEARED
+                tx, self.retailer, flows, ref.return_id, ReturnEventKind.CLEARED, ref
             )
         return effects
+
+    async def _item_lines(self, tx: Transaction, effect: Effect) -> dict[str, list[str]]:
+        """``orderItemID`` -> ``[order id, order line id]`` of the return ``effect`` created,
+        to read Kibo's accepted quantities back per order line."""
+        stored = await tx.get_entity("rma", effect.payload["rma_key"])
+        if stored is None:
+            return {}
+        rma = Rma.model_validate(stored.data)
+        ids = (await self.lines.resolve(tx, rma)).order_item_ids
+        order_id = effect.payload["external_order_id"]
+        return {
+            str(ids[unit.order_id, unit.order_line_id]): [unit.order_id, unit.order_line_id]
+            for unit in rma.units
+            if (unit.original_order_id or unit.order_id) == order_id
+            and (unit.order_id, unit.order_line_id) in ids
+        }
 
     async def _remember_kept(self, tx: Transaction, kept: bool, effect: Effect) -> None:
         entity = await tx.get_entity(RETURN_IDS, self.retailer)
@@ -508,10 +549,17 @@ def return_event_kind(kind: str) -> ReturnEventKind | None:
 
 
 async def apply_return_event(
-    tx: Transaction, retailer: str, flows: ReturnsFlows, return_id: int, kind: ReturnEventKind
+    tx: Transaction,
+    retailer: str,
+    flows: ReturnsFlows,
+    return_id: int,
+    kind: ReturnEventKind,
+    ref: KiboReturnRef | None = None,
 ) -> list[NewEffect]:
     """Kibo says ``return_id`` moved: the RMA flow moves the return of the RMA it belongs
-    to, and the open-return set follows. Returns of other systems (unknown ids) are ignored."""
+    to, and the open-return set follows. Returns of other systems (unknown ids) are ignored.
+    ``ref``: Kibo's return as Get Return (or the create) answered it; when it says what was
+    accepted and refunded, the refund confirmed on ``cleared`` follows it."""
     entity = await tx.get_entity(KIBO_RETURN, f"{retailer}:{return_id}")
     if entity is None:
         return []
@@ -519,11 +567,115 @@ async def apply_return_event(
     outcome = await flows.return_events.apply(
         tx,
         entity.data["rma_key"],
-        ReturnEvent(kind, str(return_id), Step(step) if step else None),
+        ReturnEvent(
+            kind,
+            str(return_id),
+            Step(step) if step else None,
+            settled=_settlement(ref, entity.data.get("lines") or {}),
+        ),
     )
     if outcome.changed:
         await _set_open(tx, retailer, return_id, open_=outcome.open)
     return outcome.effects
+
+
+def _settlement(ref: KiboReturnRef | None, lines: dict[str, list[str]]) -> Settlement | None:
+    """Kibo's accepted units per order line and refunded amount (``None``: not said, or an
+    item the bridge cannot place on a line)."""
+    if ref is None or ref.accepted is None or not lines:
+        return None
+    accepted: dict[tuple[str, str], int] = {}
+    for item_id, units in ref.accepted:
+        line = lines.get(str(item_id))
+        if line is None:
+            return None
+        key = (line[0], line[1])
+        accepted[key] = accepted.get(key, 0) + units
+    return Settlement(accepted, ref.refunded_cents)
+
+
+def get_return_request(config: KiboConfig, return_id: int) -> OutboundRequest:
+    """Kibo's Get Return of ``return_id``."""
+    return OutboundRequest(
+        "GET",
+        f"{_base(config)}/api/v2/return/{return_id}",
+        {**kibo_headers(config), "Accept": "application/json"},
+    )
+
+
+READ_KIND = "kibo.return.get"
+
+
+def settle_effect(retailer: str, destination: str, return_id: int, inbox_id: int) -> NewEffect:
+    """The Get Return that settles a ``return_cleared`` notification (inbox item
+    ``inbox_id``): the notification says refunds were processed, Get Return says which."""
+    return NewEffect(
+        idempotency_key=f"{READ_KIND}:{retailer}:{return_id}:{inbox_id}",
+        destination=destination,
+        kind=READ_KIND,
+        payload={"return_id": return_id},
+        retailer=retailer,
+        source_inbox_id=inbox_id,
+    )
+
+
+class KiboReturnRead(ReadDestination):
+    """A read: Get Return (outside any transaction) after Kibo notified ``return_cleared``,
+    then the cleared event applied with what Kibo accepted and refunded. A 404 or an
+    answer that says nothing item by item applies the notification's word alone."""
+
+    def __init__(
+        self,
+        name: str,
+        retailer: str,
+        config: KiboConfig,
+        http: Callable[[], HttpClient],
+        store: Callable[[], Store],
+        lifecycle: Callable[[], ReturnsFlows],
+    ) -> None:
+        self.name = name
+        self.retailer = retailer
+        self.config = config
+        self._http = http
+        self._store = store
+        self._lifecycle = lifecycle
+        self.limits = DestinationLimits(name, timeout=config.timeout)
+
+    async def build_request(self, effect: Effect) -> OutboundRequest:
+        return get_return_request(self.config, int(effect.payload["return_id"]))
+
+    async def fetch(self, effect: Effect) -> Fetched:
+        started = await self._store().now()
+        try:
+            response = await self._http().call(
+                await self.build_request(effect), self.limits, attempts=2
+            )
+        except PermanentDeliveryError as exc:
+            if exc.status != 404:
+                raise
+            return Absent(started)
+        return Found(response.body, started)
+
+    async def apply(
+        self, tx: Transaction, effect: Effect, fetched: Found | Absent
+    ) -> list[NewEffect]:
+        ref: KiboReturnRef | None = None
+        if isinstance(fetched, Found):
+            try:
+                ref = return_response_to_ref(fetched.body)
+            except MappingError as exc:  # Kibo's answer unreadable: the notification stands
+                log.warning(
+                    "kibo return not read back",
+                    extra={"retailer": self.retailer, "reason": str(exc)},
+                )
+        return await apply_return_event(
+            tx,
+            self.retailer,
+            self._lifecycle(),
+            int(effect.payload["return_id"]),
+            ReturnEventKind.CLEARED,
+            ref if ref is not None and ref.cleared else None,
+        )
 
 
 def reconciler_key(retailer: str) -> SharedKey[KiboReconciler]:
@@ -612,11 +764,7 @@ class KiboReconciler:
         ]
         changed = 0
         for return_id in open_ids:
-            request = OutboundRequest(
-                "GET",
-                f"{_base(self.config)}/api/v2/return/{return_id}",
-                {**kibo_headers(self.config), "Accept": "application/json"},
-            )
+            request = get_return_request(self.config, return_id)
             try:
                 response = await self.runtime.http.call(request, self.limits, attempts=2)
                 ref = return_response_to_ref(response.body)
@@ -635,7 +783,7 @@ class KiboReconciler:
                 continue
             flows: ReturnsFlows = self.runtime.service(self.retailer, RMA_LIFECYCLE)
             async with store.transaction() as tx:
-                effects = await apply_return_event(tx, self.retailer, flows, return_id, kind)
+                effects = await apply_return_event(tx, self.retailer, flows, return_id, kind, ref)
                 for effect in effects:
                     await tx.add_effect(effect)
             self.runtime.engine.wake_dispatcher()

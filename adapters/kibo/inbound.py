@@ -16,10 +16,16 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters.kibo.client import apply_return_event, record_announced, return_event_kind
+from adapters.kibo.client import (
+    KIBO_RETURN,
+    apply_return_event,
+    record_announced,
+    return_event_kind,
+    settle_effect,
+)
 from adapters.kibo.config import KiboConfig
 from bridge.engine import HandlerContext, Outcome
-from bridge.flows import ReturnsFlows
+from bridge.flows import ReturnEventKind, ReturnsFlows
 from bridge.inbound import authenticated, receive, secret_headers_of, unauthorized
 from bridge.openapi import security_of
 from bridge.ports import RMA_LIFECYCLE, AdapterContext
@@ -35,10 +41,18 @@ NOTIFICATION_KIND = "kibo.notifications"
 
 
 class KiboNotifications:
-    def __init__(self, runtime: AdapterContext, retailer: str, config: KiboConfig) -> None:
+    def __init__(
+        self,
+        runtime: AdapterContext,
+        retailer: str,
+        config: KiboConfig,
+        read_destination: str | None = None,
+    ) -> None:
         self.runtime = runtime
         self.retailer = retailer
         self.config = config
+        self.read_destination = read_destination
+        """Where ``return_cleared`` is read back (Get Return) before it applies."""
         self.event_names = {**DEFAULT_EVENT_NAMES, **config.event_names}
 
     def routes(self) -> None:
@@ -86,6 +100,18 @@ class KiboNotifications:
         kind = return_event_kind(event.kind)
         if event.return_id is None or kind is None:
             return Outcome(InboxStatus.DONE, note=f"{event.kind} event: nothing to do")
+        if (
+            kind is ReturnEventKind.CLEARED
+            and self.read_destination is not None
+            and await tx.get_entity(KIBO_RETURN, f"{self.retailer}:{event.return_id}")
+        ):
+            # the notification carries no items: Get Return says what was accepted and
+            # refunded, then the cleared event applies (see KiboReturnRead)
+            return Outcome(
+                effects=[
+                    settle_effect(self.retailer, self.read_destination, event.return_id, item.id)
+                ]
+            )
         flows: ReturnsFlows = self.runtime.service(self.retailer, RMA_LIFECYCLE)
         effects = await apply_return_event(tx, self.retailer, flows, event.return_id, kind)
         return Outcome(effects=effects)

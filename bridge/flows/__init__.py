@@ -21,13 +21,15 @@ from datetime import UTC, datetime
 
 from bridge.flows.entities import BRIDGE_REFUNDS, LIFECYCLE, ORDER, RMA
 from bridge.flows.lifecycle import RefundState, ReturnState, RmaLifecycleState, StepReturns
-from bridge.flows.orders import OrderFlow, OrdersOutcome, PublishResult, with_refunds
+from bridge.flows.orders import OrderFlow, OrdersOutcome, PublishResult
+from bridge.flows.refunds import RefundLedger
 from bridge.flows.returns import (
     TRANSITIONS,
     ReturnEvent,
     ReturnEventFlow,
     ReturnEventKind,
     ReturnEventOutcome,
+    Settlement,
 )
 from bridge.flows.rmas import RmaFlow, RmaOutcome, build_refund, is_closed, rma_version
 from bridge.policy import PolicyConfig
@@ -69,6 +71,7 @@ __all__ = [
     "OrderFlow",
     "OrdersOutcome",
     "PublishResult",
+    "RefundLedger",
     "RefundState",
     "ReturnEvent",
     "ReturnEventFlow",
@@ -79,9 +82,9 @@ __all__ = [
     "RmaFlow",
     "RmaLifecycleState",
     "RmaOutcome",
+    "Settlement",
     "StepReturns",
     "build_refund",
     "is_closed",
     "rma_version",
-    "with_refunds",
 ]

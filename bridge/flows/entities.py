@@ -12,8 +12,11 @@ LIFECYCLE = "rma.lifecycle"
 ORDER = "order"
 """Entity per ``<retailer>:<order id>``: the latest canonical order snapshot."""
 BRIDGE_REFUNDS = "order.bridge_refunds"
-"""Entity per ``<retailer>:<order id>``: the refunds the bridge confirmed for that order
-(which the order's source platform does not know)."""
+"""Entity per ``<retailer>:<order id>``: the order's refund ledger
+(:class:`bridge.flows.refunds.RefundLedger`), every refund event sent for the order: those
+the bridge confirmed and those its source platform reported (the kind keeps its first name,
+from when it held the bridge's only)."""
+REFUND_LEDGER = BRIDGE_REFUNDS
 
 
 async def locked(tx: Transaction, kind: str, key: str) -> Entity | None:

@@ -9,6 +9,8 @@ they were, so the row stays what it was plus one key.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -41,12 +43,38 @@ class RefundState(StrEnum):
     QUEUED = "queued"
     NOT_APPLICABLE = "not_applicable"
     """The RMA's source reports no refund amounts (its order source reports refunds)."""
+    COVERED = "covered"
+    """Every unit's refund was reported by the order source first: nothing left to send."""
+
+
+class LineUnits(BaseModel):
+    """Units of one order line of an RMA."""
+
+    order_id: str
+    line_id: str
+    qty: int
+
+
+def count_lines(entries: Iterable[LineUnits]) -> Counter[tuple[str, str]]:
+    counted: Counter[tuple[str, str]] = Counter()
+    for entry in entries:
+        counted[entry.order_id, entry.line_id] += entry.qty
+    return counted
+
+
+def as_lines(counts: Mapping[tuple[str, str], int]) -> list[LineUnits]:
+    return [LineUnits(order_id=o, line_id=li, qty=n) for (o, li), n in counts.items() if n > 0]
 
 
 class StepReturns(BaseModel):
-    """The returns created for one policy step (one per order of the RMA)."""
+    """The returns created for one policy step (one per order of the RMA and part)."""
 
     model_config = ConfigDict(extra="ignore")
+
+    parts: list[list[LineUnits]] = Field(default_factory=list)
+    """The units each batch of returns of this step was created for: the first for the units
+    that had reached the step, each later one for units that reached it since. Empty in
+    rows written before parts were kept: that step's returns cover every unit."""
 
     state: ReturnState = ReturnState.QUEUED
     """The state the step's latest return event left a return in."""
@@ -58,6 +86,13 @@ class StepReturns(BaseModel):
         for return_id in self.return_ids:
             self.return_states.setdefault(return_id, self.state)
         return self
+
+    def covered(self) -> Counter[tuple[str, str]] | None:
+        """Units per (order, line) the step's returns were created for (``None``: every
+        unit, a row from before parts were kept)."""
+        if not self.parts:
+            return None
+        return count_lines(entry for part in self.parts for entry in part)
 
     @property
     def queued(self) -> bool:
@@ -81,6 +116,11 @@ class RmaLifecycleState(BaseModel):
 
     returns: dict[Step, StepReturns] = Field(default_factory=dict)
     refund: RefundState | None = None
+    confirmed: list[LineUnits] | None = None
+    """Units whose refund was confirmed (``None`` with ``refund`` set: every unit, a row from
+    before this was kept)."""
+    refunds_sent: int = 0
+    """Refund confirmations made (the first is ``RMA-<id>``, later ones ``RMA-<id>-<n>``)."""
     closed: bool = False
     """Refunded or canceled: later RMA messages change nothing."""
     canceled: bool = False

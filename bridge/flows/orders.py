@@ -7,36 +7,35 @@ canonical orders and hands them to :meth:`OrderFlow.publish` (its own transactio
 1. **staleness**: of several snapshots of one order the latest ``updated_at`` is kept, and
    a snapshot older than the stored one is left out (a slow reader never sends an older
    version);
-2. **snapshot**: the order is stored (entity ``order``) with the refunds the bridge itself
-   confirmed merged in (entity ``order.bridge_refunds``; the source platform does not know
-   them, and must not make them disappear);
+2. **snapshot**: the source's refunds are recorded in the order's refund ledger
+   (:mod:`bridge.flows.refunds`: one immutable event per refund event, the same units never
+   twice whichever source reports them) and the order is stored (entity ``order``) carrying
+   exactly the ledger's events; an order whose refunds cannot be recorded is flagged and
+   left out, alone (the rest of the batch goes on);
 3. **publish**: the order publisher turns the changed snapshots into outbox effects, which
    commit with the snapshot.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from bridge.domain import Order, Refund
-from bridge.flows.entities import BRIDGE_REFUNDS, ORDER, locked
+from pydantic import ValidationError
+
+from bridge.domain import Order
+from bridge.flows.entities import ORDER, locked
+from bridge.flows.refunds import line_quantities, load_ledger, save_ledger, with_ledger
 from bridge.ports import OrderPublisher
 from bridge.store import NewEffect, Store, Transaction
+
+log = logging.getLogger(__name__)
 
 
 def order_key(retailer: str, order_id: str) -> str:
     return f"{retailer}:{order_id}"
-
-
-def with_refunds(order: Order, refunds: Sequence[Refund]) -> Order:
-    """``order`` plus those of ``refunds`` it does not carry yet (by identifier)."""
-    known = {r.id for r in order.refunds}
-    extra = tuple(r for r in refunds if r.id not in known)
-    if not extra:
-        return order
-    return Order.model_validate({**order.model_dump(), "refunds": (*order.refunds, *extra)})
 
 
 @dataclass(frozen=True)
@@ -118,22 +117,40 @@ class OrderFlow:
     async def snapshot_and_publish(
         self, tx: Transaction, orders: Sequence[Order]
     ) -> list[NewEffect]:
-        """Store ``orders`` (with the refunds the bridge confirmed) as the latest snapshots
-        and what the order publisher makes of them (nothing for an unchanged order)."""
+        """Record ``orders``' refunds in their ledgers, store the orders (carrying the
+        ledger's events) as the latest snapshots and return what the order publisher makes
+        of them (nothing for an unchanged order). An order whose refunds do not fit it is
+        flagged and left out; the others go on."""
         merged = []
         for order in orders:
             key = order_key(self.retailer, order.id)
-            kept = await locked(tx, BRIDGE_REFUNDS, key)
-            if kept is not None:
-                order = with_refunds(
-                    order, [Refund.model_validate(r) for r in kept.data["refunds"]]
-                )
+            ledger = await load_ledger(tx, key)
+            before = len(ledger.refunds), dict(ledger.absorbed)
+            problems = ledger.record_source(order.refunds, line_quantities(order))
+            try:
+                order = with_ledger(order, ledger)
+            except ValidationError as exc:
+                problems.append(f"the recorded refunds do not fit it: {exc.errors()[0]['msg']}")
+                await self._flag(tx, order, problems)
+                continue
+            if problems:
+                await self._flag(tx, order, problems)
+            if (len(ledger.refunds), ledger.absorbed) != before:
+                await save_ledger(tx, key, ledger)
             await tx.put_entity(ORDER, key, (0,), order.model_dump(mode="json"))
             merged.append(order)
         publisher = self._publisher()
         if publisher is None or not merged:
             return []
         return await publisher.publish(tx, merged)
+
+    async def _flag(self, tx: Transaction, order: Order, problems: Sequence[str]) -> None:
+        reason = f"order {order.id} refunds: {'; '.join(problems)}"[:500]
+        await tx.add_flag(self.retailer, ORDER, order.id, reason)
+        log.warning(
+            "order refunds need an operator",
+            extra={"retailer": self.retailer, "order_id": order.id, "reason": reason},
+        )
 
 
 def parse_utc(value: object) -> datetime | None:

@@ -16,6 +16,9 @@ rejected       --          --        cleared R   --          refund_f. F    crea
 refund_failed  --          --        cleared R   rejected F  --             created
 =============  ==========  ========  ==========  ==========  =============  ========
 
+A ``cleared`` event may carry the sink's :class:`Settlement` (units accepted, amount
+refunded): the refund confirmed then follows it, rejected units are never refunded.
+
 ``--``: the state stays. ``C``: the return exists -- the refund is confirmed when the policy is
 ``on_return_created`` (or, when the RMA was canceled meanwhile, the RMA is flagged: undo
 the return). ``R``: refunds processed -- the refund is confirmed when the policy is
@@ -35,6 +38,7 @@ marked received with a disposition).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -111,6 +115,16 @@ def transition(state: ReturnState, kind: ReturnEventKind) -> Transition:
 
 
 @dataclass(frozen=True)
+class Settlement:
+    """What the returns sink says it refunded for one processed return."""
+
+    accepted: Mapping[tuple[str, str], int]
+    """``(order id, order line id)`` -> units accepted (0: rejected) of the return's lines."""
+    refunded_cents: int | None = None
+    """The amount refunded (``None``: not said; the units' estimate stands)."""
+
+
+@dataclass(frozen=True)
 class ReturnEvent:
     """What the returns sink reports about one of the returns it holds for an RMA."""
 
@@ -118,6 +132,9 @@ class ReturnEvent:
     return_id: str
     step: Step | None = None
     """The policy step the return was created at (``None``: the RMA's first)."""
+    settled: Settlement | None = None
+    """With ``cleared``, when the sink says what it accepted and refunded: the refund
+    confirmed under ``on_return_cleared`` follows it instead of the estimate."""
 
 
 @dataclass(frozen=True)
@@ -200,7 +217,7 @@ class ReturnEventFlow:
                 effects += await self.rmas.confirm_refund(tx, rma_key, state)
         elif move.consequence is Consequence.REFUNDS_PROCESSED:
             if self.policy.confirm_refund is ConfirmRefund.ON_RETURN_CLEARED:
-                effects += await self.rmas.confirm_refund(tx, rma_key, state)
+                effects += await self.rmas.confirm_refund(tx, rma_key, state, event.settled)
         elif move.consequence is Consequence.FLAG:
             await tx.add_flag(
                 self.retailer,

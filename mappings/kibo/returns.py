@@ -70,7 +70,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from pydantic import ValidationError
@@ -596,6 +596,14 @@ class KiboReturnRef:
     order_id: int | None = None
     items: tuple[tuple[int, int], ...] = ()
     """``(orderItemID, quantity)`` per item that carries both, summed per ``orderItemID``."""
+    accepted: tuple[tuple[int, int], ...] | None = None
+    """``(orderItemID, units accepted)`` once Kibo processed the return (cleared or
+    rejected; an item ``REJECTED`` without ``quantityAccepted`` is 0, ``ACCEPTED`` without it
+    is its quantity); ``None`` while it is not processed or Kibo does not say."""
+    refunded_cents: int | None = None
+    """What Kibo refunded, once processed: the accepted share of each item's
+    ``returnSubtotal`` (``returnTotal`` when every unit was accepted and items carry no
+    subtotal) minus ``returnReductionTotal``; ``None`` when Kibo does not say."""
 
 
 def return_response_to_ref(body: Body) -> KiboReturnRef:
@@ -629,6 +637,7 @@ def return_response_to_ref(body: Body) -> KiboReturnRef:
     for item in wire.item:
         if item.orderItemID is not None and item.quantity is not None:
             quantities[item.orderItemID] = quantities.get(item.orderItemID, 0) + item.quantity
+    accepted, refunded = _settlement(wire) if cleared or rejected else (None, None)
     return KiboReturnRef(
         return_id=wire.returnID,
         status=status,
@@ -638,4 +647,41 @@ def return_response_to_ref(body: Body) -> KiboReturnRef:
         external_order_id=wire.externalOrderID,
         order_id=wire.orderID,
         items=tuple(sorted(quantities.items())),
+        accepted=accepted,
+        refunded_cents=refunded,
     )
+
+
+def _settlement(wire: KiboReturn) -> tuple[tuple[tuple[int, int], ...] | None, int | None]:
+    """Units accepted per ``orderItemID`` and the cents refunded, as a processed return says
+    (see :class:`KiboReturnRef`)."""
+    accepted: dict[int, int] = {}
+    share = Decimal(0)
+    shares_known = True
+    every_unit = True
+    for item in wire.item:
+        if item.orderItemID is None or item.quantity is None:
+            return None, None
+        status = (item.status or "").strip().upper()
+        if item.quantityAccepted is not None:
+            units = min(item.quantityAccepted, item.quantity)
+        elif status == "REJECTED":
+            units = 0
+        elif status == "ACCEPTED":
+            units = item.quantity
+        else:
+            return None, None  # not processed item by item: Kibo does not say
+        accepted[item.orderItemID] = accepted.get(item.orderItemID, 0) + units
+        every_unit = every_unit and units == item.quantity
+        if item.returnSubtotal is None or not item.quantity:
+            shares_known = False
+        else:
+            share += item.returnSubtotal * units / item.quantity
+    refunded: Decimal | None = share if shares_known else None
+    if refunded is None and every_unit:
+        refunded = wire.returnTotal
+    cents = None
+    if refunded is not None:
+        reduction = wire.returnReductionTotal or Decimal(0)
+        cents = max(int((refunded - reduction).scaleb(2).to_integral_value(ROUND_HALF_UP)), 0)
+    return tuple(sorted(accepted.items())), cents

@@ -220,6 +220,8 @@ class KiboReturnItem(_In):
     returnItemID: int | None = None
     orderItemID: int | None = None
     quantity: int | None = None
+    quantityAccepted: int | None = None
+    """Set once the return is processed (Process Return's ``acceptedItemQuantity``)."""
     returnSubtotal: Decimal | None = None
     fulfillerSubtotal: Decimal | None = None
     status: Text | None = None

@@ -89,7 +89,9 @@ Refunds
   ``returnlogic-order-<rlOrderId>-refunds``, total ``refundAmount`` minus the canceled units'
   value (their price, less their discount share, plus their tax share), one line per line with
   returned units, ``created_at`` = the order's ``updated_at`` (the latest time the refund is
-  known to exist; ReturnLogic gives no refund date). A later, larger refund changes that entry.
+  known to exist; ReturnLogic gives no refund date). A later, larger refund changes that entry;
+  the order flow's refund ledger (:mod:`bridge.flows.refunds`) sends only what it adds, as a
+  new refund object, never the changed entry.
 
 Fallbacks (never invented values; what is unknown stays None)
   * address name: the address's ``name``, else its ``firstName lastName`` (neither in the spec),
