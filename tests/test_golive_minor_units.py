@@ -24,12 +24,16 @@ from typing import Any
 
 import aiohttp
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from adapters.kibo.sandbox import running_sandbox as running_kibo
 from adapters.optoro.sandbox import running_sandbox as running_optoro
 from adapters.returnlogic.catalog import RlCatalog
 from adapters.returnlogic.sandbox import DEFAULT_TEAM, ReturnLogicSandbox
 from adapters.returnlogic.sandbox import running_sandbox as running_rl
+from bridge.domain import major_to_minor, minor_to_major
+from bridge.errors import MappingError
 from bridge.ports import CATALOG
 from bridge.store import EffectState
 from tests.harness import OPTORO_CLIENT_ID, OPTORO_SECRET, RETAILER, optoro_table, running_daemon
@@ -84,6 +88,34 @@ def product(rl: ReturnLogicSandbox, sku_prices: dict[str, Decimal]) -> None:
             "isDeleted": False,
             "variants": variants,
         }
+    )
+
+
+# --- the one conversion ----------------------------------------------------------------------
+
+
+@given(minor=st.integers(-(10**15), 10**15), currency=st.sampled_from(["JPY", "USD", "KWD", "CLF"]))
+def test_minor_units_round_trip_exactly(minor: int, currency: str) -> None:
+    major = minor_to_major(minor, currency)
+    assert major_to_minor(major, currency, exact=True) == minor
+    assert major_to_minor(str(major), currency, exact=True) == minor
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency"), [("18.5", "JPY"), ("1.005", "USD"), ("1.2345", "KWD")]
+)
+def test_an_amount_finer_than_the_currency_is_refused_when_exact(
+    amount: str, currency: str
+) -> None:
+    with pytest.raises(MappingError) as caught:
+        major_to_minor(amount, currency, field="price", exact=True)
+    assert caught.value.field == "price"
+    assert str(caught.value).startswith("price: ")
+    # without exact, the documented rule: once, half up
+    assert major_to_minor(amount, currency) == int(
+        Decimal(amount)
+        .scaleb({"JPY": 0, "USD": 2, "KWD": 3}[currency])
+        .to_integral_value("ROUND_HALF_UP")
     )
 
 
