@@ -61,7 +61,9 @@ def free_port() -> int:
         return port
 
 
-def config_text(tmp: Path, port: int, rl: ReturnLogicSandbox, kibo: KiboSandbox) -> str:
+def config_text(
+    tmp: Path, port: int, rl: ReturnLogicSandbox, kibo: KiboSandbox, rl_settings: str = ""
+) -> str:
     return f"""
 [server]
 host = "127.0.0.1"
@@ -77,6 +79,7 @@ static_token = "${{RL_KEY}}"
 timeout = 5.0
 requests_per_second = 50
 requests_per_minute = 3000
+{rl_settings}
 [retailers.{RETAILER}.returnlogic.orders]
 enabled = false
 [retailers.{RETAILER}.returnlogic.rmas]
@@ -123,6 +126,8 @@ class World:
     lifecycle: CountingRmaFlow | None = None
     extra_config: str = ""
     """TOML appended to the daemon's configuration."""
+    rl_settings: str = ""
+    """TOML keys added to the ``[retailers.<id>.returnlogic]`` table."""
 
     @property
     def rmas(self) -> RlRmas:
@@ -139,7 +144,8 @@ class World:
     async def daemon(self) -> AsyncIterator[Runtime]:
         """The daemon on the world's port and store file (start it again: a restart)."""
         path = self.tmp / "bridge.toml"
-        path.write_text(config_text(self.tmp, self.port, self.rl, self.kibo) + self.extra_config)
+        config = config_text(self.tmp, self.port, self.rl, self.kibo, self.rl_settings)
+        path.write_text(config + self.extra_config)
         runtime = build_runtime(
             load_config(path, env=ENV), engine_settings=EngineSettings(idle_poll=0.02)
         )

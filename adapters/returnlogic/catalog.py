@@ -4,7 +4,8 @@ Catalog (``catalog`` capability, when ``catalog.enabled``): ``variants_for(ident
 ``GET /v1/products?sku=<identifier>&status=any`` at LIVE priority (a shopper is waiting: few
 in-call retries; the Optoro endpoint caches and serves stale answers while ReturnLogic fails)
 and returns every SKU'd variant of the product holding that SKU (inactive ones flagged),
-attributes from the option names and values, stock, price in cents, image (``image_fallback``
+attributes from the option names and values, stock, price in the minor units of the configured
+store ``currency`` (a product names none), image (``image_fallback``
 when none) and ``product_url_template``. No product has that SKU: the identifier is tried as
 an ``externalProductIds`` value (all of that product's variants). Still nothing and the
 identifier is a whole number: it is taken as a ReturnLogic variant id (``rlProductVariantId``,
@@ -91,6 +92,7 @@ class RlCatalog:
     def __init__(self, team: RlTeam, config: ReturnLogicConfig) -> None:
         self.team = team
         self.config = config.catalog
+        self.currency = config.currency
         self.unpriced: Counter[str] = Counter()
         """SKU -> times it was left out of an answer for having no price."""
         self.unmappable: Counter[str] = Counter()
@@ -133,6 +135,7 @@ class RlCatalog:
             product_url_template=template,
             image_fallback=fallback,
             problems=problems,
+            currency=self.currency,
         )
         if found:
             return found
@@ -142,6 +145,7 @@ class RlCatalog:
             template,
             fallback,
             problems=problems,
+            currency=self.currency,
         )
         if found or not (key.isascii() and key.isdigit()):
             return found
@@ -169,6 +173,7 @@ class RlCatalog:
             product_url_template=template,
             image_fallback=fallback,
             problems=problems,
+            currency=self.currency,
         )
 
     async def _product_of_variant(self, variant_id: str) -> int | None:

@@ -8,6 +8,7 @@ from typing import Literal, Self
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
 
 from bridge.configbase import ConfigModel, RetryConfig
+from bridge.domain.base import Currency
 from mappings.returnlogic import TEMPLATE_FIELDS
 from mappings.returnlogic.rules import TagRules
 
@@ -246,6 +247,12 @@ class ReturnLogicConfig(ConfigModel):
         description="name of the env var holding the key that encrypts tokens at rest",
     )
     timeout: float = Field(default=30.0, gt=0, description="seconds per request")
+    currency: Currency = Field(
+        default="USD",
+        description="the store's currency (ISO 4217) for the amounts of ReturnLogic documents"
+        " that name none: products (variant prices) and RMAs (label cost, bonus); orders carry"
+        " their own shopCurrencyCode. Default USD, the currency of every ReturnLogic sample",
+    )
     install: RlInstallConfig = Field(
         default_factory=RlInstallConfig, description="OAuth installation URL and its state"
     )

@@ -418,7 +418,7 @@ class RlRmas:
                 if raw_id is not None:
                     seen.add(str(raw_id))
                 try:
-                    rma = rma_to_canonical(record)
+                    rma = rma_to_canonical(record, self.config.currency)
                 except MappingError as exc:
                     report.unmapped += 1
                     await self._flag_unmapped(tx, str(raw_id), exc)
@@ -737,7 +737,7 @@ class RmaFetchDestination(ReadDestination):
             if exc.status != 404:
                 raise
             return Absent(started)
-        rma_to_canonical(_load_record(response.body))
+        rma_to_canonical(_load_record(response.body), source.config.currency)
         return Found(response.body, started)
 
     async def apply(
@@ -756,7 +756,7 @@ class RmaFetchDestination(ReadDestination):
             _, effects = await source.apply_deleted(tx, rma_id, _parse_time(payload["event_at"]))
             return effects
         try:
-            rma = rma_to_canonical(_load_record(fetched.body))
+            rma = rma_to_canonical(_load_record(fetched.body), source.config.currency)
         except MappingError as exc:  # validated in fetch; never crash the dispatcher
             await source._flag_unmapped(tx, rma_id, exc)
             return []

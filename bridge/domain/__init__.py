@@ -28,6 +28,7 @@ from bridge.domain.money import (
     cents_to_dollars,
     dollars_to_cents,
     major_to_minor,
+    minor_to_major,
     minor_unit_exponent,
 )
 from bridge.domain.vocab import (
@@ -80,6 +81,7 @@ __all__ = [
     "cents_to_dollars",
     "dollars_to_cents",
     "major_to_minor",
+    "minor_to_major",
     "minor_unit_exponent",
     "package_status_rank",
     "receiving_status_rank",

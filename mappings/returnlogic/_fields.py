@@ -18,6 +18,7 @@ from bridge.errors import MappingError
 from mappings._json import load_json
 
 __all__ = [
+    "DEFAULT_CURRENCY",
     "Amount",
     "Count",
     "Dollars",
@@ -46,6 +47,10 @@ __all__ = [
     "to_strings",
     "to_text",
 ]
+
+DEFAULT_CURRENCY = "USD"
+"""The currency of amounts in ReturnLogic documents that name none (products, RMAs) when the
+retailer configures none: the currency of every ReturnLogic sample."""
 
 _MAX_ADJUSTED = 15
 """Amounts below 10**16 dollars: far beyond any order, well inside 64-bit cents."""
@@ -95,7 +100,8 @@ _HUNDRED = Decimal(100)
 
 
 def to_cents(value: object) -> int:
-    """Non-negative dollars straight to cents (half up, once, as ``dollars_to_cents``).
+    """A two-decimal currency's non-negative amount straight to its minor units (half up,
+    once, as ``dollars_to_cents``); other currencies go through ``major_to_minor``.
 
     The common case (at most two decimal places) is an exact multiplication; anything finer
     goes through ``dollars_to_cents`` for its rounding.

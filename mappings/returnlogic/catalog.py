@@ -15,8 +15,11 @@ SKU and is left out):
   the same ``externalOptionId``, else the same ``position``. An option without a name or value
   is a ``MappingError``.
 * ``quantity_in_stock`` = ``inventoryQuantity`` (may be negative); ``unit_price_cents`` = the
-  variant ``price``, else the product ``price``, else None; ``currency`` None (the catalog has
-  none).
+  variant ``price``, else the product ``price``, else None, in the ISO 4217 minor units of
+  ``currency``: a ReturnLogic product names no currency, so the caller passes the store's
+  (configured; default ``USD``), also set as the
+  variant's ``currency``. A price with more decimals than the currency has (``12.5`` for a
+  JPY store) is a ``MappingError`` on its ``price``, never rounded.
 * ``image_url``: the variant ``imageUrl``, else the product ``imageUrl``, else
   ``image_fallback``.
 * ``product_url``: ``product_url_template.format(**fields)`` with the fields below, each
@@ -42,9 +45,9 @@ from urllib.parse import quote
 
 from pydantic import ValidationError
 
-from bridge.domain import Variant, VariantAttribute, WeightUnit, dollars_to_cents
+from bridge.domain import Variant, VariantAttribute, WeightUnit, major_to_minor
 from bridge.errors import MappingError
-from mappings.returnlogic._fields import mapping_error, page_records
+from mappings.returnlogic._fields import DEFAULT_CURRENCY, mapping_error, page_records
 from mappings.returnlogic.wire import RlProduct, RlVariant
 
 __all__ = [
@@ -74,6 +77,7 @@ def products_to_variants(
     image_fallback: str | None = None,
     *,
     problems: list[MappingError] | None = None,
+    currency: str = DEFAULT_CURRENCY,
 ) -> list[Variant]:
     """Every SKU'd variant of ``products`` (raw ``GET /v1/products`` records), in order.
 
@@ -86,7 +90,13 @@ def products_to_variants(
     for index, product in enumerate(products):
         variants.extend(
             _product_variants(
-                product, f"[{index}]", product_url_template, fields, image_fallback, problems
+                product,
+                f"[{index}]",
+                product_url_template,
+                fields,
+                image_fallback,
+                problems,
+                currency,
             )
         )
     return variants
@@ -99,6 +109,7 @@ def variants_for_sku(
     product_url_template: str | None = None,
     image_fallback: str | None = None,
     problems: list[MappingError] | None = None,
+    currency: str = DEFAULT_CURRENCY,
 ) -> list[Variant]:
     """The variants of the product holding ``sku_or_variant_id``: the exchange candidates.
 
@@ -121,7 +132,13 @@ def variants_for_sku(
                 _text(raw.get("externalVariantId")),
             ):
                 return _product_variants(
-                    product, f"[{index}]", product_url_template, fields, image_fallback, problems
+                    product,
+                    f"[{index}]",
+                    product_url_template,
+                    fields,
+                    image_fallback,
+                    problems,
+                    currency,
                 )
     return []
 
@@ -182,6 +199,7 @@ def _product_variants(
     fields: frozenset[str],
     image_fallback: str | None,
     problems: list[MappingError] | None = None,
+    currency: str = DEFAULT_CURRENCY,
 ) -> list[Variant]:
     def failed(error: MappingError) -> None:
         if problems is None:
@@ -217,6 +235,7 @@ def _product_variants(
                     template,
                     fields,
                     image_fallback,
+                    currency,
                 )
             )
         except ValidationError as exc:
@@ -236,6 +255,7 @@ def _variant(
     template: str | None,
     fields: frozenset[str],
     image_fallback: str | None,
+    currency: str,
 ) -> Variant:
     sku = variant.sku
     assert sku is not None
@@ -280,9 +300,10 @@ def _variant(
         title=_title(product.name, variant.name, sku),
         attributes=tuple(attributes),
         quantity_in_stock=variant.inventoryQuantity,
-        unit_price_cents=dollars_to_cents(price, field=f"{where}.price")
+        unit_price_cents=major_to_minor(price, currency, field=f"{where}.price", exact=True)
         if price is not None
         else None,
+        currency=currency,
         upc=variant.barcode,
         image_url=variant.imageUrl or product.imageUrl or image_fallback,
         product_url=_product_url(template, fields, product, variant, sku),

@@ -46,12 +46,14 @@ field; tags are labels). The original order, the RMA, the secondary order id and
 
 ReturnLogic takes tax per unit. When an item's tax does not divide by its quantity the item is
 sent as two lines (``<number>-<n>`` and ``<number>-<n>-2``) whose per-unit taxes differ by one
-cent, so every cent arrives; the discount is shared between them in proportion (remainder on
-the first).
+minor unit, so every minor unit arrives; the discount is shared between them in proportion
+(remainder on the first).
 
-Money goes out as ``Decimal`` dollars: serialise the dict with
+Money goes out as ``Decimal`` amounts in the order's ``currency`` major units (ISO 4217: 1800
+JPY is ``1800``, 12345 KWD fils ``12.345``): serialise the dict with
 :func:`mappings.returnlogic.dumps`, which writes them as exact JSON numbers (``json.dumps``
-cannot, and a float would not be exact).
+cannot, and a float would not be exact). The answer is read back in the placed order's own
+``shopCurrencyCode``.
 """
 
 from __future__ import annotations
@@ -70,8 +72,8 @@ from bridge.domain import (
     ExchangeOrder,
     ExchangeOrderItem,
     ExchangeOrderResult,
-    cents_to_dollars,
-    dollars_to_cents,
+    major_to_minor,
+    minor_to_major,
 )
 from bridge.errors import MappingError
 from mappings.returnlogic._fields import mapping_error
@@ -157,11 +159,12 @@ def exchange_to_order_create(
         tags.append("gift")
     customer = ex.customer
     billed = ex.product_cents - ex.discount_cents + ex.tax_cents
+    currency = ex.currency
     try:
         items = [
             line
             for index, (item, variant_id) in enumerate(zip(ex.items, variant_ids, strict=True))
-            for line in _order_items(item, index, variant_id, order_number)
+            for line in _order_items(item, index, variant_id, order_number, currency)
         ]
         request = RlOrderCreateRequest(
             externalOrderId=order_number,
@@ -176,9 +179,9 @@ def exchange_to_order_create(
             tags=tags,
             taxesIncluded=False,
             shopCurrencyCode=ex.currency,
-            totalPrice=cents_to_dollars(billed),
+            totalPrice=minor_to_major(billed, currency),
             fees=Decimal(0),
-            taxPrice=cents_to_dollars(ex.tax_cents),
+            taxPrice=minor_to_major(ex.tax_cents, currency),
             shippingPrice=Decimal(0),
             refundAmount=Decimal(0),
             orderItems=items,
@@ -195,7 +198,7 @@ def order_create_response_to_result(body: Mapping[str, Any]) -> ExchangeOrderRes
     items' ``bonus_credit: ..`` properties record (Exchange Orders: the total is "including any
     gift card bonus credit"; ReturnLogic bills none of it); ``tax`` = ``taxPrice``;
     ``product`` = the items' ``totalPrice`` (else ``pricePerItem * quantity``), added exactly and
-    rounded once.
+    rounded once (half up), each in the minor units of the order's ``shopCurrencyCode``.
     """
     try:
         rl = RlOrder.model_validate(body)
@@ -211,17 +214,19 @@ def order_create_response_to_result(body: Mapping[str, Any]) -> ExchangeOrderRes
         Decimal(0),
     )
     bonus = sum((_bonus_credit(item.properties) for item in rl.orderItems), Decimal(0))
+    currency = rl.shopCurrencyCode.strip().upper()
     return ExchangeOrderResult(
         order_id=rl.orderNumber,
-        total_cents=dollars_to_cents(rl.totalPrice + bonus, field="totalPrice"),
-        product_cents=dollars_to_cents(product, field="orderItems"),
-        tax_cents=dollars_to_cents(rl.taxPrice, field="taxPrice"),
+        total_cents=major_to_minor(rl.totalPrice + bonus, currency, field="totalPrice"),
+        product_cents=major_to_minor(product, currency, field="orderItems"),
+        tax_cents=major_to_minor(rl.taxPrice, currency, field="taxPrice"),
     )
 
 
 def _bonus_credit(properties: list[Any]) -> Decimal:
-    """The ``bonus_credit: <dollars>`` an item's properties record (0 when none or unreadable:
-    a property anyone may edit in ReturnLogic never fails the answer)."""
+    """The ``bonus_credit: <amount>`` (major units of the order's currency) an item's
+    properties record (0 when none or unreadable: a property anyone may edit in ReturnLogic
+    never fails the answer)."""
     for entry in properties:
         if isinstance(entry, str) and entry.startswith(_BONUS_PROPERTY):
             try:
@@ -269,7 +274,7 @@ def _address_out(address: Address) -> RlAddressOut:
 
 
 def _order_items(
-    item: ExchangeOrderItem, index: int, variant_id: int | None, order_number: str
+    item: ExchangeOrderItem, index: int, variant_id: int | None, order_number: str, currency: str
 ) -> list[RlOrderItemCreate | RlCustomOrderItemCreate]:
     base_tax, remainder = divmod(item.tax_cents, item.qty)
     # (qty, tax per unit) chunks: qty - remainder units at base_tax, remainder at base_tax + 1
@@ -285,7 +290,7 @@ def _order_items(
         properties.append(f"original_sku: {item.original_sku}")
     if item.original_line_id:
         properties.append(f"original_line_id: {item.original_line_id}")
-    bonus = [f"{_BONUS_PROPERTY} {cents_to_dollars(item.bonus_credit_cents)}"]
+    bonus = [f"{_BONUS_PROPERTY} {minor_to_major(item.bonus_credit_cents, currency)}"]
 
     out: list[RlOrderItemCreate | RlCustomOrderItemCreate] = []
     for number, ((qty, unit_tax), discount) in enumerate(zip(chunks, discounts, strict=True)):
@@ -295,7 +300,7 @@ def _order_items(
             "quantity": qty,
             "isTaxable": item.tax_cents > 0,
             "isGiftCard": item.kind is ExchangeKind.GIFT_CARD,
-            "taxPerItem": cents_to_dollars(unit_tax),
+            "taxPerItem": minor_to_major(unit_tax, currency),
             "fulfillableQuantity": qty,
             # the bonus once, on the first line of a split item
             "properties": properties + bonus
@@ -303,7 +308,7 @@ def _order_items(
             else properties or None,
             "orderItemDiscounts": [
                 RlOrderDiscountOut(
-                    amount=cents_to_dollars(discount),
+                    amount=minor_to_major(discount, currency),
                     code=EXCHANGE_DISCOUNT_CODE,
                     isShippingDiscount=False,
                 )
@@ -311,7 +316,7 @@ def _order_items(
             if discount
             else None,
         }
-        price = cents_to_dollars(item.unit_price_cents)
+        price = minor_to_major(item.unit_price_cents, currency)
         if variant_id is None:
             out.append(
                 RlCustomOrderItemCreate(**common, sku=item.sku, name=item.title, price=price)

@@ -641,7 +641,10 @@ def _money(currency: str) -> Callable[[Any], int]:
         return to_cents
 
     def to_minor(value: Any) -> int:
-        minor = major_to_minor(to_dollars(value), currency)
+        try:
+            minor = major_to_minor(to_dollars(value), currency)
+        except MappingError:  # beyond 64 bits of minor units: the caller names the field
+            raise ValueError("out of range") from None
         if minor >= _MAX_MINOR:
             raise ValueError("out of range")
         return minor

@@ -41,6 +41,14 @@ not per item. ``return_method`` = MAIL_BACK with a shipping label, else OTHER;
 ``bonus_credit`` = gift card + exchange ``bonusAmount``; ``warehouse_id`` =
 ``toShipping.warehouseNickname``; ``receiving_complete`` = every item received; dates from
 ``timeline`` (``updated_at`` falls back to ``createDate``).
+
+Money: an RMA names no currency (ReturnLogic's RMA has no currency field; only the order has
+``shopCurrencyCode``), so its amounts (label ``cost``, ``bonusAmount``) are read in the
+``currency`` the caller passes -- the retailer's configured store currency, default
+:data:`~mappings.returnlogic._fields.DEFAULT_CURRENCY` -- and converted to that currency's
+ISO 4217 minor units. An amount with more decimals than the currency has (``7.25`` for a JPY
+store) is a ``MappingError`` naming the field, never rounded: it means the currency is wrong,
+not that a cent is spare.
 """
 
 from __future__ import annotations
@@ -57,11 +65,11 @@ from bridge.domain import (
     Rma,
     RmaStatus,
     RmaUnit,
-    dollars_to_cents,
+    major_to_minor,
 )
 from bridge.errors import MappingError
 from mappings.returnlogic._address import from_rl_address
-from mappings.returnlogic._fields import mapping_error, page_records
+from mappings.returnlogic._fields import DEFAULT_CURRENCY, mapping_error, page_records
 from mappings.returnlogic.wire import RlRma, RlRmaItem
 
 __all__ = [
@@ -115,14 +123,15 @@ def rma_status(workflow_status: str, is_all_processed: bool | None = None) -> Rm
     return status
 
 
-def rma_to_canonical(wire: dict[str, Any]) -> Rma:
-    """Map one ReturnLogic RMA record (parsed with ``parse_float=Decimal``) to an Rma."""
+def rma_to_canonical(wire: dict[str, Any], currency: str = DEFAULT_CURRENCY) -> Rma:
+    """Map one ReturnLogic RMA record (parsed with ``parse_float=Decimal``) to an Rma, its
+    amounts read in ``currency`` (the store's: the RMA names none)."""
     try:
         rl = RlRma.model_validate(wire)
     except ValidationError as exc:
         raise mapping_error(exc) from exc
     try:
-        return _rma(rl)
+        return _rma(rl, currency)
     except ValidationError as exc:
         raise mapping_error(exc, "rma") from exc
 
@@ -141,7 +150,7 @@ def _package_status(rl: RlRma, word: str, tracking: str | None) -> PackageStatus
     return None
 
 
-def _rma(rl: RlRma) -> Rma:
+def _rma(rl: RlRma, currency: str) -> Rma:
     status = rma_status(rl.workflowStatus, rl.isAllProcessed)
     word = rl.workflowStatus.strip().casefold()
     if rl.externalOrderNumber is None:
@@ -157,7 +166,9 @@ def _rma(rl: RlRma) -> Rma:
     if rl.totals is not None:
         for bucket, name in ((rl.totals.giftCard, "giftCard"), (rl.totals.exchange, "exchange")):
             if bucket is not None and bucket.bonusAmount is not None:
-                bonus += dollars_to_cents(bucket.bonusAmount, field=f"totals.{name}.bonusAmount")
+                bonus += major_to_minor(
+                    bucket.bonusAmount, currency, field=f"totals.{name}.bonusAmount", exact=True
+                )
     received = [item.rmaItemReceived for item in rl.rmaItems]
     return Rma(
         id=rl.rlRmaId,
@@ -169,7 +180,9 @@ def _rma(rl: RlRma) -> Rma:
         updated_at=rl.timeline.updateDate or rl.timeline.createDate,
         gift_refund_only=bool(units)
         and all(unit.refund_type is RefundType.STORE_CREDIT for unit in units),
-        return_shipping_cost_cents=dollars_to_cents(label.cost, field="shippingLabel.cost")
+        return_shipping_cost_cents=major_to_minor(
+            label.cost, currency, field="shippingLabel.cost", exact=True
+        )
         if label is not None and label.cost is not None
         else 0,
         bonus_credit_cents=bonus,
