@@ -41,7 +41,6 @@ from adapters.returnlogic.orders import (
 )
 from adapters.returnlogic.sandbox import DEFAULT_TEAM, ReturnLogicSandbox
 from adapters.returnlogic.sandbox import running_sandbox as running_rl
-from bridge.domain import OrderStatus
 from bridge.store import InboxStatus
 from bridge.store.base import canonical_json
 from mappings.optoro.orders import order_to_rpo
@@ -97,14 +96,6 @@ def expected_rpo(order: dict[str, Any]) -> Any:
     return json.loads(canonical_json(order_to_rpo(canonical, name_from_email=True)))
 
 
-def waits_for_shipment(order: dict[str, Any]) -> bool:
-    """Nothing shipped or canceled yet: Optoro gets the order when it ships."""
-    canonical = order_to_canonical(wire_record(order), TagRules())
-    return canonical.status is OrderStatus.CREATED and not any(
-        line.qty_shipped for line in canonical.lines
-    )
-
-
 @dataclass
 class World:
     rl: ReturnLogicSandbox
@@ -125,7 +116,7 @@ class World:
 
     async def assert_every_order_accounted_for(self) -> None:
         """Every ReturnLogic order reached Optoro or was flagged with its reason: none lost."""
-        numbers = {o["orderNumber"] for o in self.rl_orders() if not waits_for_shipment(o)}
+        numbers = {o["orderNumber"] for o in self.rl_orders()}
         assert await self.unsent() == {}
         assert set(self.optoro.orders) == numbers
 
@@ -327,9 +318,7 @@ async def test_a_record_that_fails_mapping_is_quarantined_and_the_rest_sync(
         assert "orderItems[0].pricePerItem" in (item.note or "")
         assert json.loads(item.body)["rlOrderId"] == bad["rlOrderId"]
         assert bad["orderNumber"] not in w.optoro.orders
-        others = {
-            o["orderNumber"] for o in w.rl_orders() if o is not bad and not waits_for_shipment(o)
-        }
+        others = {o["orderNumber"] for o in w.rl_orders() if o is not bad}
         assert others <= set(w.optoro.orders)
         assert await w.unsent() == {}
         assert report.cursor == max(o["createDate"] for o in w.rl_orders())
@@ -350,16 +339,16 @@ async def test_a_record_that_fails_mapping_is_quarantined_and_the_rest_sync(
 
 async def test_orders_without_address_names_reach_optoro(tmp_path: Path) -> None:
     """ReturnLogic orders carry no person's name and no discount dates: the documented
-    fallbacks (the customer's email, the order's date) let every shipped order through."""
+    fallbacks (the customer's email, the order's date) let every order through."""
     async with world(tmp_path, orders=60, named=False) as w:
         await w.sync.poll_once()
         await w.daemon.settle()
         assert await w.unsent() == {}
-        shipped = [o for o in w.rl_orders() if not waits_for_shipment(o)]
-        assert 0 < len(shipped) < 60
-        assert set(w.optoro.orders) == {o["orderNumber"] for o in shipped}
-        some = w.optoro.latest(shipped[0]["orderNumber"])
-        assert some["shipping_address"]["name"] == shipped[0]["customerEmail"]
+        every = w.rl_orders()
+        assert len(every) == 60
+        assert set(w.optoro.orders) == {o["orderNumber"] for o in every}
+        some = w.optoro.latest(every[0]["orderNumber"])
+        assert some["shipping_address"]["name"] == every[0]["customerEmail"]
 
 
 # --- backfill --------------------------------------------------------------------------------
