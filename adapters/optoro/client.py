@@ -232,6 +232,7 @@ class RpoDestination(HttpDestination):
         """Send the batch (a 401 is handled by the client: one refresh, one resend); a batch
         refused, or failing ``ISOLATE_AFTER`` times, is sent order by order."""
         several = len(effect.payload["orders"]) > 1
+        self._refused.pop(effect.id, None)  # what an earlier, unrecorded attempt left
         try:
             return await super().deliver(effect)
         except CredentialsRefused:
