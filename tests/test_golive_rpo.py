@@ -22,7 +22,9 @@ from hypothesis import strategies as st
 from adapters.optoro.client import ISOLATE_AFTER, RPO_KIND, SNAPSHOT
 from adapters.optoro.config import OptoroConfig
 from adapters.optoro.sandbox import load_scenarios, running_sandbox
-from adapters.returnlogic.orders import REFRESH_KIND
+from adapters.returnlogic.orders import REFRESH_KIND, sync_for
+from adapters.returnlogic.rmas import RlRmas, rmas_key
+from adapters.returnlogic.sandbox import running_sandbox as running_rl
 from bridge.domain import Order, OrderStatus
 from bridge.errors import EffectKeyTaken
 from bridge.flows import OrderFlow
@@ -45,7 +47,7 @@ from tests.harness import (
 )
 from tests.test_limits_recovery import retry_table
 from tests.test_optoro_rpo import guide_orders
-from tests.test_returnlogic_orders import new_order, world
+from tests.test_returnlogic_orders import new_order, rl_table, world
 
 FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures"
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -391,3 +393,37 @@ async def test_an_rma_refreshes_an_order_older_than_the_rescan_window(tmp_path: 
             e for e in await w.daemon.runtime.store.list_effects() if e.kind == REFRESH_KIND
         ]
         assert [e.state for e in refreshes] == [EffectState.DELIVERED]
+
+
+async def test_a_returnlogic_rma_refreshes_its_order_too(tmp_path: Path) -> None:
+    """The same refresh from the other RMA source: an RMA ReturnLogic's reconciliation finds
+    for an order older than the re-scan window reads that order again, and Optoro gets its
+    change."""
+    async with (
+        running_rl() as rl,
+        running_sandbox(client_id=OPTORO_CLIENT_ID, client_secret=OPTORO_SECRET) as optoro,
+    ):
+        rl.generate(orders=0, seed=7, anchor=datetime.now(UTC), days=2)
+        old = new_order(rl, "OLD-2", datetime.now(UTC) - timedelta(days=40))
+        schedule = {"enabled": "true", "poll_every": "3600.0", "rescan_every": "3600.0"}
+        tables = (
+            optoro_table(optoro.url)
+            + rl_table(rl.url, rl.issue_api_key(), first_poll_days="45.0", **schedule)
+            + f"[retailers.{RETAILER}.returnlogic.rmas]\nenabled = true\n"
+        )
+        async with running_daemon(tmp_path, tables) as daemon:
+            await sync_for(daemon.runtime, RETAILER).poll_once()
+            await daemon.settle()
+            assert optoro.latest("OLD-2")["shipping_address"]["city"] == "Camp Hill"
+            record = rl.orders[old["rlOrderId"]]
+            record["shippingAddress"]["city"] = "Harrisburg"
+            record["updateDate"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+            rl.create_rma("OLD-2", status="InTransit")
+
+            def missing() -> RlRmas:
+                raise AssertionError("ReturnLogic RMAs are not wired")
+
+            report = await daemon.runtime.shared(rmas_key(RETAILER), missing).reconcile()
+            assert report.applied == 1
+            await daemon.settle()
+        assert optoro.latest("OLD-2")["shipping_address"]["city"] == "Harrisburg"
