@@ -427,3 +427,32 @@ async def test_a_returnlogic_rma_refreshes_its_order_too(tmp_path: Path) -> None
             assert report.applied == 1
             await daemon.settle()
         assert optoro.latest("OLD-2")["shipping_address"]["city"] == "Harrisburg"
+
+
+async def test_a_replayed_dead_letter_never_overwrites_a_newer_snapshot(tmp_path: Path) -> None:
+    """An order's snapshot is dead-lettered (422); after the fix a newer snapshot of it is
+    sent; the operator then replays the old dead letter: it is delivered without a request,
+    and Optoro keeps the newer version."""
+    order = guide_orders()[0]
+    async with (
+        running_sandbox(
+            client_id=OPTORO_CLIENT_ID, client_secret=OPTORO_SECRET, reject_orders=[order.id]
+        ) as sandbox,
+        running_daemon(tmp_path, optoro_table(sandbox.url, batch_size="1")) as daemon,
+    ):
+        store = daemon.runtime.store
+        await orders_of(daemon).publish([version(order, 1)])
+        await daemon.settle()
+        [dead] = await store.list_effects(EffectState.DEAD)
+        sandbox.reject_orders = []
+        await orders_of(daemon).publish([version(order, 2)])
+        await daemon.settle()
+        assert sandbox_tags(sandbox, order.id) == [["version-2"]]
+        sent = len(sandbox.rpo_requests())
+        await daemon.runtime.engine.replay(dead.id)
+        await daemon.settle()
+        assert sandbox_tags(sandbox, order.id) == [["version-2"]]
+        assert len(sandbox.rpo_requests()) == sent
+        replayed = await store.get_effect(dead.id)
+        assert replayed is not None
+        assert replayed.state is EffectState.DELIVERED

@@ -30,7 +30,9 @@ lane of that order only (``<destination>:order:<id>``, where its later snapshots
 it), and the batch is done, so the lane goes on. There the order alone is retried or
 dead-lettered naming it (an operator replays it after the fix), holding back nothing but
 itself. A refused order whose newer snapshot is already queued is not queued again (the
-newer one is sent). Two orders failing transiently before any is taken look like Optoro
+newer one is sent); likewise every delivery (a replayed dead letter included) leaves out
+the orders whose newer snapshot is queued or sent, so an old version never overwrites a
+newer one at Optoro. Two orders failing transiently before any is taken look like Optoro
 being down: the batch is retried as a whole; a bare 429 is retried as a whole too.
 """
 
@@ -64,7 +66,7 @@ from bridge.http import (
     with_headers,
 )
 from bridge.logs import register_secret
-from bridge.store import Effect, NewEffect, Transaction, canonical_json
+from bridge.store import Effect, NewEffect, Store, Transaction, canonical_json
 from bridge.tokens import Token, TokenCache
 from mappings.optoro import order_to_rpo
 
@@ -198,10 +200,16 @@ class RpoDestination(HttpDestination):
     idempotency_header = None
 
     def __init__(
-        self, name: str, config: OptoroConfig, auth: OptoroAuth, http: Callable[[], HttpClient]
+        self,
+        name: str,
+        config: OptoroConfig,
+        auth: OptoroAuth,
+        http: Callable[[], HttpClient],
+        store: Callable[[], Store] | None = None,
     ) -> None:
         self.config = config
         self.auth = auth
+        self._store = store
         self._refused: dict[int, list[Snapshot]] = {}
         super().__init__(
             name,
@@ -229,10 +237,26 @@ class RpoDestination(HttpDestination):
         )
 
     async def deliver(self, effect: Effect) -> Response:
-        """Send the batch (a 401 is handled by the client: one refresh, one resend); a batch
-        refused, or failing ``ISOLATE_AFTER`` times, is sent order by order."""
-        several = len(effect.payload["orders"]) > 1
+        """Send the batch's current snapshots (a 401 is handled by the client: one refresh,
+        one resend); a batch refused, or failing ``ISOLATE_AFTER`` times, is sent order by
+        order."""
         self._refused.pop(effect.id, None)  # what an earlier, unrecorded attempt left
+        current = await self._current(effect)
+        if not current:
+            log.info(
+                "optoro snapshots superseded: nothing to send",
+                extra={"effect_id": effect.id, "destination": self.name},
+            )
+            return Response(200, {}, b"")
+        if len(current) < len(effect.payload["orders"]):
+            effect = replace(
+                effect,
+                payload={
+                    "orders": [s.wire for s in current],
+                    "snapshots": [[s.order_id, s.seq] for s in current],
+                },
+            )
+        several = len(current) > 1
         try:
             return await super().deliver(effect)
         except CredentialsRefused:
@@ -247,6 +271,22 @@ class RpoDestination(HttpDestination):
             if not several:
                 raise
             return await self._isolate(effect, exc)
+
+    async def _current(self, effect: Effect) -> list[Snapshot]:
+        """The effect's snapshots that no newer snapshot of their order has followed (a
+        replayed dead letter, or one retried for days, never overwrites a newer version at
+        Optoro; the newer one is queued, or was sent)."""
+        snapshots = snapshots_of(effect)
+        if self._store is None or not effect.retailer:
+            return snapshots
+        latest: dict[str, int] = {}
+        retailer = effect.retailer
+        async with self._store().transaction() as tx:
+            for snapshot in snapshots:
+                kept = await tx.get_entity(SNAPSHOT, snapshot_key(retailer, snapshot.order_id))
+                data = kept.data if kept is not None and isinstance(kept.data, dict) else {}
+                latest[snapshot.order_id] = int(data.get("seq", 0))
+        return [s for s in snapshots if s.seq == 0 or s.seq >= latest[s.order_id]]
 
     async def _isolate(self, effect: Effect, failure: Exception) -> Response:
         """Orders one by one; the refused ones are remembered for :meth:`on_delivered`. Two
