@@ -109,7 +109,9 @@ class OrderPublisher(Protocol):
     """Turns changed canonical orders into outbox effects, inside the caller's transaction.
 
     The core calls it with the orders whose snapshot changed (never an older snapshot over
-    a newer one); the publisher keys each effect so that one content is sent once."""
+    a newer one); the publisher keys each effect by what it sends (e.g. an order and the
+    number of its snapshot), never reusing a key for a later change, and marks effects
+    whose loss would lose a change ``must_queue``."""
 
     async def publish(self, tx: Transaction, orders: Sequence[Order]) -> list[NewEffect]: ...
 
