@@ -44,6 +44,7 @@ from bridge.logs import install_loop_handler, register_secrets_of
 from bridge.openapi import Operation, Security, build_document
 from bridge.ports import (
     ORDER_PUBLISHER,
+    ORDER_SOURCE,
     RETURNS_SINK,
     RMA_LIFECYCLE,
     Handler,
@@ -321,6 +322,7 @@ def _flows(runtime: Runtime, retailer: RetailerConfig) -> ReturnsFlows:
         wake_dispatcher=runtime.engine.wake_dispatcher,
         order_publisher=lambda: service(ORDER_PUBLISHER),
         returns_sink=lambda: service(RETURNS_SINK),
+        order_source=lambda: service(ORDER_SOURCE),
     )
 
 

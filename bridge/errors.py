@@ -13,6 +13,8 @@
       ``CredentialsRefused``    a 401 that refreshing cannot cure (static credentials, or
                                 refused again after the one refresh): dead letter.
   ``StoreError``         the durable store failed; the caller must not acknowledge.
+  ``EffectKeyTaken``     a must-queue effect's idempotency key exists already: queuing it
+                         would silently drop a change, so the transaction fails instead.
 
 Messages carry status codes, paths and header *names*, never header values or secrets.
 """
@@ -102,3 +104,8 @@ class NotReady(RetriableDeliveryError):
 
 class StoreError(BridgeError):
     """The durable store failed: nothing was acknowledged."""
+
+
+class EffectKeyTaken(BridgeError):
+    """An effect that must be queued (``NewEffect.must_queue``) has an idempotency key that
+    exists already: dropping it would lose a change, so its transaction fails instead."""

@@ -109,9 +109,25 @@ class OrderPublisher(Protocol):
     """Turns changed canonical orders into outbox effects, inside the caller's transaction.
 
     The core calls it with the orders whose snapshot changed (never an older snapshot over
-    a newer one); the publisher keys each effect so that one content is sent once."""
+    a newer one); the publisher keys each effect by what it sends (e.g. an order and the
+    number of its snapshot), never reusing a key for a later change, and marks effects
+    whose loss would lose a change ``must_queue``."""
 
     async def publish(self, tx: Transaction, orders: Sequence[Order]) -> list[NewEffect]: ...
+
+
+@runtime_checkable
+class OrderSource(Protocol):
+    """Reads an order again from the retailer's order system when the core learns it may
+    have changed (one of its RMAs arrived), since an order system's filters may not find
+    updates to older orders (ReturnLogic filters orders by creation date only).
+
+    The effects it returns read ``order`` (found by its ``refs``) through the adapter's
+    rate governor and apply what they read through the order flow (only a changed
+    snapshot is published); they are keyed by order and ``reason``: one read per reason,
+    ever. ``[]`` when the order did not come from this source."""
+
+    def refresh_effects(self, retailer: str, order: Order, reason: str) -> list[NewEffect]: ...
 
 
 @runtime_checkable
@@ -145,6 +161,7 @@ class ReturnsSink(Protocol):
 CATALOG: Port[CatalogSource] = Port("catalog")
 EXCHANGE_ORDER_SINK: Port[ExchangeOrderSink] = Port("exchange_order_sink")
 ORDER_PUBLISHER: Port[OrderPublisher] = Port("order_publisher")
+ORDER_SOURCE: Port[OrderSource] = Port("order_source")
 RETURNS_SINK: Port[ReturnsSink] = Port("returns_sink")
 
 
@@ -155,7 +172,14 @@ return events to. Provided by the core for every enabled retailer."""
 
 CAPABILITIES = frozenset(
     port.name
-    for port in (CATALOG, EXCHANGE_ORDER_SINK, ORDER_PUBLISHER, RETURNS_SINK, RMA_LIFECYCLE)
+    for port in (
+        CATALOG,
+        EXCHANGE_ORDER_SINK,
+        ORDER_PUBLISHER,
+        ORDER_SOURCE,
+        RETURNS_SINK,
+        RMA_LIFECYCLE,
+    )
 )
 """Every capability name a route (``[retailers.<id>.routes]``) or an adapter may use."""
 CORE_PROVIDER = "bridge"

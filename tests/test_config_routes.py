@@ -239,7 +239,9 @@ def test_declarations_match_what_setup_really_provides(
     returnlogic = {
         c for (_, c), providers in runtime.services.items() if "returnlogic" in providers
     }
-    assert returnlogic == (set() if disabled else {"catalog", "exchange_order_sink"})
+    assert returnlogic == {"order_source"} | (
+        set() if disabled else {"catalog", "exchange_order_sink"}
+    )
 
 
 def test_run_refuses_a_bad_route_at_load(tmp_path: Path) -> None:

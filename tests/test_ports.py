@@ -21,11 +21,13 @@ from bridge.ports import (
     CATALOG,
     EXCHANGE_ORDER_SINK,
     ORDER_PUBLISHER,
+    ORDER_SOURCE,
     RETURNS_SINK,
     AdapterSpec,
     CatalogSource,
     ExchangeOrderSink,
     OrderPublisher,
+    OrderSource,
     ReturnsSink,
 )
 from bridge.registry import AdapterRegistry, load_registry
@@ -36,6 +38,7 @@ PROTOCOLS: dict[str, type] = {
     CATALOG.name: CatalogSource,
     EXCHANGE_ORDER_SINK.name: ExchangeOrderSink,
     ORDER_PUBLISHER.name: OrderPublisher,
+    ORDER_SOURCE.name: OrderSource,
     RETURNS_SINK.name: ReturnsSink,
 }
 

@@ -19,7 +19,9 @@ def setup(ctx: AdapterContext, retailer: RetailerConfig, config: OptoroConfig) -
 
     destination = f"optoro.rpo:{retailer.id}"
     auth = OptoroAuth(config, lambda: ctx.http)
-    ctx.engine.add_destination(RpoDestination(destination, config, auth, lambda: ctx.http))
+    ctx.engine.add_destination(
+        RpoDestination(destination, config, auth, lambda: ctx.http, lambda: ctx.store)
+    )
     ctx.provide(
         retailer.id, ORDER_PUBLISHER, "optoro", RpoPublisher(retailer.id, destination, config)
     )

@@ -19,7 +19,15 @@ ApiKeyAuth = InboundApiKeyAuth
 class OptoroConfig(ConfigModel):
     """Optoro Returns Experience: outbound Returns Portal Orders, inbound RMAs and exchanges."""
 
-    base_url: AnyHttpUrl = Field(description="Optoro API base, e.g. https://api.optoro.com")
+    base_url: AnyHttpUrl = Field(
+        description="Returns Portal Orders API base, e.g. https://orders.optiturn.com"
+    )
+    auth_url: AnyHttpUrl | None = Field(
+        default=None,
+        description="OAuth token server base (POST /oauth/token), e.g. https://auth.optiturn.com;"
+        " default: base_url with a leading 'orders.' host label replaced by 'auth.', else"
+        " base_url itself",
+    )
     client_id: str = Field(description="OAuth client-credentials client id")
     client_secret: SecretStr = Field(description="OAuth client-credentials secret")
     optiturn_id: str = Field(description="expected X-Optiturn-Id header on inbound calls")
@@ -69,3 +77,14 @@ class OptoroConfig(ConfigModel):
     exchange_wait: float = Field(
         default=20.0, gt=0, description="seconds a repeated exchange order waits for the first one"
     )
+
+    def token_base(self) -> str:
+        """The token server's base URL (no trailing slash): ``auth_url``, else derived from
+        ``base_url`` as Optoro names its hosts (``orders.X`` -> ``auth.X``), else ``base_url``."""
+        if self.auth_url is not None:
+            return str(self.auth_url).rstrip("/")
+        base = str(self.base_url).rstrip("/")
+        host = self.base_url.host or ""
+        if host.startswith("orders."):
+            return base.replace(f"//{host}", f"//auth.{host.removeprefix('orders.')}", 1)
+        return base

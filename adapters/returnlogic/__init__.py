@@ -6,7 +6,14 @@ import argparse
 from typing import TYPE_CHECKING
 
 from adapters.returnlogic.config import ReturnLogicConfig
-from bridge.ports import CATALOG, EXCHANGE_ORDER_SINK, AdapterContext, AdapterSpec, SharedKey
+from bridge.ports import (
+    CATALOG,
+    EXCHANGE_ORDER_SINK,
+    ORDER_SOURCE,
+    AdapterContext,
+    AdapterSpec,
+    SharedKey,
+)
 
 if TYPE_CHECKING:
     from adapters.returnlogic.client import RlTeam
@@ -72,10 +79,12 @@ class Sandbox:
 
 
 def _provides(config: ReturnLogicConfig) -> frozenset[str]:
-    """The catalog and the exchange-order sink, each unless disabled in its table."""
+    """The catalog, the exchange-order sink and the order source (re-reads of an order),
+    each unless disabled in its table."""
     enabled = {
         CATALOG.name: config.catalog.enabled,
         EXCHANGE_ORDER_SINK.name: config.exchange_orders.enabled,
+        ORDER_SOURCE.name: config.orders.enabled,
     }
     return frozenset(capability for capability, on in enabled.items() if on)
 
@@ -85,7 +94,7 @@ ADAPTER = AdapterSpec(
     config_model=ReturnLogicConfig,
     setup=setup,
     description="ReturnLogic",
-    capabilities=frozenset({CATALOG.name, EXCHANGE_ORDER_SINK.name}),
+    capabilities=frozenset({CATALOG.name, EXCHANGE_ORDER_SINK.name, ORDER_SOURCE.name}),
     provides=_provides,
     sandbox=Sandbox(),
 )

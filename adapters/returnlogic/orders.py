@@ -36,6 +36,18 @@ Cursor and boundaries
     duplicates, never gaps. The first poll without a cursor reads ``first_poll_days`` back;
     when a poll sees nothing the cursor stays (or is set to the start of the window read).
 
+Refresh on RMA arrival
+    Since the re-scan covers only orders created in the last ``rescan_days``, an update to an
+    older order (a refund, a cancellation) would never be read. So :class:`RlOrderSync` is
+    also the retailer's order source (:class:`~bridge.ports.OrderSource`): whenever one of an
+    order's RMAs arrives (a new status, from Optoro's RMA webhook or ReturnLogic's RMA webhook
+    or reconciliation), the RMA flow queues a read of that order (kind
+    ``returnlogic.order.refresh``, one per RMA, order and status) that ``GET
+    /v1/orders/{rlOrderId}`` it at live priority through the team's governor and applies it
+    through the order flow (published only if changed). The bound: an order older than
+    ``rescan_days`` is brought up to date only when one of its RMAs moves; a change with no
+    RMA activity (e.g. a cancellation of an old order without a return) is not seen.
+
 Stale reads
     Poll, re-scan, backfill and a backfill process beside the daemon may read the same order
     at different times. The order flow leaves out a snapshot whose ``updated_at`` is older
@@ -61,18 +73,26 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from urllib.parse import quote
 
 from adapters.returnlogic.client import RlTeam, paginate
 from adapters.returnlogic.config import ReturnLogicConfig, RlOrdersConfig
 from bridge.config import RetailerConfig
 from bridge.domain import Order
-from bridge.engine import HandlerContext, Outcome
+from bridge.engine import (
+    Absent,
+    Fetched,
+    Found,
+    HandlerContext,
+    Outcome,
+    ReadDestination,
+)
 from bridge.errors import BridgeError, MappingError, PermanentDeliveryError
 from bridge.flows import ReturnsFlows
 from bridge.flows.orders import parse_utc
-from bridge.http import Priority
-from bridge.ports import ORDER_PUBLISHER, RMA_LIFECYCLE, AdapterContext, SharedKey
-from bridge.store import InboxItem, InboxStatus, Transaction
+from bridge.http import OutboundRequest, Priority
+from bridge.ports import ORDER_PUBLISHER, ORDER_SOURCE, RMA_LIFECYCLE, AdapterContext, SharedKey
+from bridge.store import Effect, InboxItem, InboxStatus, NewEffect, Transaction
 from mappings.returnlogic import dumps, map_order, orders_page
 from mappings.returnlogic.orders import MappedOrder
 
@@ -84,6 +104,8 @@ INBOX_KIND = "returnlogic.order"
 """Inbox kind of a raw order record that failed mapping (quarantined, replayable)."""
 DOUBT = "ReturnLogic order data does not fit (sent with what is certain)"
 """Prefix of the operator flag raised for each doubt of an order's data."""
+REFRESH_KIND = "returnlogic.order.refresh"
+"""Effect kind of a read of one order by id (an order of an RMA that arrived)."""
 
 
 def orders_key(retailer: str) -> SharedKey[RlOrderSync]:
@@ -397,7 +419,7 @@ class RlOrderSync:
         if any(m.doubts for m in mapped):
             async with self.runtime.store.transaction() as tx:
                 for m in mapped:
-                    await self._flag_doubts(tx, m)
+                    await self.flag_doubts(tx, m)
         return PageResult(
             records=len(records),
             published=len(orders) - stale,
@@ -419,7 +441,7 @@ class RlOrderSync:
         flows: ReturnsFlows = self.runtime.service(self.retailer, RMA_LIFECYCLE)
         return flows
 
-    async def _flag_doubts(self, tx: Transaction, mapped: MappedOrder) -> None:
+    async def flag_doubts(self, tx: Transaction, mapped: MappedOrder) -> None:
         """Flag for an operator what in an order's data did not fit (the order is still sent,
         with what is certain; see :mod:`mappings.returnlogic.orders`, "Doubts")."""
         for doubt in mapped.doubts:
@@ -452,16 +474,81 @@ class RlOrderSync:
             },
         )
 
+    # order source ------------------------------------------------------------------------
+
+    @property
+    def refresh_destination(self) -> str:
+        return f"{REFRESH_KIND}:{self.retailer}"
+
+    def refresh_effects(self, retailer: str, order: Order, reason: str) -> list[NewEffect]:
+        """The :class:`~bridge.ports.OrderSource` port: a read of ``order`` by its
+        ``rlOrderId`` (``refs["returnlogic"]``), once per ``reason``; none for an order that
+        did not come from ReturnLogic."""
+        rl_order_id = order.refs.get("returnlogic")
+        if not rl_order_id:
+            return []
+        return [
+            NewEffect(
+                idempotency_key=f"{REFRESH_KIND}:{retailer}:{order.id}:{reason}",
+                destination=self.refresh_destination,
+                kind=REFRESH_KIND,
+                payload={"rl_order_id": rl_order_id, "order_id": order.id, "reason": reason},
+                order_key=f"{REFRESH_KIND}:{retailer}:{order.id}",
+                retailer=retailer,
+            )
+        ]
+
     async def handle_inbox(self, item: InboxItem, tx: Transaction, ctx: HandlerContext) -> Outcome:
         """Inbox handler of ``returnlogic.order``: map the stored record (``MappingError``
         quarantines it) and publish it unless a newer snapshot is stored."""
         record = _load(item.body)
         mapped = map_order(record, self.config.tag_rules)
-        await self._flag_doubts(tx, mapped)
+        await self.flag_doubts(tx, mapped)
         outcome = await self.flows.orders.apply(tx, [mapped.order])
         if outcome.stale:
             return Outcome(InboxStatus.SUPERSEDED, note="a newer snapshot of the order is stored")
         return Outcome(effects=outcome.effects)
+
+
+class OrderRefreshDestination(ReadDestination):
+    """A read: ``GET /v1/orders/{rlOrderId}`` (outside any transaction, live priority), then
+    the order applied through the order flow in the transaction that records the effect: a
+    changed snapshot is published, an unchanged or older one sends nothing. A record that
+    does not map is a dead letter naming the field (replayable after a fix); 404: nothing."""
+
+    def __init__(self, sync: RlOrderSync) -> None:
+        self.name = sync.refresh_destination
+        self.sync = sync
+
+    def _path(self, effect: Effect) -> str:
+        return f"{ORDERS_PATH}/{quote(str(effect.payload['rl_order_id']), safe='')}"
+
+    async def build_request(self, effect: Effect) -> OutboundRequest:
+        return OutboundRequest(
+            "GET", f"{self.sync.team.base}{self._path(effect)}", {"Accept": "application/json"}
+        )
+
+    async def fetch(self, effect: Effect) -> Fetched:
+        started = await self.sync.runtime.store.now()
+        try:
+            response = await self.sync.team.request(
+                "GET", self._path(effect), priority=Priority.LIVE, attempts=3
+            )
+        except PermanentDeliveryError as exc:
+            if exc.status != 404:
+                raise
+            return Absent(started)
+        map_order(_load(response.body), self.sync.config.tag_rules)  # a dead letter if not
+        return Found(response.body, started)
+
+    async def apply(
+        self, tx: Transaction, effect: Effect, fetched: Found | Absent
+    ) -> list[NewEffect]:
+        if isinstance(fetched, Absent):
+            return []
+        mapped = map_order(_load(fetched.body), self.sync.config.tag_rules)
+        await self.sync.flag_doubts(tx, mapped)
+        return (await self.sync.flows.orders.apply(tx, [mapped.order])).effects
 
 
 def _load(body: bytes | str) -> Any:
@@ -485,6 +572,8 @@ def setup(
     runtime.shared(orders_key(retailer.id), lambda: sync)
     runtime.engine.add_handler(INBOX_KIND, sync.handle_inbox, retailer=retailer.id)
     if config.orders.enabled:
+        runtime.engine.add_destination(OrderRefreshDestination(sync))
+        runtime.provide(retailer.id, ORDER_SOURCE, "returnlogic", sync)
         runtime.on_startup(sync.start)
 
 
@@ -493,6 +582,8 @@ __all__ = [
     "DOUBT",
     "INBOX_KIND",
     "ORDERS_PATH",
+    "REFRESH_KIND",
+    "OrderRefreshDestination",
     "PageResult",
     "RlOrderSync",
     "SyncReport",

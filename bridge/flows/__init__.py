@@ -33,7 +33,7 @@ from bridge.flows.returns import (
 )
 from bridge.flows.rmas import RmaFlow, RmaOutcome, build_refund, is_closed, rma_version
 from bridge.policy import PolicyConfig
-from bridge.ports import OrderPublisher, ReturnsSink
+from bridge.ports import OrderPublisher, OrderSource, ReturnsSink
 from bridge.store import Store
 
 
@@ -50,6 +50,7 @@ class ReturnsFlows:
         wake_dispatcher: Callable[[], None],
         order_publisher: Callable[[], OrderPublisher | None],
         returns_sink: Callable[[], ReturnsSink | None],
+        order_source: Callable[[], OrderSource | None] = lambda: None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.retailer = retailer
@@ -57,7 +58,12 @@ class ReturnsFlows:
             retailer, store=store, wake_dispatcher=wake_dispatcher, publisher=order_publisher
         )
         self.rmas = RmaFlow(
-            retailer, policy, orders=self.orders, returns_sink=returns_sink, clock=clock
+            retailer,
+            policy,
+            orders=self.orders,
+            returns_sink=returns_sink,
+            order_source=order_source,
+            clock=clock,
         )
         self.return_events = ReturnEventFlow(retailer, policy, rmas=self.rmas)
 

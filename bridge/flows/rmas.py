@@ -13,7 +13,11 @@
    return method, the returns sink's create effects are queued, once per RMA and step for
    those units; units that get there later (a partially accepted RMA's, Optoro's
    ``NOT_DROPPED_OFF`` ones left out meanwhile) get one more return, once;
-5. ``REFUNDED`` closes the RMA.
+5. ``REFUNDED`` closes the RMA;
+6. **order refresh**: every RMA message applied (a new status of the RMA) asks the order
+   source to read each of its orders again (:class:`~bridge.ports.OrderSource`, once per
+   RMA, order and status), so a refund or cancellation of an order older than the order
+   source's re-scan window still reaches the order publisher.
 
 The **refund confirmation** (:meth:`RmaFlow.confirm_refund`) follows from the return events
 (:mod:`bridge.flows.returns`): the RMA's refund is recorded in each of its orders' refund
@@ -51,7 +55,7 @@ from bridge.flows.lifecycle import (
 from bridge.flows.orders import OrderFlow, order_key
 from bridge.flows.refunds import line_quantities, load_ledger, save_ledger, with_ledger
 from bridge.policy import PolicyConfig, Step, select_units, units_reached
-from bridge.ports import ReturnsSink
+from bridge.ports import OrderSource, ReturnsSink
 
 if TYPE_CHECKING:
     from bridge.flows.returns import Settlement
@@ -133,12 +137,14 @@ class RmaFlow:
         *,
         orders: OrderFlow,
         returns_sink: Callable[[], ReturnsSink | None],
+        order_source: Callable[[], OrderSource | None] = lambda: None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.retailer = retailer
         self.policy = policy
         self.orders = orders
         self._returns_sink = returns_sink
+        self._order_source = order_source
         self._clock = clock
 
     async def stored(self, tx: Transaction, rma_key: str) -> Rma | None:
@@ -161,10 +167,11 @@ class RmaFlow:
             tx, RMA, rma_key, rma_version(rma), rma.model_dump(mode="json"), ctx
         ):
             return RmaOutcome(False, note="nothing newer than the stored RMA", stored=previous)
+        refreshes = await self._refresh_orders(tx, rma_key, rma)
         state = await load_state(tx, rma_key)
         if state.closed:
-            return RmaOutcome(True, stored=rma)
-        effects: list[NewEffect] = []
+            return RmaOutcome(True, refreshes, stored=rma)
+        effects: list[NewEffect] = refreshes
         if rma.status in _TERMINAL:
             await self._cancel(tx, rma_key, state, rma)
         else:
@@ -193,6 +200,22 @@ class RmaFlow:
             }
         )
         return await self.apply(tx, rma_key, canceled)
+
+    async def _refresh_orders(self, tx: Transaction, rma_key: str, rma: Rma) -> list[NewEffect]:
+        """The order source's reads of each synced order of ``rma`` (none for an order the
+        bridge never synced: the order source's poll finds it)."""
+        source = self._order_source()
+        if source is None:
+            return []
+        effects = []
+        for order_id in dict.fromkeys(u.order_id for u in rma.units):
+            entity = await locked(tx, ORDER, order_key(self.retailer, order_id))
+            if entity is None:
+                continue
+            reason = f"rma {rma_key} {rma.status.value}"
+            order = Order.model_validate(entity.data)
+            effects += source.refresh_effects(self.retailer, order, reason)
+        return effects
 
     def _returns_for_reached_units(
         self, rma_key: str, rma: Rma, step: Step, state: RmaLifecycleState

@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-from bridge.errors import StoreError
+from bridge.errors import EffectKeyTaken, StoreError
 
 JSON = Any
 SENT_WITHOUT_ANSWER = (
@@ -206,6 +206,21 @@ class NewEffect:
     deadline_at: float | None = None
     """Epoch seconds in the store's time (:meth:`Store.now`), like ``not_before``."""
     not_before: float | None = None
+    must_queue: bool = False
+    """The key is new by construction (e.g. an order snapshot's sequence): an existing key
+    means a change would be lost, so :meth:`Transaction.add_effect` raises
+    ``EffectKeyTaken`` instead of answering ``False``."""
+
+
+def queued(effect: NewEffect, added: bool) -> bool:
+    """What :meth:`Transaction.add_effect` answers: ``added``, or ``EffectKeyTaken`` when an
+    effect that ``must_queue`` was not added (both stores share this rule)."""
+    if not added and effect.must_queue:
+        raise EffectKeyTaken(
+            f"effect {effect.idempotency_key!r} ({effect.kind}) must be queued but its key"
+            " exists already: it would silently drop a change"
+        )
+    return added
 
 
 @dataclass(frozen=True)
@@ -306,7 +321,8 @@ class Transaction(ABC):
 
     @abstractmethod
     async def add_effect(self, effect: NewEffect) -> bool:
-        """Queue an effect; ``False`` when its idempotency key exists already."""
+        """Queue an effect; ``False`` when its idempotency key exists already (raises
+        ``EffectKeyTaken`` instead for an effect that ``must_queue``)."""
 
     @abstractmethod
     async def cancel_effects(self, order_key: str, kinds: frozenset[str] | None = None) -> int:

@@ -41,6 +41,7 @@ from bridge.store.base import (
     canonical_json,
     dead_owners,
     lease_batch,
+    queued,
 )
 from bridge.store.base import Registered as _Registered
 
@@ -648,7 +649,7 @@ class _MemoryTransaction(Transaction):
 
     async def add_effect(self, effect: NewEffect) -> bool:
         if effect.idempotency_key in self._t.effect_ids:
-            return False
+            return queued(effect, False)
         effect_id = self._t.next_id("outbox")
         self._t.effect_ids[effect.idempotency_key] = effect_id
         self._t.effects[effect_id] = Effect(

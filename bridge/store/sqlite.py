@@ -47,6 +47,7 @@ from bridge.store.base import (
     canonical_json,
     dead_owners,
     lease_batch,
+    queued,
 )
 from bridge.store.base import Registered as _Registered
 
@@ -945,7 +946,7 @@ class _SqliteTransaction(Transaction):
                 effect.deadline_at,
             ),
         )
-        return cur.rowcount == 1
+        return queued(effect, cur.rowcount == 1)
 
     async def cancel_effects(self, order_key: str, kinds: frozenset[str] | None = None) -> int:
         sql = (

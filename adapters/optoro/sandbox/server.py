@@ -1,6 +1,8 @@
 """A fake Optoro on loopback: OAuth client credentials and Returns Portal Orders.
 
-What it serves (one host for both, where Optoro uses ``auth.`` and ``orders.`` hosts):
+What it serves (one host for both by default; ``running_sandbox(separate_auth=True)`` serves
+the token endpoint on a port of its own, ``sandbox.auth_url``, as Optoro serves it from
+``auth.optiturn.com`` apart from the ``orders.`` host, and each answers 404 for the other's path):
 
 ``POST /oauth/token``
     JSON ``{"grant_type": "client_credentials", "client_id", "client_secret"}`` ->
@@ -36,6 +38,11 @@ paths in ``fault_paths`` (by default only ``/returns_portal_orders``), checked i
 ``fail_orders``
     order identifiers Optoro cannot take: a Returns Portal Orders request carrying one of them
     is answered ``500`` whatever else it holds (nothing of it is stored).
+``reject_orders``
+    order identifiers Optoro refuses: a request carrying one is answered ``422`` naming it.
+``stall_orders``
+    order identifiers Optoro hangs on: a request carrying one waits ``stall_seconds`` and
+    then answers ``500`` (a client with a shorter timeout sees no answer).
 
 Random faults draw from one RNG seeded by ``seed``, so a run is reproducible. Other knobs:
 ``client_id``, ``client_secret``, ``token_ttl`` (``expires_in``, seconds; tokens really expire),
@@ -128,6 +135,14 @@ class Knobs(BaseModel):
     fail_orders: list[str] = Field(
         default_factory=list, description="order identifiers whose RPO requests answer 500"
     )
+    reject_orders: list[str] = Field(
+        default_factory=list, description="order identifiers whose RPO requests answer 422"
+    )
+    stall_orders: list[str] = Field(
+        default_factory=list,
+        description="order identifiers whose RPO requests hang stall_seconds, then answer 500",
+    )
+    stall_seconds: float = Field(default=30.0, ge=0, description="how long stall_orders hang")
     seed: int | None = Field(default=0, description="seed of the fault RNG; None = random")
 
 
@@ -203,12 +218,19 @@ class OptoroSandbox(KnobbedState):
     drop_after: int | None
     accept_then_drop_next: int
     fault_paths: list[str]
+    fail_orders: list[str]
+    reject_orders: list[str]
+    stall_orders: list[str]
+    stall_seconds: float
     seed: int | None
+    auth_url: str
+    """Base URL of the token endpoint (``url`` unless served apart)."""
 
     def __init__(self, **knobs: Any) -> None:
         object.__setattr__(self, "_initial", Knobs(**knobs))
         object.__setattr__(self, "_knobs", self._initial.model_copy(deep=True))
         object.__setattr__(self, "url", "")
+        object.__setattr__(self, "auth_url", "")
         object.__setattr__(self, "clock", time.monotonic)
         self._clear()
 
@@ -268,7 +290,7 @@ class OptoroSandbox(KnobbedState):
 
     @property
     def token_url(self) -> str:
-        return f"{self.url}{TOKEN_PATH}"
+        return f"{self.auth_url or self.url}{TOKEN_PATH}"
 
     @property
     def rpo_url(self) -> str:
@@ -330,6 +352,9 @@ class OptoroSandbox(KnobbedState):
     ) -> web.StreamResponse:
         route = (request.method, request.path)
         known = route in {("POST", TOKEN_PATH), ("POST", RPO_PATH)}
+        if request.app.get(SERVES, request.path) != request.path:
+            known = False  # the other host's endpoint
+            route = ("", "")
         if known and request.path in self._knobs.fault_paths:
             fault = await self._fault(record)
             if fault is not None:
@@ -337,7 +362,7 @@ class OptoroSandbox(KnobbedState):
         if route == ("POST", TOKEN_PATH):
             return self._token(record, body)
         if route == ("POST", RPO_PATH):
-            return self._rpo(request, record, body)
+            return await self._rpo(request, record, body)
         record.outcome = "not_found"
         return _error(404, "not_found", NOT_FOUND)
 
@@ -384,7 +409,9 @@ class OptoroSandbox(KnobbedState):
         record.outcome = "token_issued"
         return web.json_response(self.issue_token())
 
-    def _rpo(self, request: web.Request, record: RecordedRequest, body: Any) -> web.StreamResponse:
+    async def _rpo(
+        self, request: web.Request, record: RecordedRequest, body: Any
+    ) -> web.StreamResponse:
         problem = self._token_problem(request.headers.get("Authorization", ""))
         if problem is not None:
             record.outcome = "unauthorized"
@@ -415,9 +442,19 @@ class OptoroSandbox(KnobbedState):
                 record.errors = errors
                 return _error(422, "unprocessable_entity", UNPROCESSABLE, errors)
         orders = _orders_of(body)
-        if any(order.get("identifier") in self._knobs.fail_orders for order in orders):
+        identifiers = {order.get("identifier") for order in orders}
+        if identifiers & set(self._knobs.stall_orders):
+            await asyncio.sleep(self._knobs.stall_seconds)  # a hung Optoro, not a wait in a test
             record.outcome = "error"
             return _error(500, "internal_server_error", SERVER_ERROR)
+        if identifiers & set(self._knobs.fail_orders):
+            record.outcome = "error"
+            return _error(500, "internal_server_error", SERVER_ERROR)
+        rejected = sorted(str(i) for i in identifiers & set(self._knobs.reject_orders))
+        if rejected:
+            record.outcome = "invalid"
+            record.errors = [f"orders[identifier={i}]: cannot be processed" for i in rejected]
+            return _error(422, "unprocessable_entity", UNPROCESSABLE, record.errors)
         warnings = [w for order in orders for w in self._warnings(order)]
         if warnings and self._knobs.strict:
             record.outcome = "invalid"
@@ -612,9 +649,16 @@ def _prose_rules(body: Any) -> list[str]:
     return problems
 
 
-def make_app(sandbox: OptoroSandbox) -> web.Application:
-    """The aiohttp application of ``sandbox``."""
+SERVES = web.AppKey("serves", str)
+"""The one Optoro path an application serves when the token server is served apart."""
+
+
+def make_app(sandbox: OptoroSandbox, serves: str | None = None) -> web.Application:
+    """The aiohttp application of ``sandbox``; ``serves`` (``TOKEN_PATH`` or ``RPO_PATH``):
+    only that Optoro endpoint (the other answers 404), as Optoro's two hosts do."""
     app = web.Application()
+    if serves is not None:
+        app[SERVES] = serves
     app.router.add_get(f"{CONTROL_PREFIX}/state", sandbox.state_view)
     app.router.add_get(f"{CONTROL_PREFIX}/orders", sandbox.orders_view)
     app.router.add_get(f"{CONTROL_PREFIX}/requests", sandbox.requests_view)
@@ -626,13 +670,24 @@ def make_app(sandbox: OptoroSandbox) -> web.Application:
 
 @contextlib.asynccontextmanager
 async def running_sandbox(
-    host: str = "127.0.0.1", port: int = 0, **knobs: Any
+    host: str = "127.0.0.1", port: int = 0, *, separate_auth: bool = False, **knobs: Any
 ) -> AsyncIterator[OptoroSandbox]:
     """Serve a new :class:`OptoroSandbox` on ``host:port`` (0 = a free port) until the block
-    ends; the sandbox's ``url`` is set (``http://host:port``)."""
+    ends; the sandbox's ``url`` is set (``http://host:port``). ``separate_auth``: the token
+    endpoint is served on another free port (``auth_url``) and ``url`` serves orders only."""
     sandbox = OptoroSandbox(**knobs)
-    async with serving(make_app(sandbox), host, port) as url:
+    if not separate_auth:
+        async with serving(make_app(sandbox), host, port) as url:
+            sandbox.url = url
+            sandbox.auth_url = url
+            yield sandbox
+        return
+    async with (
+        serving(make_app(sandbox, RPO_PATH), host, port) as url,
+        serving(make_app(sandbox, TOKEN_PATH), host, 0) as auth_url,
+    ):
         sandbox.url = url
+        sandbox.auth_url = auth_url
         yield sandbox
 
 
