@@ -1477,10 +1477,14 @@ class Fuzz:
         if not is_error:
             tally.accepted += 1
             return
-        if status in NOT_A_VERDICT or status >= 500:
-            return
         error = answer["error"]
         inbox_id = error.get("inbox_id") if isinstance(error, dict) else None
+        if status in NOT_A_VERDICT or status >= 500:
+            if isinstance(inbox_id, int) and error.get("quarantined") is True:
+                # kept and answered a status the sender retries (a wrong X-Optiturn-Id from
+                # an authenticated sender: optiturn_mismatch_status, 503 by default)
+                self.told.add(inbox_id)
+            return
         if isinstance(inbox_id, int) and error.get("duplicate_of") == inbox_id:
             # a repeat of a body stored earlier: refused, and the stored item stands
             self.told.add(inbox_id)
