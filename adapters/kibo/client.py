@@ -247,6 +247,8 @@ class KiboReturnDestination(HttpDestination):
             if self.config.deduct_return_shipping and payload.get("part", 1) == 1
             else 0,
             refund_warranty=self.config.refund_warranty,
+            currency=self.config.currency,
+            currencies=resolution.currencies,
         )
         for body in bodies:
             if body.get("externalOrderID") == payload["external_order_id"]:
@@ -314,8 +316,10 @@ class KiboReturnDestination(HttpDestination):
         found = await self._get_return(return_id)
         if found is None:
             return None
-        ref = return_response_to_ref(found.body)
         order_id = effect.payload["external_order_id"]
+        async with self._store().transaction() as tx:
+            currency = await self.lines.currency(tx, order_id)
+        ref = return_response_to_ref(found.body, currency=currency)
         if ref.external_order_id != order_id:
             raise PermanentDeliveryError(
                 f"kibo: return {return_id} (the returnID derived for this create) belongs to"
@@ -433,7 +437,8 @@ class KiboReturnDestination(HttpDestination):
     ) -> list[NewEffect]:
         """Record the Kibo return and tell the return-event flow (refund confirmation); learn
         from a create's answer whether the tenant keeps the bridge's ``returnID``."""
-        ref = return_response_to_ref(response.body)
+        currency = await self.lines.currency(tx, effect.payload["external_order_id"])
+        ref = return_response_to_ref(response.body, currency=currency)
         sent = self.return_id_for(effect)
         announced = isinstance(response, Settled) and response.settled_by == "notification"
         if sent is not None and not announced:
@@ -447,6 +452,7 @@ class KiboReturnDestination(HttpDestination):
                 "step": effect.payload["step"],
                 "external_order_id": effect.payload["external_order_id"],
                 "lines": await self._item_lines(tx, effect),
+                "currency": currency,
             },
         )
         await record_announced(
@@ -499,6 +505,20 @@ class KiboReturnDestination(HttpDestination):
                 extra={"retailer": self.retailer, "effect": effect.idempotency_key},
             )
         self._keeps_ids = kept
+
+
+async def return_currency(
+    tx: Transaction, retailer: str, return_id: int, config: KiboConfig
+) -> str:
+    """The currency Kibo return ``return_id``'s amounts are in: recorded when the bridge
+    created it, else its order's (:meth:`LineResolver.currency`), else ``config.currency``."""
+    kept = await tx.get_entity(KIBO_RETURN, f"{retailer}:{return_id}")
+    if kept is not None and kept.data.get("currency"):
+        return str(kept.data["currency"])
+    if kept is not None and kept.data.get("external_order_id"):
+        order_id = str(kept.data["external_order_id"])
+        return await LineResolver(retailer, config).currency(tx, order_id)
+    return config.currency
 
 
 def _unknown(exc: RetriableDeliveryError) -> RetriableDeliveryError:
@@ -660,9 +680,11 @@ class KiboReturnRead(ReadDestination):
         self, tx: Transaction, effect: Effect, fetched: Found | Absent
     ) -> list[NewEffect]:
         ref: KiboReturnRef | None = None
+        return_id = int(effect.payload["return_id"])
         if isinstance(fetched, Found):
+            currency = await return_currency(tx, self.retailer, return_id, self.config)
             try:
-                ref = return_response_to_ref(fetched.body)
+                ref = return_response_to_ref(fetched.body, currency=currency)
             except MappingError as exc:  # Kibo's answer unreadable: the notification stands
                 log.warning(
                     "kibo return not read back",
@@ -672,7 +694,7 @@ class KiboReturnRead(ReadDestination):
             tx,
             self.retailer,
             self._lifecycle(),
-            int(effect.payload["return_id"]),
+            return_id,
             ReturnEventKind.CLEARED,
             ref if ref is not None and ref.cleared else None,
         )
@@ -765,9 +787,11 @@ class KiboReconciler:
         changed = 0
         for return_id in open_ids:
             request = get_return_request(self.config, return_id)
+            async with store.transaction() as tx:
+                currency = await return_currency(tx, self.retailer, return_id, self.config)
             try:
                 response = await self.runtime.http.call(request, self.limits, attempts=2)
-                ref = return_response_to_ref(response.body)
+                ref = return_response_to_ref(response.body, currency=currency)
             except (RetriableDeliveryError, PermanentDeliveryError, MappingError) as exc:
                 log.warning(
                     "kibo return not reconciled",

@@ -1,0 +1,134 @@
+"""Go-live: Kibo amounts in the currency's ISO 4217 minor units (JPY 0 decimals, KWD 3).
+
+Through the daemon's production path over loopback with SQLite: a ReturnLogic order in the
+retailer's currency -> bridge -> Optoro; Optoro's RMA (amounts in minor units, no currency on
+its wire) -> bridge -> Kibo sandbox, whose Create Return must carry the amounts in the order's
+currency (the order snapshot's); Kibo processes the return (Process Return, a reduction
+override in that currency) and the refund confirmed back to Optoro follows Kibo's Get Return
+amount read in that currency.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from demo.scenarios import settle
+from demo.world import KIBO_TOKEN, SHOP, running_world
+from mappings._json import dumps
+from tests.daemon_process import until
+from tests.test_golive_refunds import (
+    FAST,
+    ORDER,
+    assert_clean,
+    optoro_refunds,
+    poll,
+    post_rma,
+    refunded_units,
+    rl_order,
+    rma,
+)
+
+
+@dataclass(frozen=True)
+class Money:
+    """One retailer's currency and the amounts of its return, in minor units and as Kibo's
+    major-unit text."""
+
+    currency: str
+    unit_price: Decimal
+    """ReturnLogic's price of one unit (major units)."""
+    unit_minor: int
+    """The same in minor units: Optoro's ``*_cents`` of one unit."""
+    provider_minor: int
+    """Optoro's share of the second unit's refund (instant refund it funds)."""
+    shopper_text: str
+    """The second unit's ``returnSubtotal`` as Kibo must record it."""
+    total_text: str
+    """The return's ``returnTotal`` as Kibo must record it."""
+    reduction: str
+    """The restocking fee Kibo's operator deducts when processing (major units)."""
+    refunded_minor: int
+    """What Kibo then refunded of the accepted unit: its subtotal minus the reduction."""
+
+
+JPY = Money("JPY", Decimal(1800), 1800, 300, "1500", "3300", "200", 1300)
+KWD = Money("KWD", Decimal("12.345"), 12345, 2345, "10.000", "22.345", "1.250", 8750)
+
+
+def rma_in(money: Money, rma_id: str) -> dict[str, Any]:
+    """The RMA of both units, amounts in ``money``'s minor units (Optoro's ``_cents``)."""
+    body = rma(rma_id, [("101", ""), ("102", "")])
+    body["items"][0]["refund_financials"] = {
+        "estimated_refund_amount_cents": money.unit_minor,
+        "optoro_refund_amount_cents": 0,
+        "shopper_refund_amount_cents": money.unit_minor,
+    }
+    body["items"][1]["refund_financials"] = {
+        "estimated_refund_amount_cents": money.unit_minor,
+        "optoro_refund_amount_cents": money.provider_minor,
+        "shopper_refund_amount_cents": money.unit_minor - money.provider_minor,
+    }
+    return body
+
+
+@pytest.mark.parametrize("money", [JPY, KWD], ids=lambda m: m.currency)
+async def test_kibo_amounts_and_the_refund_it_confirms_are_in_the_orders_currency(
+    tmp_path: Path, money: Money
+) -> None:
+    """Before: the Kibo mapping assumed two decimals, so 1800 yen reached Kibo as 18.00 (and
+    12.345 KWD as 123.45), and Kibo's 200-yen reduction read back as 20000 "cents" zeroed the
+    refund (KWD: a refund of 9875 fils instead of 8750)."""
+    async with running_world(
+        tmp_path,
+        [],
+        shop_orders=1,
+        settings=FAST,
+        shop_policy={"confirm_refund": "on_return_cleared"},
+    ) as w:
+        w.route_kibo_notifications(SHOP)
+        rl_order(w, {"101": 1, "102": 1}, currency=money.currency, price=money.unit_price)
+        await poll(w)
+        latest = w.optoro.latest(ORDER)
+        assert latest is not None
+        assert latest["currency"] == money.currency
+
+        await post_rma(w, rma_in(money, f"GLM{money.currency}"))
+        await until(lambda: w.kibo.find_returns(ORDER), 15, "the Kibo return")
+        await settle(w)
+        [create] = [r for r in w.kibo.create_requests() if r.outcome == "created"]
+        sent = {item["orderItemID"]: item for item in create.body["item"]}
+        # the sandbox keeps the body's numbers as sent (Decimal text, scale included)
+        assert str(sent[101]["returnSubtotal"]) == str(money.unit_price)
+        assert str(sent[102]["returnSubtotal"]) == money.shopper_text
+        assert str(create.body["returnTotal"]) == money.total_text
+        [created] = w.kibo.find_returns(ORDER)
+        assert optoro_refunds(w) == []
+
+        async with w.session.post(
+            w.kibo.process_url,
+            data=dumps(
+                {
+                    "returnID": created["returnID"],
+                    "acceptedItemQuantity": [
+                        {"orderItemID": 102, "quantityAccepted": 1},
+                        {"orderItemID": 101, "quantityAccepted": 0},
+                    ],
+                    "returnReductionOverride": Decimal(money.reduction),
+                }
+            ),
+            headers={"Authorization": f"Bearer {KIBO_TOKEN}", "Content-Type": "application/json"},
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+        await until(lambda: optoro_refunds(w), 15, "the refund confirmation")
+        await settle(w)
+
+        [refund] = optoro_refunds(w)
+        assert refunded_units([refund]) == {"102": 1}
+        # what Kibo refunded of 102 (its subtotal less the reduction) plus Optoro's share
+        assert refund["total_refund_amount_cents"] == money.refunded_minor + money.provider_minor
+        await assert_clean(w)
