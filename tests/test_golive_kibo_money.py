@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from bridge.store import EffectState
 from demo.scenarios import settle
 from demo.world import KIBO_TOKEN, SHOP, running_world
 from mappings._json import dumps
@@ -132,3 +133,49 @@ async def test_kibo_amounts_and_the_refund_it_confirms_are_in_the_orders_currenc
         # what Kibo refunded of 102 (its subtotal less the reduction) plus Optoro's share
         assert refund["total_refund_amount_cents"] == money.refunded_minor + money.provider_minor
         await assert_clean(w)
+
+
+async def test_a_kibo_amount_finer_than_the_currency_is_refused_naming_the_field(
+    tmp_path: Path,
+) -> None:
+    """Kibo answers a yen return with a reduction of 0.5 JPY (finer than the yen): the Get
+    Return read refuses it, naming ``returnReductionTotal``, and flags the return for an
+    operator; only that read fails -- the cleared notification still stands and the daemon
+    goes on. Before: read as two-decimal cents, 0.5 became a silent 50-unit deduction."""
+    async with running_world(
+        tmp_path,
+        [],
+        shop_orders=1,
+        settings=FAST,
+        shop_policy={"confirm_refund": "on_return_cleared"},
+    ) as w:
+        w.route_kibo_notifications(SHOP)
+        rl_order(w, {"101": 1, "102": 1}, currency="JPY", price=JPY.unit_price)
+        await poll(w)
+        await post_rma(w, rma_in(JPY, "GLMFINE"))
+        await until(lambda: w.kibo.find_returns(ORDER), 15, "the Kibo return")
+        await settle(w)
+        [created] = w.kibo.find_returns(ORDER)
+        async with w.session.post(
+            w.kibo.process_url,
+            data=dumps(
+                {
+                    "returnID": created["returnID"],
+                    "acceptedItemQuantity": [
+                        {"orderItemID": 102, "quantityAccepted": 1},
+                        {"orderItemID": 101, "quantityAccepted": 1},
+                    ],
+                    "returnReductionOverride": Decimal("0.5"),
+                }
+            ),
+            headers={"Authorization": f"Bearer {KIBO_TOKEN}", "Content-Type": "application/json"},
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+        await until(lambda: optoro_refunds(w), 15, "the refund confirmation")
+        await settle(w)
+
+        flags = [f.reason for f in await w.runtime.store.list_flags()]
+        assert len(flags) == 1, flags
+        assert "returnReductionTotal" in flags[0]
+        assert "JPY" in flags[0]
+        assert await w.runtime.store.list_effects(EffectState.DEAD) == []

@@ -521,6 +521,21 @@ async def return_currency(
     return config.currency
 
 
+async def flag_unreadable(
+    tx: Transaction, retailer: str, return_id: int, exc: MappingError
+) -> None:
+    """Kibo's answer for ``return_id`` cannot be read (e.g. an amount finer than the
+    currency's minor unit): logged and flagged for an operator, naming the field."""
+    reason = f"{exc.field}: {exc}" if exc.field and exc.field not in str(exc) else str(exc)
+    log.warning(
+        "kibo return not read back",
+        extra={"retailer": retailer, "return_id": return_id, "reason": reason},
+    )
+    await tx.add_flag(
+        retailer, KIBO_RETURN, f"{retailer}:{return_id}", f"Kibo return not read: {reason}"
+    )
+
+
 def _unknown(exc: RetriableDeliveryError) -> RetriableDeliveryError:
     """``exc`` as a failure that leaves the create's outcome unknown (a lookup that failed
     settles nothing: the next attempt must look again, not create)."""
@@ -686,10 +701,7 @@ class KiboReturnRead(ReadDestination):
             try:
                 ref = return_response_to_ref(fetched.body, currency=currency)
             except MappingError as exc:  # Kibo's answer unreadable: the notification stands
-                log.warning(
-                    "kibo return not read back",
-                    extra={"retailer": self.retailer, "reason": str(exc)},
-                )
+                await flag_unreadable(tx, self.retailer, return_id, exc)
         return await apply_return_event(
             tx,
             self.retailer,
@@ -792,7 +804,11 @@ class KiboReconciler:
             try:
                 response = await self.runtime.http.call(request, self.limits, attempts=2)
                 ref = return_response_to_ref(response.body, currency=currency)
-            except (RetriableDeliveryError, PermanentDeliveryError, MappingError) as exc:
+            except MappingError as exc:  # this return stays open: read again next run
+                async with store.transaction() as tx:
+                    await flag_unreadable(tx, self.retailer, return_id, exc)
+                continue
+            except (RetriableDeliveryError, PermanentDeliveryError) as exc:
                 log.warning(
                     "kibo return not reconciled",
                     extra={"retailer": self.retailer, "return_id": return_id, "reason": str(exc)},
