@@ -19,7 +19,7 @@ import pytest
 
 from bridge.store import EffectState
 from demo.scenarios import settle
-from demo.world import KIBO_TOKEN, SHOP, running_world
+from demo.world import DEMO_LINE_IDS, KIBO_TOKEN, SHOP, running_world
 from mappings._json import dumps
 from tests.daemon_process import until
 from tests.test_golive_refunds import (
@@ -179,3 +179,43 @@ async def test_a_kibo_amount_finer_than_the_currency_is_refused_naming_the_field
         assert "returnReductionTotal" in flags[0]
         assert "JPY" in flags[0]
         assert await w.runtime.store.list_effects(EffectState.DEAD) == []
+
+
+async def test_the_orders_currency_wins_and_kibo_currency_covers_orders_never_synced(
+    tmp_path: Path,
+) -> None:
+    """``kibo.currency = "KWD"``: the return of a USD order the bridge synced is still in
+    dollars (the snapshot's currency wins), the return of an order it never synced is in
+    the configured KWD, three decimals. Before: both were written with two decimals."""
+    async with running_world(
+        tmp_path,
+        [],
+        shop_orders=1,
+        settings=FAST,
+        kibo_lines=DEMO_LINE_IDS + 'currency = "KWD"\n',
+    ) as w:
+        rl_order(w, {"101": 1})
+        await poll(w)
+        await post_rma(w, rma("GLMUSD", [("101", "")]))
+        unsynced = rma("GLMKWD", [("201", "")])
+        unsynced["items"][0]["order_identifier"] = "GL-NEVER-SYNCED"
+        unsynced["items"][0]["refund_financials"] = {
+            "estimated_refund_amount_cents": KWD.unit_minor,
+            "optoro_refund_amount_cents": 0,
+            "shopper_refund_amount_cents": KWD.unit_minor,
+        }
+        await post_rma(w, unsynced)
+        await until(
+            lambda: w.kibo.find_returns(ORDER) and w.kibo.find_returns("GL-NEVER-SYNCED"),
+            15,
+            "both Kibo returns",
+        )
+        await settle(w)
+        sent = {
+            r.body["externalOrderID"]: r.body
+            for r in w.kibo.create_requests()
+            if r.outcome == "created"
+        }
+        assert str(sent[ORDER]["returnTotal"]) == "10.00"
+        assert str(sent["GL-NEVER-SYNCED"]["returnTotal"]) == str(KWD.unit_price)
+        assert str(sent["GL-NEVER-SYNCED"]["item"][0]["returnSubtotal"]) == str(KWD.unit_price)
