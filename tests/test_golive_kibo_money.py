@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from adapters.kibo.client import reconciler_key
 from bridge.store import EffectState
 from demo.scenarios import settle
 from demo.world import DEMO_LINE_IDS, KIBO_TOKEN, SHOP, running_world
@@ -77,13 +78,16 @@ def rma_in(money: Money, rma_id: str) -> dict[str, Any]:
     return body
 
 
+@pytest.mark.parametrize("told_by", ["notification", "reconciliation"])
 @pytest.mark.parametrize("money", [JPY, KWD], ids=lambda m: m.currency)
 async def test_kibo_amounts_and_the_refund_it_confirms_are_in_the_orders_currency(
-    tmp_path: Path, money: Money
+    tmp_path: Path, money: Money, told_by: str
 ) -> None:
     """Before: the Kibo mapping assumed two decimals, so 1800 yen reached Kibo as 18.00 (and
-    12.345 KWD as 123.45), and Kibo's 200-yen reduction read back as 20000 "cents" zeroed the
-    refund (KWD: a refund of 9875 fils instead of 8750)."""
+    12.345 KWD as 123.45), and Kibo's amounts were read back as two-decimal cents (read as
+    USD alone, Kibo's 1500 yen less 200 became 130000 "cents"). Kibo tells the clearing by
+    its notification (the bridge reads the return back) or, that notification lost, by the
+    reconciliation's Get Return: both read in the order's currency."""
     async with running_world(
         tmp_path,
         [],
@@ -110,6 +114,8 @@ async def test_kibo_amounts_and_the_refund_it_confirms_are_in_the_orders_currenc
         [created] = w.kibo.find_returns(ORDER)
         assert optoro_refunds(w) == []
 
+        if told_by == "reconciliation":
+            w.kibo.configure(drop_notifications=True)  # the cleared notification is lost
         async with w.session.post(
             w.kibo.process_url,
             data=dumps(
@@ -125,6 +131,10 @@ async def test_kibo_amounts_and_the_refund_it_confirms_are_in_the_orders_currenc
             headers={"Authorization": f"Bearer {KIBO_TOKEN}", "Content-Type": "application/json"},
         ) as resp:
             assert resp.status == 200, await resp.text()
+        if told_by == "reconciliation":
+            reconciler = w.runtime.find_shared(reconciler_key(SHOP))
+            assert reconciler is not None
+            assert await reconciler.run_once() >= 1  # what the scheduled reconciliation runs
         await until(lambda: optoro_refunds(w), 15, "the refund confirmation")
         await settle(w)
 
