@@ -229,3 +229,58 @@ async def test_the_orders_currency_wins_and_kibo_currency_covers_orders_never_sy
         assert str(sent[ORDER]["returnTotal"]) == "10.00"
         assert str(sent["GL-NEVER-SYNCED"]["returnTotal"]) == str(KWD.unit_price)
         assert str(sent["GL-NEVER-SYNCED"]["item"][0]["returnSubtotal"]) == str(KWD.unit_price)
+
+
+async def test_a_lost_create_answer_settled_on_a_return_with_a_finer_amount_is_not_lost(
+    tmp_path: Path,
+) -> None:
+    """The create's answer is lost (Kibo stalls past the bridge's timeout; notifications
+    lost too) and, meanwhile, Kibo processes the return with a 0.5 JPY reduction. The bridge
+    settles the create by Get Return on its returnID: the create is delivered -- one return,
+    no dead letter -- the unreadable amount is flagged naming ``returnReductionTotal``, and the
+    units Kibo accepted are confirmed to Optoro."""
+    async with running_world(
+        tmp_path,
+        [],
+        shop_orders=1,
+        settings=FAST,
+        shop_policy={"confirm_refund": "on_return_cleared"},
+    ) as w:
+        w.route_kibo_notifications(SHOP)
+        w.kibo.configure(
+            timeout_after_commit_next=1,
+            commit_fault="stall",
+            stall_seconds=30.0,
+            drop_notifications=True,
+        )
+        rl_order(w, {"101": 1, "102": 1}, currency="JPY", price=JPY.unit_price)
+        await poll(w)
+        await post_rma(w, rma_in(JPY, "GLMLOST"))
+        await until(lambda: w.kibo.find_returns(ORDER), 15, "the Kibo return")
+        [created] = w.kibo.find_returns(ORDER)
+        async with w.session.post(
+            w.kibo.process_url,
+            data=dumps(
+                {
+                    "returnID": created["returnID"],
+                    "acceptedItemQuantity": [
+                        {"orderItemID": 102, "quantityAccepted": 1},
+                        {"orderItemID": 101, "quantityAccepted": 0},
+                    ],
+                    "returnReductionOverride": Decimal("0.5"),
+                }
+            ),
+            headers={"Authorization": f"Bearer {KIBO_TOKEN}", "Content-Type": "application/json"},
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+        await until(lambda: optoro_refunds(w), 30, "the refund confirmation")
+        await settle(w)
+
+        assert len(w.kibo.find_returns()) == 1
+        assert [r.outcome for r in w.kibo.create_requests()] == ["created_then_stalled"]
+        assert await w.runtime.store.list_effects(EffectState.DEAD) == []
+        flags = [f.reason for f in await w.runtime.store.list_flags()]
+        assert len(flags) == 1, flags
+        assert "returnReductionTotal" in flags[0]
+        [refund] = optoro_refunds(w)
+        assert refunded_units([refund]) == {"102": 1}

@@ -65,6 +65,7 @@ from bridge.policy import Step, select_units
 from bridge.ports import RMA_LIFECYCLE, AdapterContext, SharedKey
 from bridge.store import Effect, EffectState, NewEffect, Store, Transaction
 from bridge.store.base import each_entity_key
+from mappings._json import Body
 from mappings.kibo import (
     KiboReturnRef,
     derive_return_id,
@@ -317,9 +318,8 @@ class KiboReturnDestination(HttpDestination):
         if found is None:
             return None
         order_id = effect.payload["external_order_id"]
-        async with self._store().transaction() as tx:
-            currency = await self.lines.currency(tx, order_id)
-        ref = return_response_to_ref(found.body, currency=currency)
+        # identity only (order, items): the amounts are read when the answer is applied
+        ref = return_response_to_ref(found.body, read_amounts=False)
         if ref.external_order_id != order_id:
             raise PermanentDeliveryError(
                 f"kibo: return {return_id} (the returnID derived for this create) belongs to"
@@ -438,7 +438,7 @@ class KiboReturnDestination(HttpDestination):
         """Record the Kibo return and tell the return-event flow (refund confirmation); learn
         from a create's answer whether the tenant keeps the bridge's ``returnID``."""
         currency = await self.lines.currency(tx, effect.payload["external_order_id"])
-        ref = return_response_to_ref(response.body, currency=currency)
+        ref = await read_return(tx, self.retailer, response.body, currency)
         sent = self.return_id_for(effect)
         announced = isinstance(response, Settled) and response.settled_by == "notification"
         if sent is not None and not announced:
@@ -519,6 +519,19 @@ async def return_currency(
         order_id = str(kept.data["external_order_id"])
         return await LineResolver(retailer, config).currency(tx, order_id)
     return config.currency
+
+
+async def read_return(tx: Transaction, retailer: str, body: Body, currency: str) -> KiboReturnRef:
+    """Kibo's return as read in ``currency``; when its amounts cannot be (finer than the
+    currency's minor unit) the return is flagged naming the field and read without them: the
+    units Kibo accepted still count, its refunded amount is unknown. Anything else unreadable
+    is a ``MappingError``."""
+    try:
+        return return_response_to_ref(body, currency=currency)
+    except MappingError as exc:
+        ref = return_response_to_ref(body, currency=currency, read_amounts=False)
+        await flag_unreadable(tx, retailer, ref.return_id, exc)
+        return ref
 
 
 async def flag_unreadable(
@@ -699,7 +712,7 @@ class KiboReturnRead(ReadDestination):
         if isinstance(fetched, Found):
             currency = await return_currency(tx, self.retailer, return_id, self.config)
             try:
-                ref = return_response_to_ref(fetched.body, currency=currency)
+                ref = await read_return(tx, self.retailer, fetched.body, currency)
             except MappingError as exc:  # Kibo's answer unreadable: the notification stands
                 await flag_unreadable(tx, self.retailer, return_id, exc)
         return await apply_return_event(
@@ -799,16 +812,12 @@ class KiboReconciler:
         changed = 0
         for return_id in open_ids:
             request = get_return_request(self.config, return_id)
-            async with store.transaction() as tx:
-                currency = await return_currency(tx, self.retailer, return_id, self.config)
             try:
                 response = await self.runtime.http.call(request, self.limits, attempts=2)
-                ref = return_response_to_ref(response.body, currency=currency)
-            except MappingError as exc:  # this return stays open: read again next run
                 async with store.transaction() as tx:
-                    await flag_unreadable(tx, self.retailer, return_id, exc)
-                continue
-            except (RetriableDeliveryError, PermanentDeliveryError) as exc:
+                    currency = await return_currency(tx, self.retailer, return_id, self.config)
+                    ref = await read_return(tx, self.retailer, response.body, currency)
+            except (RetriableDeliveryError, PermanentDeliveryError, MappingError) as exc:
                 log.warning(
                     "kibo return not reconciled",
                     extra={"retailer": self.retailer, "return_id": return_id, "reason": str(exc)},

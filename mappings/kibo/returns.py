@@ -622,7 +622,9 @@ class KiboReturnRef:
     items carry no subtotal) minus ``returnReductionTotal``; ``None`` when Kibo does not say."""
 
 
-def return_response_to_ref(body: Body, *, currency: str = "USD") -> KiboReturnRef:
+def return_response_to_ref(
+    body: Body, *, currency: str = "USD", read_amounts: bool = True
+) -> KiboReturnRef:
     """The reference of a Create Return or Get Return response (JSON text or parsed) of a
     return in ``currency`` (Kibo's return carries no currency: the caller knows the order's).
 
@@ -639,7 +641,8 @@ def return_response_to_ref(body: Body, *, currency: str = "USD") -> KiboReturnRe
     without a usable ``returnID`` is a ``MappingError`` on ``returnID``. The amounts the
     refunded sum is read from (``item[i].returnSubtotal``, ``returnTotal``,
     ``returnReductionTotal``) must be whole minor units of ``currency``: one with more decimals
-    (``18.5`` JPY) is a ``MappingError`` naming it, never rounded into a refund.
+    (``18.5`` JPY) is a ``MappingError`` naming it, never rounded into a refund;
+    ``read_amounts=False`` reads everything but them (``refunded_cents`` ``None``).
     """
     data = load_json(body, what="Kibo return")
     if not isinstance(data, Mapping):
@@ -657,7 +660,11 @@ def return_response_to_ref(body: Body, *, currency: str = "USD") -> KiboReturnRe
     for item in wire.item:
         if item.orderItemID is not None and item.quantity is not None:
             quantities[item.orderItemID] = quantities.get(item.orderItemID, 0) + item.quantity
-    accepted, refunded = _settlement(wire, currency) if cleared or rejected else (None, None)
+    accepted, refunded = (
+        _settlement(wire, currency if read_amounts else None)
+        if cleared or rejected
+        else (None, None)
+    )
     return KiboReturnRef(
         return_id=wire.returnID,
         status=status,
@@ -673,10 +680,10 @@ def return_response_to_ref(body: Body, *, currency: str = "USD") -> KiboReturnRe
 
 
 def _settlement(
-    wire: KiboReturn, currency: str
+    wire: KiboReturn, currency: str | None
 ) -> tuple[tuple[tuple[int, int], ...] | None, int | None]:
-    """Units accepted per ``orderItemID`` and the minor units refunded, as a processed return
-    says (see :class:`KiboReturnRef`)."""
+    """Units accepted per ``orderItemID`` and the minor units of ``currency`` refunded, as a
+    processed return says (see :class:`KiboReturnRef`; ``currency`` ``None``: units only)."""
     accepted: dict[int, int] = {}
     share = Decimal(0)
     shares_known = True
@@ -695,17 +702,17 @@ def _settlement(
             return None, None  # not processed item by item: Kibo does not say
         accepted[item.orderItemID] = accepted.get(item.orderItemID, 0) + units
         every_unit = every_unit and units == item.quantity
-        if item.returnSubtotal is None or not item.quantity:
+        if currency is None or item.returnSubtotal is None or not item.quantity:
             shares_known = False
         else:
             _whole(item.returnSubtotal, currency, f"item[{i}].returnSubtotal")
             share += item.returnSubtotal * units / item.quantity
     refunded: Decimal | None = share if shares_known else None
-    if refunded is None and every_unit:
+    if refunded is None and every_unit and currency is not None:
         refunded = wire.returnTotal
         _whole(refunded, currency, "returnTotal")
     minor = None
-    if refunded is not None:
+    if refunded is not None and currency is not None:
         reduction = wire.returnReductionTotal or Decimal(0)
         _whole(reduction, currency, "returnReductionTotal")
         # the accepted share of a subtotal may fall between minor units: rounded once, half up
