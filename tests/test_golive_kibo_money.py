@@ -18,10 +18,12 @@ from typing import Any
 import pytest
 
 from adapters.kibo.client import reconciler_key
+from bridge.errors import MappingError
 from bridge.store import EffectState
 from demo.scenarios import settle
 from demo.world import DEMO_LINE_IDS, KIBO_TOKEN, SHOP, running_world
 from mappings._json import dumps
+from mappings.kibo import return_response_to_ref
 from tests.daemon_process import until
 from tests.test_golive_refunds import (
     FAST,
@@ -284,3 +286,52 @@ async def test_a_lost_create_answer_settled_on_a_return_with_a_finer_amount_is_n
         assert "returnReductionTotal" in flags[0]
         [refund] = optoro_refunds(w)
         assert refunded_units([refund]) == {"102": 1}
+
+
+def cleared_return(**amounts: Any) -> dict[str, Any]:
+    """A cleared Kibo return of one fully accepted two-unit item, with ``amounts``."""
+    item = {"orderItemID": 7, "quantity": 2, "quantityAccepted": 2, "status": "ACCEPTED"}
+    if "returnSubtotal" in amounts:
+        item["returnSubtotal"] = amounts.pop("returnSubtotal")
+    return {"returnID": 1, "status": "CLOSED", "clearedTime": "2026-01-01T00:00:00Z"} | {
+        "item": [item],
+        **amounts,
+    }
+
+
+@pytest.mark.parametrize(
+    ("currency", "field", "amounts"),
+    [
+        ("JPY", "item[0].returnSubtotal", {"returnSubtotal": Decimal("1800.5")}),
+        ("JPY", "returnTotal", {"returnTotal": Decimal("18.5")}),
+        (
+            "KWD",
+            "returnReductionTotal",
+            {"returnTotal": Decimal("2"), "returnReductionTotal": Decimal("0.0005")},
+        ),
+        ("USD", "returnTotal", {"returnTotal": Decimal("10.001")}),
+    ],
+)
+def test_every_amount_kibo_answers_is_whole_minor_units_of_the_currency(
+    currency: str, field: str, amounts: dict[str, Any]
+) -> None:
+    body = dumps(cleared_return(**amounts))
+    with pytest.raises(MappingError) as refused:
+        return_response_to_ref(body, currency=currency)
+    assert refused.value.field == field
+    assert return_response_to_ref(body, currency=currency, read_amounts=False).accepted == ((7, 2),)
+
+
+@pytest.mark.parametrize(
+    ("currency", "amounts", "refunded"),
+    [
+        ("JPY", {"returnSubtotal": Decimal("3600"), "returnReductionTotal": 200}, 3400),
+        ("KWD", {"returnTotal": Decimal("24.690"), "returnReductionTotal": "1.25"}, 23440),
+        ("USD", {"returnSubtotal": Decimal("20.00")}, 2000),
+    ],
+)
+def test_kibo_amounts_are_read_in_the_currencys_minor_units(
+    currency: str, amounts: dict[str, Any], refunded: int
+) -> None:
+    ref = return_response_to_ref(dumps(cleared_return(**amounts)), currency=currency)
+    assert ref.refunded_cents == refunded
