@@ -49,8 +49,8 @@ from bridge.domain import (
     Variant,
     VariantAttribute,
     WeightUnit,
-    cents_to_dollars,
     dollars_to_cents,
+    minor_to_major,
     package_status_rank,
     rma_status_rank,
 )
@@ -76,7 +76,7 @@ def half_up_oracle(value: Decimal) -> int:
 @given(st.decimals(places=2, min_value=-MAX_DOLLARS, max_value=MAX_DOLLARS, allow_nan=False))
 def test_two_place_decimals_round_trip(value: Decimal) -> None:
     cents = dollars_to_cents(value)
-    assert cents_to_dollars(cents) == value
+    assert minor_to_major(cents, "USD") == value
     assert dollars_to_cents(str(value)) == cents
 
 
@@ -95,7 +95,7 @@ def test_long_fractions_are_rounded_once(digits: int, places: int) -> None:
 
 @given(st.integers(min_value=-MAX_CENTS, max_value=MAX_CENTS))
 def test_cents_round_trip_through_dollars(cents: int) -> None:
-    dollars = cents_to_dollars(cents)
+    dollars = minor_to_major(cents, "USD")
     assert dollars.as_tuple().exponent == -2
     assert dollars_to_cents(dollars) == cents
     assert dollars_to_cents(str(dollars)) == cents
@@ -135,7 +135,7 @@ def test_conversion_ignores_the_threads_decimal_context() -> None:
         ctx.prec = 3
         ctx.rounding = decimal.ROUND_DOWN
         assert dollars_to_cents("123456.785") == 12345679
-        assert cents_to_dollars(12345679) == Decimal("123456.79")
+        assert minor_to_major(12345679, "USD") == Decimal("123456.79")
 
 
 @given(st.floats())
@@ -151,9 +151,9 @@ def test_non_amount_types_are_refused(value: object) -> None:
 
 
 @pytest.mark.parametrize("value", [1.5, True, Decimal("1.00"), "100"])
-def test_cents_to_dollars_takes_int_only(value: object) -> None:
+def test_minor_to_major_takes_int_only(value: object) -> None:
     with pytest.raises(TypeError):
-        cents_to_dollars(value)  # type: ignore[arg-type]
+        minor_to_major(value, "USD")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -951,7 +951,7 @@ def test_a_returnlogic_order_in_decimal_dollars_by_hand() -> None:
     assert o.lines[0].product_cents == dollars_to_cents(item["totalPrice"]) == 3600
     assert o.product_cents - o.discount_cents == dollars_to_cents(rl["subtotalPrice"])
     assert o.total_cents == dollars_to_cents(rl["totalPrice"]) == 4000
-    assert cents_to_dollars(o.shipping_cents) == Decimal("5.95")
+    assert minor_to_major(o.shipping_cents, "USD") == Decimal("5.95")
 
 
 def test_fields_only_the_specs_show_fit_the_domain() -> None:

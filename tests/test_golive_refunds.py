@@ -66,8 +66,16 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         yield w
 
 
-def rl_order(w: World, lines: dict[str, int], number: str = ORDER) -> dict[str, Any]:
-    """A shipped ReturnLogic order ``number`` with ``lines`` (line id -> quantity), $10 each."""
+def rl_order(
+    w: World,
+    lines: dict[str, int],
+    number: str = ORDER,
+    *,
+    currency: str = "USD",
+    price: Decimal | int = 10,
+) -> dict[str, Any]:
+    """A shipped ReturnLogic order ``number`` with ``lines`` (line id -> quantity), ``price``
+    (major units of ``currency``; $10) each."""
     assert w.returnlogic is not None
     variant = next(
         vid
@@ -78,10 +86,10 @@ def rl_order(w: World, lines: dict[str, int], number: str = ORDER) -> dict[str, 
         "externalOrderId": f"ext-{number}",
         "orderNumber": number,
         "orderName": f"#{number}",
-        "shopCurrencyCode": "USD",
+        "shopCurrencyCode": currency,
         "tags": [],
         "taxesIncluded": False,
-        "totalPrice": 10 * sum(lines.values()),
+        "totalPrice": price * sum(lines.values()),
         "fees": 0,
         "taxPrice": 0,
         "shippingPrice": 0,
@@ -99,7 +107,7 @@ def rl_order(w: World, lines: dict[str, int], number: str = ORDER) -> dict[str, 
                 "isTaxable": False,
                 "isGiftCard": False,
                 "taxPerItem": 0,
-                "price": 10,
+                "price": price,
                 "sku": f"SKU-{line_id}",
                 "rlProductVariantId": variant,
             }

@@ -65,6 +65,7 @@ from bridge.policy import Step, select_units
 from bridge.ports import RMA_LIFECYCLE, AdapterContext, SharedKey
 from bridge.store import Effect, EffectState, NewEffect, Store, Transaction
 from bridge.store.base import each_entity_key
+from mappings._json import Body
 from mappings.kibo import (
     KiboReturnRef,
     derive_return_id,
@@ -247,6 +248,8 @@ class KiboReturnDestination(HttpDestination):
             if self.config.deduct_return_shipping and payload.get("part", 1) == 1
             else 0,
             refund_warranty=self.config.refund_warranty,
+            currency=self.config.currency,
+            currencies=resolution.currencies,
         )
         for body in bodies:
             if body.get("externalOrderID") == payload["external_order_id"]:
@@ -314,8 +317,9 @@ class KiboReturnDestination(HttpDestination):
         found = await self._get_return(return_id)
         if found is None:
             return None
-        ref = return_response_to_ref(found.body)
         order_id = effect.payload["external_order_id"]
+        # identity only (order, items): the amounts are read when the answer is applied
+        ref = return_response_to_ref(found.body, read_amounts=False)
         if ref.external_order_id != order_id:
             raise PermanentDeliveryError(
                 f"kibo: return {return_id} (the returnID derived for this create) belongs to"
@@ -433,7 +437,8 @@ class KiboReturnDestination(HttpDestination):
     ) -> list[NewEffect]:
         """Record the Kibo return and tell the return-event flow (refund confirmation); learn
         from a create's answer whether the tenant keeps the bridge's ``returnID``."""
-        ref = return_response_to_ref(response.body)
+        currency = await self.lines.currency(tx, effect.payload["external_order_id"])
+        ref = await read_return(tx, self.retailer, response.body, currency)
         sent = self.return_id_for(effect)
         announced = isinstance(response, Settled) and response.settled_by == "notification"
         if sent is not None and not announced:
@@ -447,6 +452,7 @@ class KiboReturnDestination(HttpDestination):
                 "step": effect.payload["step"],
                 "external_order_id": effect.payload["external_order_id"],
                 "lines": await self._item_lines(tx, effect),
+                "currency": currency,
             },
         )
         await record_announced(
@@ -499,6 +505,48 @@ class KiboReturnDestination(HttpDestination):
                 extra={"retailer": self.retailer, "effect": effect.idempotency_key},
             )
         self._keeps_ids = kept
+
+
+async def return_currency(
+    tx: Transaction, retailer: str, return_id: int, config: KiboConfig
+) -> str:
+    """The currency Kibo return ``return_id``'s amounts are in: recorded when the bridge
+    created it, else its order's (:meth:`LineResolver.currency`), else ``config.currency``."""
+    kept = await tx.get_entity(KIBO_RETURN, f"{retailer}:{return_id}")
+    if kept is not None and kept.data.get("currency"):
+        return str(kept.data["currency"])
+    if kept is not None and kept.data.get("external_order_id"):
+        order_id = str(kept.data["external_order_id"])
+        return await LineResolver(retailer, config).currency(tx, order_id)
+    return config.currency
+
+
+async def read_return(tx: Transaction, retailer: str, body: Body, currency: str) -> KiboReturnRef:
+    """Kibo's return as read in ``currency``; when its amounts cannot be (finer than the
+    currency's minor unit) the return is flagged naming the field and read without them: the
+    units Kibo accepted still count, its refunded amount is unknown. Anything else unreadable
+    is a ``MappingError``."""
+    try:
+        return return_response_to_ref(body, currency=currency)
+    except MappingError as exc:
+        ref = return_response_to_ref(body, currency=currency, read_amounts=False)
+        await flag_unreadable(tx, retailer, ref.return_id, exc)
+        return ref
+
+
+async def flag_unreadable(
+    tx: Transaction, retailer: str, return_id: int, exc: MappingError
+) -> None:
+    """Kibo's answer for ``return_id`` cannot be read (e.g. an amount finer than the
+    currency's minor unit): logged and flagged for an operator, naming the field."""
+    reason = f"{exc.field}: {exc}" if exc.field and exc.field not in str(exc) else str(exc)
+    log.warning(
+        "kibo return not read back",
+        extra={"retailer": retailer, "return_id": return_id, "reason": reason},
+    )
+    await tx.add_flag(
+        retailer, KIBO_RETURN, f"{retailer}:{return_id}", f"Kibo return not read: {reason}"
+    )
 
 
 def _unknown(exc: RetriableDeliveryError) -> RetriableDeliveryError:
@@ -660,19 +708,18 @@ class KiboReturnRead(ReadDestination):
         self, tx: Transaction, effect: Effect, fetched: Found | Absent
     ) -> list[NewEffect]:
         ref: KiboReturnRef | None = None
+        return_id = int(effect.payload["return_id"])
         if isinstance(fetched, Found):
+            currency = await return_currency(tx, self.retailer, return_id, self.config)
             try:
-                ref = return_response_to_ref(fetched.body)
+                ref = await read_return(tx, self.retailer, fetched.body, currency)
             except MappingError as exc:  # Kibo's answer unreadable: the notification stands
-                log.warning(
-                    "kibo return not read back",
-                    extra={"retailer": self.retailer, "reason": str(exc)},
-                )
+                await flag_unreadable(tx, self.retailer, return_id, exc)
         return await apply_return_event(
             tx,
             self.retailer,
             self._lifecycle(),
-            int(effect.payload["return_id"]),
+            return_id,
             ReturnEventKind.CLEARED,
             ref if ref is not None and ref.cleared else None,
         )
@@ -767,7 +814,9 @@ class KiboReconciler:
             request = get_return_request(self.config, return_id)
             try:
                 response = await self.runtime.http.call(request, self.limits, attempts=2)
-                ref = return_response_to_ref(response.body)
+                async with store.transaction() as tx:
+                    currency = await return_currency(tx, self.retailer, return_id, self.config)
+                    ref = await read_return(tx, self.retailer, response.body, currency)
             except (RetriableDeliveryError, PermanentDeliveryError, MappingError) as exc:
                 log.warning(
                     "kibo return not reconciled",

@@ -7,6 +7,7 @@ from typing import Literal, Self
 from pydantic import AnyHttpUrl, Field, SecretStr, model_validator
 
 from bridge.configbase import ConfigModel, InboundAuth, RetryConfig
+from bridge.domain.base import Currency
 from mappings.kibo.crosswalk import LineField, OrderField
 
 
@@ -64,6 +65,12 @@ class KiboConfig(ConfigModel):
         default=False,
         description="warranty units without an amount are refunded (Kibo prices them);"
         " false: a warranty return reimburses nothing (returnSubtotal 0)",
+    )
+    currency: Currency = Field(
+        default="USD",
+        description="ISO 4217 currency of a return whose order the bridge has no snapshot of"
+        " (the order flow's snapshot gives each order's own currency); Kibo's amounts are sent"
+        " and read in the currency's minor units (JPY 0 decimals, USD 2, KWD 3)",
     )
     exchange_lines_numeric: bool = Field(
         default=False,

@@ -25,6 +25,11 @@ Resolution of a unit's line (:func:`resolve_lines`), first that answers:
 
 Anything else stays unresolved: the create is a dead letter naming the line, and ``dlq replay``
 after ``crosswalk import`` sends it (the body is built when sent).
+
+Currency (:meth:`LineResolver.currency`): Optoro's RMA and Kibo's return carry none, so a
+return's amounts are in the currency of the order its refund goes against, as the order flow's
+snapshot of that order says (``Order.currency``), else the adapter's ``currency`` (default
+USD): the order was never synced through the bridge.
 """
 
 from __future__ import annotations
@@ -67,6 +72,8 @@ class Resolution:
 
     order_item_ids: dict[tuple[str, str], int]
     kibo_order_ids: dict[str, int]
+    currencies: dict[str, str]
+    """ISO 4217 code per ``externalOrderID`` (:meth:`LineResolver.currency`)."""
 
 
 def _line_key(retailer: str, order_id: str, line_id: str) -> str:
@@ -195,11 +202,21 @@ class LineResolver:
             if found is not None:
                 ids[key] = found
         kibo_orders: dict[str, int] = {}
+        currencies: dict[str, str] = {}
         for external in dict.fromkeys(u.original_order_id or u.order_id for u in rma.units):
             kibo_order = await self._order_id(tx, external, orders)
             if kibo_order is not None:
                 kibo_orders[external] = kibo_order
-        return Resolution(ids, kibo_orders)
+            currencies[external] = await self.currency(tx, external, orders)
+        return Resolution(ids, kibo_orders, currencies)
+
+    async def currency(
+        self, tx: Transaction, order_id: str, orders: dict[str, Order | None] | None = None
+    ) -> str:
+        """The currency of the Kibo return of ``order_id``: its snapshot's, else the
+        configured ``currency``."""
+        order = await self._snapshot(tx, order_id, {} if orders is None else orders)
+        return order.currency if order is not None else self.config.currency
 
     async def _snapshot(
         self, tx: Transaction, order_id: str, orders: dict[str, Order | None]

@@ -25,7 +25,6 @@ from bridge.domain.models import (
 )
 from bridge.domain.money import (
     MAX_CENTS,
-    cents_to_dollars,
     dollars_to_cents,
     major_to_minor,
     minor_to_major,
@@ -78,7 +77,6 @@ __all__ = [
     "Variant",
     "VariantAttribute",
     "WeightUnit",
-    "cents_to_dollars",
     "dollars_to_cents",
     "major_to_minor",
     "minor_to_major",

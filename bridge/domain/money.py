@@ -21,7 +21,6 @@ from bridge.errors import MappingError
 
 __all__ = [
     "MAX_CENTS",
-    "cents_to_dollars",
     "dollars_to_cents",
     "major_to_minor",
     "minor_to_major",
@@ -43,12 +42,6 @@ def dollars_to_cents(value: Decimal | str | int, *, field: str | None = None) ->
     two-decimal fast path, the sandboxes' own bookkeeping); everything else names its currency.
     """
     return major_to_minor(value, "USD", field=field)
-
-
-def cents_to_dollars(cents: int) -> Decimal:
-    """Cents to two-decimal dollars: :func:`minor_to_major` in a two-decimal currency
-    (``1999 -> Decimal("19.99")``); kept for the Kibo mapping, which is two-decimal for now."""
-    return minor_to_major(cents, "USD")
 
 
 def _parse(text: str, field: str | None) -> Decimal:

@@ -7,7 +7,7 @@ summary of Get Return, Process Return and Return Event Notifications
 - Create Return (bridge -> Kibo): :func:`rma_to_kibo_returns` (one body per order); line
   resolution is the caller's (``order_item_ids``), :func:`numeric_order_item_ids` is the
   "numeric identifier as is" strategy.
-  Bodies hold ``Decimal`` dollars: serialise them with :func:`dumps`.
+  Bodies hold ``Decimal`` major units of the return's currency: serialise them with :func:`dumps`.
 - Reporting: :func:`kibo_amounts_report` (shopper, provider and estimated shares, cents).
 - Process Return: :func:`kibo_process_request`.
 - Create/Get Return responses: :func:`return_response_to_ref` -> :class:`KiboReturnRef`;

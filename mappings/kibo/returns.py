@@ -17,7 +17,9 @@ Rules of :func:`rma_to_kibo_returns` (one Kibo return per order, one Kibo item p
   order was synced). A line missing from it is a ``MappingError`` (dead letter) saying the line
   cannot be resolved; it is never guessed. Two lines of one return resolving to the same
   ``orderItemID`` are a ``MappingError`` too.
-- **Amounts** (cents -> decimal dollars, exact, two places, never ``float``): ``returnSubtotal``
+- **Amounts** (the currency's minor units -> its major units, exact, with the currency's ISO
+  4217 decimal places -- JPY 0, USD 2, KWD 3 -- never ``float``; ``currency``, or the order's
+  in ``currencies``, names it): ``returnSubtotal``
   is the **shopper share** of the line's units (``shopper_refund_cents``, Optoro's
   ``shopper_refund_amount_cents``); the returns provider's share (``provider_refund_cents``,
   Optoro's ``optoro_refund_amount_cents``, instant exchanges) is never paid to the shopper and
@@ -70,12 +72,19 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
 
-from bridge.domain import RefundType, Rma, RmaLineAggregate, RmaUnit, cents_to_dollars
+from bridge.domain import (
+    RefundType,
+    Rma,
+    RmaLineAggregate,
+    RmaUnit,
+    major_to_minor,
+    minor_to_major,
+)
 from bridge.errors import MappingError
 from mappings._errors import mapping_error
 from mappings._json import Body, load_json
@@ -164,6 +173,8 @@ def rma_to_kibo_returns(
     return_location: int | None = None,
     reduction_cents: int = 0,
     refund_warranty: bool = False,
+    currency: str = "USD",
+    currencies: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """One Create Return body per order the RMA's refunds go against, in first-seen order.
 
@@ -172,8 +183,9 @@ def rma_to_kibo_returns(
     ``externalOrderID`` to Kibo's ``orderID`` (optional); ``gift_card_issuer`` is
     ``giftCardInfo.cardIssuer`` (``GC`` only); ``return_location`` is ``returnLocation``;
     ``reduction_cents`` the ``returnReductionTotal`` of the first body; ``refund_warranty``
-    lets Kibo price warranty units. Amounts in the bodies are ``Decimal`` dollars: serialise
-    with :func:`mappings.kibo.dumps`.
+    lets Kibo price warranty units. Amounts in the bodies are ``Decimal`` major units of
+    ``currencies[externalOrderID]``, else ``currency``: serialise with
+    :func:`mappings.kibo.dumps`.
     """
     if reduction_cents < 0:
         raise MappingError(
@@ -206,6 +218,7 @@ def rma_to_kibo_returns(
                 return_location=return_location,
                 reduction_cents=reduction_cents if not bodies else 0,
                 refund_warranty=refund_warranty,
+                currency=(currencies or {}).get(external_id, currency),
             )
         )
     return bodies
@@ -263,6 +276,7 @@ def _return_body(
     return_location: int | None,
     reduction_cents: int,
     refund_warranty: bool,
+    currency: str,
 ) -> dict[str, Any]:
     gift_card = rma.gift_refund_only or any(
         unit.refund_type in GIFT_CARD_REFUND_TYPES for agg in aggregates for unit in agg.units
@@ -289,7 +303,7 @@ def _return_body(
             "reason": next((r for r in aggregate.reasons if r.strip()), reason_fallback),
         }
         if shopper is not None:
-            item["returnSubtotal"] = cents_to_dollars(shopper)
+            item["returnSubtotal"] = minor_to_major(shopper, currency)
         if item_status is not None:
             item["status"] = item_status
         sku = _identifier(rma, aggregate, "sku", MAX_SKU)
@@ -313,7 +327,7 @@ def _return_body(
     }
     known = [cents for cents in subtotals if cents is not None]
     if len(known) == len(subtotals):
-        body["returnTotal"] = cents_to_dollars(sum(known))
+        body["returnTotal"] = minor_to_major(sum(known), currency)
     if kibo_order_id is not None:
         body["orderID"] = kibo_order_id
     if return_location is not None:
@@ -321,7 +335,7 @@ def _return_body(
     if reduction_cents:
         if "returnTotal" in body:
             reduction_cents = min(reduction_cents, sum(known))
-        body["returnReductionTotal"] = cents_to_dollars(reduction_cents)
+        body["returnReductionTotal"] = minor_to_major(reduction_cents, currency)
     try:
         return KiboReturnRequest.model_validate(body).wire()
     except ValidationError as exc:
@@ -514,9 +528,11 @@ def kibo_process_request(
     *,
     location_id: int | None = None,
     return_reduction_override_cents: int | None = None,
+    currency: str = "USD",
 ) -> dict[str, Any]:
     """The Process Return body: ``accepted`` maps ``orderItemID`` -> ``quantityAccepted``
-    (0 rejects the item); the reduction override is cents, sent as dollars."""
+    (0 rejects the item); the reduction override is minor units of ``currency``, sent in its
+    major units."""
     body: dict[str, Any] = {
         "returnID": return_id,
         "acceptedItemQuantity": [
@@ -526,7 +542,7 @@ def kibo_process_request(
     if location_id is not None:
         body["locationID"] = location_id
     if return_reduction_override_cents is not None:
-        body["returnReductionOverride"] = cents_to_dollars(return_reduction_override_cents)
+        body["returnReductionOverride"] = minor_to_major(return_reduction_override_cents, currency)
     try:
         return KiboProcessRequest.model_validate(body).wire()
     except ValidationError as exc:
@@ -601,13 +617,16 @@ class KiboReturnRef:
     rejected; an item ``REJECTED`` without ``quantityAccepted`` is 0, ``ACCEPTED`` without it
     is its quantity); ``None`` while it is not processed or Kibo does not say."""
     refunded_cents: int | None = None
-    """What Kibo refunded, once processed: the accepted share of each item's
-    ``returnSubtotal`` (``returnTotal`` when every unit was accepted and items carry no
-    subtotal) minus ``returnReductionTotal``; ``None`` when Kibo does not say."""
+    """What Kibo refunded, once processed, in the return's currency's minor units: the accepted
+    share of each item's ``returnSubtotal`` (``returnTotal`` when every unit was accepted and
+    items carry no subtotal) minus ``returnReductionTotal``; ``None`` when Kibo does not say."""
 
 
-def return_response_to_ref(body: Body) -> KiboReturnRef:
-    """The reference of a Create Return or Get Return response (JSON text or parsed).
+def return_response_to_ref(
+    body: Body, *, currency: str = "USD", read_amounts: bool = True
+) -> KiboReturnRef:
+    """The reference of a Create Return or Get Return response (JSON text or parsed) of a
+    return in ``currency`` (Kibo's return carries no currency: the caller knows the order's).
 
     Rules (Kibo's return statuses are only OPEN, PROCESSING and CLOSED, and its Process Return
     "refunds, then closes" the return):
@@ -619,7 +638,11 @@ def return_response_to_ref(body: Body) -> KiboReturnRef:
       cleared -- what was refunded is in its items).
 
     The response is read tolerantly (unknown fields ignored, numeric strings accepted); a body
-    without a usable ``returnID`` is a ``MappingError`` on ``returnID``.
+    without a usable ``returnID`` is a ``MappingError`` on ``returnID``. The amounts the
+    refunded sum is read from (``item[i].returnSubtotal``, ``returnTotal``,
+    ``returnReductionTotal``) must be whole minor units of ``currency``: one with more decimals
+    (``18.5`` JPY) is a ``MappingError`` naming it, never rounded into a refund;
+    ``read_amounts=False`` reads everything but them (``refunded_cents`` ``None``).
     """
     data = load_json(body, what="Kibo return")
     if not isinstance(data, Mapping):
@@ -637,7 +660,11 @@ def return_response_to_ref(body: Body) -> KiboReturnRef:
     for item in wire.item:
         if item.orderItemID is not None and item.quantity is not None:
             quantities[item.orderItemID] = quantities.get(item.orderItemID, 0) + item.quantity
-    accepted, refunded = _settlement(wire) if cleared or rejected else (None, None)
+    accepted, refunded = (
+        _settlement(wire, currency if read_amounts else None)
+        if cleared or rejected
+        else (None, None)
+    )
     return KiboReturnRef(
         return_id=wire.returnID,
         status=status,
@@ -652,14 +679,16 @@ def return_response_to_ref(body: Body) -> KiboReturnRef:
     )
 
 
-def _settlement(wire: KiboReturn) -> tuple[tuple[tuple[int, int], ...] | None, int | None]:
-    """Units accepted per ``orderItemID`` and the cents refunded, as a processed return says
-    (see :class:`KiboReturnRef`)."""
+def _settlement(
+    wire: KiboReturn, currency: str | None
+) -> tuple[tuple[tuple[int, int], ...] | None, int | None]:
+    """Units accepted per ``orderItemID`` and the minor units of ``currency`` refunded, as a
+    processed return says (see :class:`KiboReturnRef`; ``currency`` ``None``: units only)."""
     accepted: dict[int, int] = {}
     share = Decimal(0)
     shares_known = True
     every_unit = True
-    for item in wire.item:
+    for i, item in enumerate(wire.item):
         if item.orderItemID is None or item.quantity is None:
             return None, None
         status = (item.status or "").strip().upper()
@@ -673,15 +702,26 @@ def _settlement(wire: KiboReturn) -> tuple[tuple[tuple[int, int], ...] | None, i
             return None, None  # not processed item by item: Kibo does not say
         accepted[item.orderItemID] = accepted.get(item.orderItemID, 0) + units
         every_unit = every_unit and units == item.quantity
-        if item.returnSubtotal is None or not item.quantity:
+        if currency is None or item.returnSubtotal is None or not item.quantity:
             shares_known = False
         else:
+            _whole(item.returnSubtotal, currency, f"item[{i}].returnSubtotal")
             share += item.returnSubtotal * units / item.quantity
     refunded: Decimal | None = share if shares_known else None
-    if refunded is None and every_unit:
+    if refunded is None and every_unit and currency is not None:
         refunded = wire.returnTotal
-    cents = None
-    if refunded is not None:
+        _whole(refunded, currency, "returnTotal")
+    minor = None
+    if refunded is not None and currency is not None:
         reduction = wire.returnReductionTotal or Decimal(0)
-        cents = max(int((refunded - reduction).scaleb(2).to_integral_value(ROUND_HALF_UP)), 0)
-    return tuple(sorted(accepted.items())), cents
+        _whole(reduction, currency, "returnReductionTotal")
+        # the accepted share of a subtotal may fall between minor units: rounded once, half up
+        minor = max(major_to_minor(refunded - reduction, currency, field="returnTotal"), 0)
+    return tuple(sorted(accepted.items())), minor
+
+
+def _whole(amount: Decimal | None, currency: str, field: str) -> None:
+    """Refuse (``MappingError`` on ``field``) a Kibo amount finer than ``currency``'s minor
+    unit: a wrong currency or a wrong number, never a rounding."""
+    if amount is not None:
+        major_to_minor(amount, currency, field=field, exact=True)

@@ -6,8 +6,8 @@ Contract: Kibo's "Create Return" page (``POST /api/v2/return/``, schema ``return
 
 Outbound models (:class:`KiboReturnRequest`, :class:`KiboProcessRequest`) are closed and strict:
 exactly the documented fields, the documented types (no ``"1"`` for a quantity, no ``float`` for an
-amount -- amounts are ``Decimal`` dollars), minimums, maximum lengths and enums. A typo or a value
-Kibo would refuse fails here as a :class:`~bridge.errors.MappingError` naming the wire field
+amount -- amounts are ``Decimal`` major units), minimums, maximum lengths and enums. A typo or
+a value Kibo would refuse fails here as a :class:`~bridge.errors.MappingError` naming the wire field
 (``item[0].SKU``), before anything is sent. Two tightenings of ours, both about what we *send*:
 ``item`` has at least one entry (an empty return is meaningless), and ``cardIssuer`` only goes
 with ``giftCardType`` ``GC`` (the page: "used for GC payment types only").
@@ -95,7 +95,8 @@ def _date_time(value: str) -> str:
 DateTime = Annotated[str, AfterValidator(_date_time)]
 """RFC 3339 date-time text (the page: "Supports date-time format")."""
 Money = Annotated[Decimal, Field(allow_inf_nan=False)]
-"""Decimal dollars; strict models take a ``Decimal`` only (never ``float``)."""
+"""Decimal major units of the return's currency (JPY 1800, USD 18.00, KWD 1.800); strict
+models take a ``Decimal`` only (never ``float``)."""
 NonNegativeMoney = Annotated[Decimal, Field(allow_inf_nan=False, ge=0)]
 IdMin0 = Annotated[int, Field(ge=0)]
 IdMin1 = Annotated[int, Field(ge=1)]
@@ -146,7 +147,7 @@ class KiboReturnItemRequest(_Out):
     orderItemID: IdMin0
     quantity: IdMin1
     returnSubtotal: Money | None = None
-    """What the customer is reimbursed for this item, dollars."""
+    """What the customer is reimbursed for this item, in major units."""
     fulfillerSubtotal: Money | None = None
     status: ItemStatus | None = None
     reason: str | None = None
