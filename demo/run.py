@@ -62,8 +62,8 @@ async def sync_shop(world: World, seeded: int) -> None:
     shop_orders = len(numbers & set(world.optoro.orders))
     print(
         f"orders: {seeded} seeded in ReturnLogic, {read} read at ReturnLogic's rate limit,"
-        f" {shop_orders} shipped ones in Optoro's sandbox, {seeded - shop_orders} waiting for"
-        f" shipment ({time.monotonic() - started:.1f}s)",
+        f" {shop_orders} in Optoro's sandbox (every order, shipped or not),"
+        f" {seeded - shop_orders} missing ({time.monotonic() - started:.1f}s)",
         flush=True,
     )
 
