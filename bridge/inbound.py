@@ -32,7 +32,7 @@ from bridge.configbase import (
     InboundCredentials,
     InboundUnsupportedAuth,
 )
-from bridge.engine import Engine
+from bridge.engine import INBOX_FLAG, Engine
 from bridge.errors import MappingError, StoreError
 from bridge.jsonsafe import check_text, loads
 from bridge.store import Accepted, InboxStatus
@@ -340,10 +340,6 @@ async def quarantine(
     return await _refused(engine, retailer, kind, accepted, error, status, stands_status)
 
 
-INBOX = "inbox"
-"""Entity kind of a flag raised about an inbox item (its key: the item's id)."""
-
-
 REPLAY_AFTER_FIX = "fix the configuration, then `returns-bridge inbox --replay {inbox_id}`"
 """The ``flag`` text of :func:`quarantine` for an inbox item the inbox handler applies."""
 
@@ -360,7 +356,7 @@ async def _flag_quarantined(
         async with engine.store.transaction() as tx:
             await tx.add_flag(
                 retailer,
-                INBOX,
+                INBOX_FLAG,
                 str(inbox_id),
                 f"quarantined: {_reason(error)}; {action.format(inbox_id=inbox_id)}",
             )

@@ -137,6 +137,10 @@ async def test_wrong_optiturn_id_is_kept_flagged_retried_and_replayed_once(
         await wait_until(applied)
         rma = await stored_rma(daemon, message["rma_identifier"])
         assert rma is not None
+        assert await store.list_flags() == []  # replayed: nothing is left for the operator
+        (resolved,) = await store.list_flags(include_resolved=True)
+        assert resolved.id == flag.id
+        assert resolved.resolved_at is not None
 
         # a late retry of the replayed body: 200 (stop retrying), not applied again
         status, _, body = await post(session, daemon, "rmas", message, wrong)
@@ -151,6 +155,28 @@ async def test_wrong_optiturn_id_is_kept_flagged_retried_and_replayed_once(
         stats = await store.inbox_stats()
         assert (stats.done, stats.quarantined, stats.pending) == (1, 0, 0)
         assert stats.duplicates == 3
+
+
+async def test_a_retry_applied_after_the_fix_resolves_the_flag(tmp_path: Path, session) -> None:  # type: ignore[no-untyped-def]
+    """Optoro's retry of the kept body, once it carries this retailer's id (or none), is
+    applied, and the flag that asked the operator to replay it is resolved."""
+    message = rma_message("retry-after-fix")
+    wrong = {**VERSION, **AUTH, "X-Optiturn-Id": "another-retailer"}
+    async with running_daemon(tmp_path, optoro_table(OPTORO)) as daemon:
+        store = daemon.runtime.store
+        status, _, body = await post(session, daemon, "rmas", message, wrong)
+        assert status == 503
+        inbox_id = body["error"]["inbox_id"]
+        assert [f.entity_key for f in await store.list_flags()] == [str(inbox_id)]
+
+        status, _, body = await post(session, daemon, "rmas", message, {**VERSION, **AUTH})
+        assert status == 200
+        assert body["inbox_id"] == inbox_id
+        await daemon.settle()
+        assert await stored_rma(daemon, message["rma_identifier"]) is not None
+        assert await store.list_flags() == []
+        flagged = await cli(tmp_path, "dlq", "list", "--flagged")
+        assert f"inbox:{inbox_id}" not in flagged.stdout
 
 
 async def test_wrong_optiturn_id_on_an_exchange_order_is_kept_and_flagged(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bridge.engine.core import (
     DEFAULT_DEADLINE,
+    INBOX_FLAG,
     Absent,
     Delivery,
     Destination,
@@ -25,6 +26,7 @@ from bridge.engine.destination import DeliveryDestination, HttpDestination, Read
 
 __all__ = [
     "DEFAULT_DEADLINE",
+    "INBOX_FLAG",
     "Absent",
     "Delivery",
     "DeliveryDestination",

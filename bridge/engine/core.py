@@ -68,6 +68,9 @@ from bridge.store import (
 
 log = logging.getLogger(__name__)
 
+INBOX_FLAG = "inbox"
+"""Entity kind of an operator flag raised about an inbox item (its key: the item's id)."""
+
 DEFAULT_DEADLINE = 72 * 3600.0
 
 
@@ -885,8 +888,13 @@ class Engine:
         return request
 
     async def replay_inbox(self, inbox_id: int) -> bool:
-        """Put a quarantined item back in the queue, to be mapped with the current code."""
+        """Put a quarantined item back in the queue, to be mapped with the current code; the
+        operator flags raised about it (entity kind :data:`INBOX_FLAG`) are resolved, since
+        what they asked for is done."""
         requeued = await self.store.requeue_inbox(inbox_id)
         if requeued:
             self._inbox_wakeup.set()
+            for flag in await self.store.list_flags():
+                if flag.entity_kind == INBOX_FLAG and flag.entity_key == str(inbox_id):
+                    await self.store.resolve_flag(flag.id)
         return requeued
