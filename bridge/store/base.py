@@ -349,6 +349,14 @@ class Transaction(ABC):
     ) -> None:
         """Flag an entity for an operator (idempotent per entity and reason)."""
 
+    @abstractmethod
+    def savepoint(self) -> AbstractAsyncContextManager[Transaction]:
+        """A nested unit of this transaction: what the block writes is kept when it ends
+        normally and undone when it raises (the exception goes on; this transaction goes
+        on too). Lets one commit hold several independent units, each failing alone.
+        SQLite: ``SAVEPOINT``; memory: a copy of the staged tables; PostgreSQL:
+        ``SAVEPOINT``."""
+
 
 async def each_entity_key(
     store: Store, kind: str, key_prefix: str = "", page: int = 500

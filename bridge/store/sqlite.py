@@ -939,6 +939,23 @@ class _SqliteTransaction(Transaction):
     def __init__(self, conn: sqlite3.Connection, now: float) -> None:
         self._conn = conn
         self._now = now
+        self._depth = 0
+
+    @contextlib.asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[Transaction]:
+        self._depth += 1
+        name = f"unit{self._depth:d}"
+        self._conn.execute(f"SAVEPOINT {name}")
+        try:
+            yield self
+        except BaseException:
+            self._conn.execute(f"ROLLBACK TO {name}")
+            self._conn.execute(f"RELEASE {name}")
+            raise
+        else:
+            self._conn.execute(f"RELEASE {name}")
+        finally:
+            self._depth -= 1
 
     async def lock_entity(self, kind: str, key: str) -> None:
         """Held already: this transaction holds the store's only write lock until it ends."""
