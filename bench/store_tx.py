@@ -8,13 +8,17 @@ accepts ``--tx`` items (group-committed, not timed), then handles them one after
 and reports transactions/s and the process's CPU per transaction (all threads: the event
 loop and the store's thread).
 
+``--mode engine`` runs the same statements as an engine inbox handler and drives
+``Engine.process_available`` (lease a batch, handle it) until the inbox is empty: items/s
+and CPU per item as the daemon's worker handles them.
+
 Two sides, alternated round by round in one run (the first side swaps every round):
 
 * ``before``: the checkout given by ``--before-root`` run by ``--before-python``
   (default: ``/work/wt/base12``, main before this work, with its own virtualenv);
 * ``after``: this checkout, run by this interpreter.
 
-    python bench/store_tx.py [--rounds 5] [--tx 3000] [--before-root DIR]
+    python bench/store_tx.py [--mode tx|engine] [--rounds 5] [--tx 3000] [--before-root DIR]
                              [--before-python PY] [--only after]
 
 A child (``--child ROOT``) imports ``bridge`` from ``ROOT`` and checks it did.
@@ -25,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -54,13 +57,34 @@ def _entity_data(i: int) -> dict[str, Any]:
     }
 
 
-async def _child(tx_count: int) -> dict[str, Any]:
-    from bridge.store import InboxStatus, NewEffect
+async def _child(tx_count: int, engine_mode: bool) -> dict[str, Any]:
+    from bridge.engine import Engine, HandlerContext, Outcome
+    from bridge.store import InboxItem, InboxStatus, NewEffect, Transaction
     from bridge.store.sqlite import SqliteStore
+
+    async def handle(item: InboxItem, tx: Transaction, ctx: HandlerContext) -> Outcome:
+        """The same statements as the plain transaction, as an engine handler."""
+        await tx.get_entity("retailer", "r0")
+        await tx.get_entity("retailer", "r1")
+        current = await tx.get_entity("rma", f"rma-{item.id}")
+        version = (1,) if current is None else (current.version[0] + 1,)
+        await tx.put_entity("rma", f"rma-{item.id}", version, _entity_data(item.id))
+        await tx.put_entity("open", f"open-{item.id}", (1,), {"rma": item.id})
+        effect = NewEffect(
+            f"kibo.return:{item.id}",
+            "kibo.returns",
+            "create_return",
+            {"rma": item.id, "units": _entity_data(item.id)["units"]},
+            order_key=f"rma-{item.id}",
+            retailer="bench",
+        )
+        return Outcome(effects=[effect])
 
     with tempfile.TemporaryDirectory(prefix="store-tx-") as tmp:
         store = SqliteStore(Path(tmp) / "bench.db")
         await store.open()
+        engine = Engine(store)
+        engine.add_handler("optoro.rmas", handle)
         try:
             for start in range(0, tx_count, 500):
                 await asyncio.gather(
@@ -77,7 +101,12 @@ async def _child(tx_count: int) -> dict[str, Any]:
             commits_before = store.commits
             cpu0, wall0 = time.process_time(), time.perf_counter()
             done = 0
-            while True:
+            while engine_mode:
+                handled = await engine.process_available()
+                if not handled:
+                    break
+                done += handled
+            while not engine_mode:
                 items = await store.lease_inbox("bench/1/1", 1, 60.0)
                 if not items:
                     break
@@ -110,9 +139,10 @@ async def _child(tx_count: int) -> dict[str, Any]:
     return {"tx": done, "wall": wall, "cpu": cpu, "commits": commits, "pending": pending}
 
 
-def _run_side(python: str, root: Path, tx_count: int) -> dict[str, Any]:
+def _run_side(python: str, root: Path, tx_count: int, mode: str) -> dict[str, Any]:
+    child = [str(HERE / "bench" / "store_tx.py"), "--child", str(root), "--tx", str(tx_count)]
     out = subprocess.run(
-        [python, str(HERE / "bench" / "store_tx.py"), "--child", str(root), "--tx", str(tx_count)],
+        [python, *child, "--mode", mode],
         check=True,
         capture_output=True,
         text=True,
@@ -134,6 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--before-root", type=Path, default=DEFAULT_BEFORE)
     p.add_argument("--before-python", default=None, help="default: BEFORE_ROOT/.venv/bin/python")
     p.add_argument("--only", choices=("before", "after"), default=None)
+    p.add_argument(
+        "--mode",
+        choices=("tx", "engine"),
+        default="tx",
+        help="tx: one transaction per item, by hand; engine: Engine.process_available",
+    )
     p.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
@@ -143,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if not Path(bridge.__file__).resolve().is_relative_to(args.child.resolve()):
             raise SystemExit(f"bridge imported from {bridge.__file__}, not {args.child}")
-        print(json.dumps(asyncio.run(_child(args.tx))))
+        print(json.dumps(asyncio.run(_child(args.tx, args.mode == "engine"))))
         return 0
 
     before_python = args.before_python or str(args.before_root / ".venv" / "bin" / "python")
@@ -153,12 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     for round_no in range(args.rounds):
         order = names if round_no % 2 == 0 else names[::-1]
         for name in order:
-            r = _run_side(*sides[name], args.tx)
-            if (
-                r["tx"] != args.tx
-                or r["pending"] != 0
-                or r["commits"] not in (2 * args.tx, 2 * args.tx + 1)
-            ):
+            r = _run_side(*sides[name], args.tx, args.mode)
+            wrong_commits = args.mode == "tx" and r["commits"] not in (2 * args.tx, 2 * args.tx + 1)
+            if r["tx"] != args.tx or r["pending"] != 0 or wrong_commits:
                 raise SystemExit(f"{name}: wrong outcome {r}")
             results[name].append(r)
             print(
@@ -166,8 +199,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"  {r['cpu'] / r['tx'] * 1e6:6,.0f} us CPU/tx  ({r['commits']} commits)",
                 flush=True,
             )
-    print(f"\n{args.tx:,} transactions per round, {args.rounds} rounds, pid {os.getpid()}")
-    print("| side | tx/s (min / median / max) | CPU us per tx (min / median / max) |")
+    print(f"\nmode {args.mode}: {args.tx:,} items per round, {args.rounds} rounds")
+    print("| side | items/s (min / median / max) | CPU us per item (min / median / max) |")
     print("|---|---:|---:|")
     for name, rounds in results.items():
         rate = [r["tx"] / r["wall"] for r in rounds]
