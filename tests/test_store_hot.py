@@ -7,19 +7,24 @@ worker loop, items accepted through the real webhook route over 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from pathlib import Path
 
 import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp import web
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bridge.engine import Engine, EngineSettings, HandlerContext, Outcome
 from bridge.errors import StoreError
 from bridge.inbound import receive
 from bridge.store import InboxItem, InboxStatus, Store, Transaction
+from bridge.store.base import canonical_json
 from bridge.store.memory import MemoryStore
 from bridge.store.sqlite import SqliteStore
 from tests.engine_support import KIND, MilestoneHandler, event, parse_event
@@ -207,3 +212,19 @@ async def test_items_of_one_entity_are_handled_in_order_across_shared_commits(
             state = await tx.get_entity("thing", f"e{n}")
             assert state is not None
             assert state.version == (5,)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text() | st.floats(allow_nan=False),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(value=json_values)
+def test_canonical_json_is_the_text_it_always_was(value: object) -> None:
+    """Effect payloads, entity state and header hashes are stored as this text: the
+    encoder made once must write exactly what ``json.dumps`` with the options wrote."""
+    expected = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    assert canonical_json(value) == expected
+    assert canonical_json({"at": Decimal("1.10"), "é": "ü"}) == '{"at":"1.10","\\u00e9":"\\u00fc"}'

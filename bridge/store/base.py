@@ -100,8 +100,13 @@ def body_hash(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+
+
 def canonical_json(value: JSON) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    """Sorted keys, no spaces, ASCII (``json.dumps`` with these options, its encoder made
+    once instead of per call: the same text, so hashes and keys built on it are stable)."""
+    return _CANONICAL.encode(value)
 
 
 def lease_batch(candidates: list[tuple[int, int]]) -> list[int]:
