@@ -228,3 +228,29 @@ def test_canonical_json_is_the_text_it_always_was(value: object) -> None:
     expected = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
     assert canonical_json(value) == expected
     assert canonical_json({"at": Decimal("1.10"), "é": "ü"}) == '{"at":"1.10","\\u00e9":"\\u00fc"}'
+
+
+async def test_cancelling_transactions_anywhere_leaves_the_store_consistent_and_usable(
+    sqlite_store: SqliteStore,
+) -> None:
+    """A transaction cancelled at any point (inline statements, the COMMIT on the store's
+    thread) is either committed whole or not at all, and the next one runs normally."""
+
+    async def write(n: int) -> None:
+        async with sqlite_store.transaction() as tx:
+            await tx.put_entity("pair", f"a{n}", (n,), {"n": n})
+            await tx.put_entity("pair", f"b{n}", (n,), {"n": n})
+
+    for n in range(60):
+        task = asyncio.create_task(write(n))
+        for _ in range(n % 6):  # cancel after a different number of loop turns each time
+            await asyncio.sleep(0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    async with sqlite_store.transaction() as tx:
+        for n in range(60):
+            a, b = await tx.get_entity("pair", f"a{n}"), await tx.get_entity("pair", f"b{n}")
+            assert (a is None) == (b is None), n
+        await tx.put_entity("pair", "after", (1,), {})
+    assert await sqlite_store.ping()
+    assert await sqlite_store.entity_keys("pair", "after") == ["after"]
