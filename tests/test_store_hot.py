@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -254,3 +255,29 @@ async def test_cancelling_transactions_anywhere_leaves_the_store_consistent_and_
         await tx.put_entity("pair", "after", (1,), {})
     assert await sqlite_store.ping()
     assert await sqlite_store.entity_keys("pair", "after") == ["after"]
+
+
+async def test_a_transaction_waits_off_the_loop_while_another_process_writes(
+    sqlite_store: SqliteStore,
+) -> None:
+    """Another connection (a CLI command, another process) holds the write lock: the
+    store's BEGIN waits for it on the store's thread while the event loop keeps running,
+    then the transaction commits."""
+    other = sqlite3.connect(sqlite_store.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+
+    async def write() -> None:
+        async with sqlite_store.transaction() as tx:
+            await tx.put_entity("thing", "waited", (1,), {})
+
+    task = asyncio.create_task(write())
+    started = time.monotonic()
+    for _ in range(200):  # the loop turns while the BEGIN waits
+        await asyncio.sleep(0)
+        assert not task.done()
+    assert sqlite_store._lock.locked()  # the transaction is under way, waiting
+    other.execute("COMMIT")
+    other.close()
+    await asyncio.wait_for(task, 5)
+    assert time.monotonic() - started < 5
+    assert await sqlite_store.entity_keys("thing") == ["waited"]
