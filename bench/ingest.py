@@ -80,9 +80,9 @@ async def _serve(mode: str, db: str | None, profile: str | None) -> None:
             return await receive(request, engine, retailer=RETAILER, kind=KIND)
 
         async def stats(request: web.Request) -> web.Response:
-            async with store.conn.execute("SELECT COUNT(*) FROM inbox") as cur:
-                row = await cur.fetchone()
-            return web.json_response({"commits": store.commits, "inbox": int(row[0]) if row else 0})
+            counts = await store.inbox_stats()
+            rows = counts.pending + counts.done + counts.superseded + counts.quarantined
+            return web.json_response({"commits": store.commits, "inbox": rows})
 
         app.router.add_post(PATH, durable)
         app.router.add_get("/stats", stats)

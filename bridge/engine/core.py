@@ -224,6 +224,9 @@ class EngineSettings:
     effect_lease: float = 120.0
     idle_poll: float = 0.5
     max_concurrent_deliveries: int = 16
+    inbox_commit_batch: int = 16
+    """Leased inbox items handled in one transaction (one commit), each in its own
+    savepoint so that one item's failure undoes that item alone; 1: one commit per item."""
     max_inbox_attempts: int = 3
     """An inbox item leased more often than this without an outcome is quarantined."""
     heartbeat_interval: float = 5.0
@@ -285,6 +288,10 @@ class DrainReport:
     released as never sent."""
     cancelled: list[int] = field(default_factory=list)
     """Cancelled while their request may have been with the partner: outcome unknown."""
+
+
+_Unit = Literal["handled", "quarantined", "lease lost"]
+"""What became of one item handled with others in one transaction."""
 
 
 class _Rollback(Exception):
@@ -414,6 +421,7 @@ class Engine:
         items = await self.store.lease_inbox(
             self.owner, self.settings.inbox_batch, self.settings.inbox_lease
         )
+        ready = []
         for item in items:
             if item.attempts > self.settings.max_inbox_attempts:
                 await self._quarantine(
@@ -423,8 +431,85 @@ class Engine:
                     " hung while handling it); not handled again",
                 )
                 continue
-            await self.process(item)
+            ready.append(item)
+        step = max(1, self.settings.inbox_commit_batch)
+        for start in range(0, len(ready), step):
+            await self._process_together(ready[start : start + step])
         return len(items)
+
+    async def _process_together(self, items: list[InboxItem]) -> None:
+        """Handle leased items in one transaction, each in its own savepoint: one commit
+        for all, and each item's outcome the same as :meth:`process` gives it alone (a
+        failing item is quarantined or left to its lease, the others commit). If the
+        shared transaction itself fails (a store error, a failed commit), nothing of it
+        was written and each item is handled again on its own by :meth:`process`."""
+        if len(items) == 1:
+            await self.process(items[0])
+            return
+        try:
+            async with self.store.transaction() as tx:
+                outcomes = [await self._handle_unit(tx, item) for item in items]
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.info(
+                "inbox items handled one by one after their shared transaction failed",
+                extra={"inbox_ids": [i.id for i in items], "error": _describe(exc)},
+            )
+            for item in items:
+                await self.process(item)
+            return
+        for item, (outcome, became) in zip(items, outcomes, strict=True):
+            self._count(item, outcome, became)
+
+    async def _handle_unit(self, tx: Transaction, item: InboxItem) -> tuple[Outcome, _Unit]:
+        """One item of :meth:`_process_together`, in a savepoint of ``tx``, and what became of
+        it. A store error ends the shared transaction (its items are
+        then handled one by one)."""
+        handler = self.handler_for(item.source)
+        try:
+            async with tx.savepoint() as unit:
+                if handler is None:
+                    raise MappingError(f"no handler for inbox kind {inbox_kind(item.source)!r}")
+                outcome = await handler(item, unit, HandlerContext())
+                for effect in outcome.effects:
+                    await unit.add_effect(replace(effect, source_inbox_id=item.id))
+                await unit.finish_inbox(item.id, self.owner, outcome.status, outcome.note)
+            return outcome, "handled"
+        except LeaseLost:
+            log.warning("inbox lease lost", extra={"inbox_id": item.id})
+            return Outcome(InboxStatus.PENDING), "lease lost"
+        except StoreError:
+            raise
+        except MappingError as exc:
+            note = f"{exc.field}: {exc}" if exc.field else str(exc)
+        except Exception as exc:  # a bug in one item's handling ends that item alone
+            note = _describe(exc)
+        try:
+            async with tx.savepoint() as unit:
+                await unit.finish_inbox(item.id, self.owner, InboxStatus.QUARANTINED, note)
+        except LeaseLost:
+            log.warning("inbox lease lost", extra={"inbox_id": item.id})
+            return Outcome(InboxStatus.PENDING), "lease lost"
+        return Outcome(InboxStatus.QUARANTINED, (), note), "quarantined"
+
+    def _count(self, item: InboxItem, outcome: Outcome, became: _Unit) -> None:
+        """Stats, log and wake-up for an item whose outcome committed (as :meth:`process`
+        and :meth:`_quarantine` count them)."""
+        if became == "lease lost":
+            return
+        if became == "quarantined":
+            self.stats.quarantined += 1
+            log.warning(
+                "inbox item quarantined",
+                extra={"inbox_id": item.id, "source": item.source, "reason": outcome.note},
+            )
+            return
+        self.stats.processed += 1
+        if outcome.status is InboxStatus.SUPERSEDED:
+            self.stats.superseded += 1
+        if outcome.effects:
+            self._outbox_wakeup.set()
 
     async def process(self, item: InboxItem, ctx: HandlerContext = HandlerContext()) -> Outcome:
         """Handle one leased item; its state, effects and outcome commit together.

@@ -100,8 +100,13 @@ def body_hash(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+
+
 def canonical_json(value: JSON) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    """Sorted keys, no spaces, ASCII (``json.dumps`` with these options, its encoder made
+    once instead of per call: the same text, so hashes and keys built on it are stable)."""
+    return _CANONICAL.encode(value)
 
 
 def lease_batch(candidates: list[tuple[int, int]]) -> list[int]:
@@ -348,6 +353,14 @@ class Transaction(ABC):
         self, retailer: str | None, entity_kind: str, entity_key: str, reason: str
     ) -> None:
         """Flag an entity for an operator (idempotent per entity and reason)."""
+
+    @abstractmethod
+    def savepoint(self) -> AbstractAsyncContextManager[Transaction]:
+        """A nested unit of this transaction: what the block writes is kept when it ends
+        normally and undone when it raises (the exception goes on; this transaction goes
+        on too). Lets one commit hold several independent units, each failing alone.
+        SQLite: ``SAVEPOINT``; memory: a copy of the staged tables; PostgreSQL:
+        ``SAVEPOINT``."""
 
 
 async def each_entity_key(

@@ -90,6 +90,11 @@ class _Tables:
         """A copy whose dicts can change without touching these (rows are immutable)."""
         return _Tables(**{name: copy.copy(value) for name, value in vars(self).items()})
 
+    def restore(self, earlier: _Tables) -> None:
+        """Make these tables what ``earlier`` (a :meth:`snapshot` of them) holds, in place."""
+        for name, value in vars(earlier).items():
+            setattr(self, name, copy.copy(value))
+
     def leased_entities(self, now: float) -> set[str]:
         """Entities of pending items under an unexpired lease."""
         return {
@@ -622,6 +627,15 @@ class _MemoryTransaction(Transaction):
     def __init__(self, tables: _Tables, now: float) -> None:
         self._t = tables
         self._now = now
+
+    @contextlib.asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[Transaction]:
+        before = self._t.snapshot()
+        try:
+            yield self
+        except BaseException:
+            self._t.restore(before)
+            raise
 
     async def lock_entity(self, kind: str, key: str) -> None:
         """Held already: a transaction holds the store's only lock until it ends."""

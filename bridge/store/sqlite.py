@@ -1,4 +1,4 @@
-"""SQLite backend on aiosqlite.
+"""SQLite backend: the standard library's ``sqlite3``, driven from the event loop.
 
 Durability: WAL journal with ``synchronous=FULL``, so every COMMIT is fsynced before it
 returns; an ``accept`` answers only after the COMMIT holding its row. Concurrent accepts
@@ -7,6 +7,14 @@ transaction (one fsync for many acknowledgements). All writes go through one con
 guarded by one lock: that single writer is how this backend meets the port's concurrency
 guarantees (per-entity lock, entity-keyed inbox leases, one-statement claims): transactions
 run one after the other, so whatever one reads stays true until it commits.
+
+Where the time goes: a point statement on an open write transaction costs microseconds
+(the pages are in the connection's cache and WAL readers never block the writer), far less
+than a hop to a thread and back. So a write transaction's statements run inline on the
+event loop, and only what may wait runs on the store's one thread: the COMMIT (its fsync),
+a BEGIN that has to wait for another process's write, whole batches (group commits,
+migrations) and reads that may scan (listings, counts). One write transaction is one
+thread hop, not one per statement.
 """
 
 from __future__ import annotations
@@ -14,14 +22,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import queue
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any
-
-import aiosqlite
+from typing import Any, TypeVar
 
 from bridge.errors import StoreError
 from bridge.store.base import (
@@ -53,6 +61,10 @@ from bridge.store.base import Registered as _Registered
 
 GROUP_COMMIT_MAX = 512
 MARK_BATCH_MAX = 256
+BUSY_TIMEOUT_MS = 10_000
+"""How long the store's thread waits for another process's write (e.g. a CLI command)."""
+
+T = TypeVar("T")
 
 
 def _migrations() -> list[tuple[int, str]]:
@@ -73,7 +85,7 @@ def _dumps(value: JSON) -> str | None:
     return None if value is None else canonical_json(value)
 
 
-def _inbox(row: aiosqlite.Row) -> InboxItem:
+def _inbox(row: sqlite3.Row) -> InboxItem:
     return InboxItem(
         id=row["id"],
         source=row["source"],
@@ -90,7 +102,7 @@ def _inbox(row: aiosqlite.Row) -> InboxItem:
     )
 
 
-def _effect(row: aiosqlite.Row) -> Effect:
+def _effect(row: sqlite3.Row) -> Effect:
     return Effect(
         id=row["id"],
         idempotency_key=row["idempotency_key"],
@@ -158,19 +170,61 @@ class _PendingAccept:
         self.quarantine = quarantine
 
 
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if not future.done():
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+
+
+class _StoreThread:
+    """The store's one thread: runs blocking work in order and hands each result back to
+    the event loop (a queue and ``call_soon_threadsafe``: about half the CPU of an
+    executor's ``run_in_executor`` per hop)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._jobs: queue.SimpleQueue[
+            tuple[asyncio.Future[Any], Callable[..., Any], tuple[Any, ...]] | None
+        ] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="sqlite-store", daemon=True)
+        self._thread.start()
+
+    def submit(self, work: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        future: asyncio.Future[T] = self._loop.create_future()
+        self._jobs.put((future, work, args))
+        return future
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            future, work, args = job
+            result, error = None, None
+            try:
+                result = work(*args)
+            except BaseException as exc:  # handed to the caller, as it was raised
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                self._loop.call_soon_threadsafe(_settle, future, result, error)
+
+    def stop(self) -> None:
+        """Run what is queued, then end the thread."""
+        self._jobs.put(None)
+        self._thread.join()
+
+
 class SqliteStore(Store):
     """The embedded default store: one SQLite file."""
 
     def __init__(self, path: Path | str, clock: Clock = time.time) -> None:
         self.path = Path(path)
         self.clock = clock
-        self._conn: aiosqlite.Connection | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._thread: _StoreThread | None = None
         self._lock = asyncio.Lock()
         self._queue: list[_PendingAccept] = []
         self._queue_ready = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
-        self._ingest: sqlite3.Connection | None = None
-        self._ingest_commit: asyncio.Future[list[Accepted]] | None = None
         self._marks: list[tuple[int, str, asyncio.Future[bool]]] = []
         self._marks_ready = asyncio.Event()
         self._marker: asyncio.Task[None] | None = None
@@ -178,33 +232,57 @@ class SqliteStore(Store):
         """Number of write transactions committed (group-commit evidence)."""
 
     @property
-    def conn(self) -> aiosqlite.Connection:
+    def conn(self) -> sqlite3.Connection:
+        """The one connection: use it only under the store's lock."""
         if self._conn is None:
             raise StoreError("store is not open")
         return self._conn
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = await aiosqlite.connect(self.path, isolation_level=None)
-        self._conn.row_factory = aiosqlite.Row
-        for pragma in (
-            "PRAGMA journal_mode=WAL",
-            "PRAGMA synchronous=FULL",
-            "PRAGMA busy_timeout=10000",
-            "PRAGMA foreign_keys=ON",
-        ):
-            await self._conn.execute(pragma)
-        await self._migrate()
-        self._ingest = await asyncio.to_thread(self._open_ingest_connection)
+        self._thread = _StoreThread(asyncio.get_running_loop())
+        try:
+            async with self._lock:
+                self._conn = await self._off_loop(self._connect)
+                await self._off_loop(self._migrate_sync)
+        except BaseException:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            self._thread.stop()
+            self._thread = None
+            raise
         self._flusher = asyncio.create_task(self._flush_accepts(), name="sqlite-group-commit")
         self._marker = asyncio.create_task(self._flush_marks(), name="sqlite-sending-marks")
 
-    def _open_ingest_connection(self) -> sqlite3.Connection:
-        """The connection group commits use, from worker threads only (under the lock)."""
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        for pragma in ("PRAGMA synchronous=FULL", "PRAGMA busy_timeout=10000"):
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, cached_statements=256
+        )
+        conn.row_factory = sqlite3.Row
+        for pragma in (
+            "PRAGMA journal_mode=WAL",
+            "PRAGMA synchronous=FULL",
+            f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS:d}",
+            "PRAGMA foreign_keys=ON",
+        ):
             conn.execute(pragma)
         return conn
+
+    async def _off_loop(self, work: Callable[..., T], *args: Any) -> T:
+        """Run ``work`` on the store's thread (the caller holds the lock). Cancelling the
+        caller does not let go of the connection while the thread still uses it: the
+        cancellation is raised once ``work`` has ended."""
+        if self._thread is None:
+            raise StoreError("store is not open")
+        running = self._thread.submit(work, *args)
+        try:
+            return await asyncio.shield(running)
+        except asyncio.CancelledError:
+            while not running.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait([running])
+            raise
 
     async def close(self) -> None:
         if self._marker is not None:
@@ -221,70 +299,84 @@ class SqliteStore(Store):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
             self._flusher = None
-        if self._ingest_commit is not None:
-            with contextlib.suppress(Exception):
-                await self._ingest_commit
-            self._ingest_commit = None
-        if self._ingest is not None:
-            self._ingest.close()
-            self._ingest = None
         for pending in self._queue:
             if not pending.future.done():
                 pending.future.set_exception(StoreError("store closed before commit"))
         self._queue.clear()
         if self._conn is not None:
-            await self._conn.close()
+            async with self._lock:
+                await self._off_loop(self._conn.close)
             self._conn = None
+        if self._thread is not None:
+            self._thread.stop()
+            self._thread = None
 
     async def ping(self) -> bool:
         try:
-            async with self.conn.execute("SELECT 1") as cur:
-                return (await cur.fetchone()) is not None
-        except (StoreError, aiosqlite.Error):
+            return bool(await self._fetchall("SELECT 1"))
+        except (StoreError, sqlite3.Error):
             return False
 
     async def schema_version(self) -> int:
-        async with self.conn.execute("PRAGMA user_version") as cur:
-            row = await cur.fetchone()
-        return int(row[0]) if row else 0
+        rows = await self._fetchall("PRAGMA user_version")
+        return int(rows[0][0]) if rows else 0
 
-    async def _migrate(self) -> None:
-        current = await self.schema_version()
+    def _migrate_sync(self) -> None:
+        conn = self.conn
+        row = conn.execute("PRAGMA user_version").fetchone()
+        current = int(row[0]) if row else 0
         for version, sql in _migrations():
             if version <= current:
                 continue
-            async with self._lock:
-                await self.conn.execute("BEGIN IMMEDIATE")
-                try:
-                    for statement in _split_sql(sql):
-                        await self.conn.execute(statement)
-                    await self.conn.execute(f"PRAGMA user_version = {version:d}")
-                    await self.conn.execute("COMMIT")
-                except BaseException:
-                    await self.conn.execute("ROLLBACK")
-                    raise
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _split_sql(sql):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {version:d}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    async def _begin(self, conn: sqlite3.Connection) -> None:
+        """``BEGIN IMMEDIATE`` inline when the database is free (it is, unless another
+        process writes); otherwise wait for it on the store's thread."""
+        conn.execute("PRAGMA busy_timeout=0")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError:
+            pass
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS:d}")
+        await self._off_loop(conn.execute, "BEGIN IMMEDIATE")
 
     @contextlib.asynccontextmanager
-    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def _write(self) -> AsyncIterator[sqlite3.Connection]:
+        """One write transaction: statements inline, the COMMIT (fsync) on the thread."""
         async with self._lock:
             conn = self.conn
             try:
-                await conn.execute("BEGIN IMMEDIATE")
+                await self._begin(conn)
                 yield conn
-                await conn.execute("COMMIT")
+                await self._off_loop(conn.execute, "COMMIT")
             except BaseException:
                 # also after a cancelled BEGIN or a failed COMMIT: never leave the shared
                 # connection inside a transaction ("no transaction is active" is fine)
-                with contextlib.suppress(aiosqlite.OperationalError):
-                    await conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.OperationalError):
+                    conn.execute("ROLLBACK")
                 raise
             self.commits += 1
 
-    async def _fetchall(self, sql: str, params: tuple[Any, ...] = ()) -> list[aiosqlite.Row]:
-        """Reads wait for the writer: the one connection must not show a transaction's
-        uncommitted rows to a concurrent reader."""
-        async with self._lock, self.conn.execute(sql, params) as cur:
-            return list(await cur.fetchall())
+    async def _fetchall(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        """Reads wait for the writer (the one connection must not show a transaction's
+        uncommitted rows to a concurrent reader) and run on the thread: they may scan."""
+
+        def read() -> list[sqlite3.Row]:
+            return self.conn.execute(sql, params).fetchall()
+
+        async with self._lock:
+            return await self._off_loop(read)
 
     # inbox -------------------------------------------------------------------------------
 
@@ -344,20 +436,16 @@ class SqliteStore(Store):
                         pending.future.set_result(result)
 
     async def _commit_accepts(self, batch: list[_PendingAccept]) -> list[Accepted]:
-        """One transaction for the batch, run whole in a worker thread: one hop between
+        """One transaction for the batch, run whole on the store's thread: one hop between
         the event loop and the database however many rows the batch holds."""
         now = self.clock()
         async with self._lock:
-            commit = asyncio.ensure_future(asyncio.to_thread(self._commit_accepts_sync, batch, now))
-            self._ingest_commit = commit  # close() waits for it: the thread uses the connection
-            results = await asyncio.shield(commit)
+            results = await self._off_loop(self._commit_accepts_sync, batch, now)
             self.commits += 1
         return results
 
     def _commit_accepts_sync(self, batch: list[_PendingAccept], now: float) -> list[Accepted]:
-        conn = self._ingest
-        if conn is None:
-            raise StoreError("store is not open")
+        conn = self.conn
         results: list[Accepted] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -404,7 +492,7 @@ class SqliteStore(Store):
     ) -> list[InboxItem]:
         now = self.clock()
         async with self._write() as conn:
-            cur = await conn.execute(
+            cur = conn.execute(
                 "SELECT i.id, i.attempts FROM inbox i WHERE i.status = 'pending'"
                 " AND (i.lease_until IS NULL OR i.lease_until < ?)"
                 " AND substr(i.source, 1, length(?)) = ?"
@@ -414,8 +502,8 @@ class SqliteStore(Store):
                 " ORDER BY i.id LIMIT ?",
                 (now, source_prefix, source_prefix, now, limit),
             )
-            chosen = lease_batch([(int(r[0]), int(r[1])) for r in await cur.fetchall()])
-            await cur.close()
+            chosen = lease_batch([(int(r[0]), int(r[1])) for r in cur.fetchall()])
+            cur.close()
             if not chosen:
                 return []
             marks = ", ".join("?" * len(chosen))
@@ -423,9 +511,9 @@ class SqliteStore(Store):
                 "UPDATE inbox SET lease_owner = ?, lease_until = ?, attempts = attempts + 1"  # noqa: S608
                 f" WHERE id IN ({marks}) RETURNING *"
             )
-            cur = await conn.execute(sql, (owner, now + lease_seconds, *chosen))
-            rows = list(await cur.fetchall())
-            await cur.close()
+            cur = conn.execute(sql, (owner, now + lease_seconds, *chosen))
+            rows = list(cur.fetchall())
+            cur.close()
         return sorted((_inbox(r) for r in rows), key=lambda item: item.id)
 
     async def get_inbox(self, inbox_id: int) -> InboxItem | None:
@@ -461,7 +549,7 @@ class SqliteStore(Store):
 
     async def requeue_inbox(self, inbox_id: int) -> bool:
         async with self._write() as conn:
-            cur = await conn.execute(
+            cur = conn.execute(
                 "UPDATE inbox SET status = 'pending', lease_owner = NULL, lease_until = NULL,"
                 " note = NULL, attempts = 0 WHERE id = ?",
                 (inbox_id,),
@@ -490,7 +578,7 @@ class SqliteStore(Store):
             params.extend(sorted(destinations))
         params.append(limit)
         async with self._write() as conn:
-            cur = await conn.execute(
+            cur = conn.execute(
                 "UPDATE outbox SET lease_owner = ?, lease_until = ?, attempts = attempts + 1"  # noqa: S608 - placeholders only
                 " WHERE id IN (SELECT o.id FROM outbox o WHERE o.state = 'pending'"
                 " AND o.next_attempt_at <= ? AND (o.lease_until IS NULL OR o.lease_until < ?)"
@@ -500,8 +588,8 @@ class SqliteStore(Store):
                 " ORDER BY o.next_attempt_at, o.id LIMIT ?) RETURNING *",
                 tuple(params),
             )
-            rows = list(await cur.fetchall())
-            await cur.close()
+            rows = list(cur.fetchall())
+            cur.close()
         return sorted((_effect(r) for r in rows), key=lambda e: e.id)
 
     async def _finish_effect(
@@ -509,7 +597,7 @@ class SqliteStore(Store):
     ) -> None:
         owner_clause = " AND lease_owner = ?" if owner is not None else ""
         async with self._write() as conn:
-            cur = await conn.execute(
+            cur = conn.execute(
                 sql + " WHERE id = ? AND state = 'pending'" + owner_clause,
                 params + (effect_id,) + ((owner,) if owner is not None else ()),
             )
@@ -585,7 +673,7 @@ class SqliteStore(Store):
     async def requeue_effect(self, effect_id: int, payload: JSON = None) -> bool:
         now = self.clock()
         async with self._write() as conn:
-            cur = await conn.execute(
+            cur = conn.execute(
                 "UPDATE outbox SET state = 'pending', attempts = 0, outcome_unknown = 0,"
                 " next_attempt_at = ?,"
                 " payload = COALESCE(?, payload), dead_reason = NULL, dead_request = NULL,"
@@ -610,7 +698,7 @@ class SqliteStore(Store):
     async def register_instance(self, owner: str, instance: str, host: str, pid: int) -> None:
         now = self.clock()
         async with self._write() as conn:
-            await conn.execute(
+            conn.execute(
                 "INSERT INTO instances (owner, instance, host, pid, started_at, heartbeat_at)"
                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (owner) DO UPDATE SET"
                 " heartbeat_at = excluded.heartbeat_at",
@@ -619,7 +707,7 @@ class SqliteStore(Store):
 
     async def heartbeat(self, owner: str) -> None:
         async with self._write() as conn:
-            await conn.execute(
+            conn.execute(
                 "UPDATE instances SET heartbeat_at = ? WHERE owner = ?", (self.clock(), owner)
             )
 
@@ -643,21 +731,19 @@ class SqliteStore(Store):
         now = self.clock()
         released = 0
         async with self._write() as conn:
-            cur = await conn.execute(
-                "SELECT owner, instance, host, pid, heartbeat_at FROM instances"
-            )
-            rows = [_Registered(*r) for r in await cur.fetchall()]
-            await cur.close()
+            cur = conn.execute("SELECT owner, instance, host, pid, heartbeat_at FROM instances")
+            rows = [_Registered(*r) for r in cur.fetchall()]
+            cur.close()
             dead = dead_owners(rows, owner, instance, host, alive, now - stale_after)
             for dead_owner in dead:
                 for table, state in (("inbox", "status"), ("outbox", "state")):
-                    cur = await conn.execute(
+                    cur = conn.execute(
                         f"UPDATE {table} SET lease_owner = NULL, lease_until = NULL"  # noqa: S608
                         f" WHERE {state} = 'pending' AND lease_owner = ?",
                         (dead_owner,),
                     )
                     released += cur.rowcount
-                await conn.execute("DELETE FROM instances WHERE owner = ?", (dead_owner,))
+                conn.execute("DELETE FROM instances WHERE owner = ?", (dead_owner,))
         return released
 
     async def mark_sending(self, effect_id: int, owner: str) -> None:
@@ -700,7 +786,7 @@ class SqliteStore(Store):
         held = []
         async with self._write() as conn:
             for effect_id, owner, _ in batch:
-                cur = await conn.execute(
+                cur = conn.execute(
                     "UPDATE outbox SET last_error = ?, outcome_unknown = 1"
                     " WHERE id = ? AND state = 'pending' AND lease_owner = ?",
                     (SENT_WITHOUT_ANSWER, effect_id, owner),
@@ -716,7 +802,7 @@ class SqliteStore(Store):
 
     async def set_cursor(self, name: str, value: str) -> None:
         async with self._write() as conn:
-            await conn.execute(
+            conn.execute(
                 "INSERT INTO cursors (name, value, updated_at) VALUES (?, ?, ?)"
                 " ON CONFLICT (name) DO UPDATE SET value = excluded.value,"
                 " updated_at = excluded.updated_at",
@@ -730,7 +816,7 @@ class SqliteStore(Store):
         statement; only when neither happened is the claim read to say why."""
         now = self.clock()
         async with self._write() as conn:
-            cur = await conn.execute(
+            cur = conn.execute(
                 "INSERT INTO idempotency (scope, key, request_hash, state, lease_until,"
                 " created_at, updated_at) VALUES (?, ?, ?, 'in_progress', ?, ?, ?)"
                 " ON CONFLICT (scope, key) DO UPDATE SET lease_until = excluded.lease_until,"
@@ -739,16 +825,16 @@ class SqliteStore(Store):
                 " AND idempotency.lease_until < excluded.created_at RETURNING 1",
                 (scope, key, request_hash, now + lease_seconds, now, now),
             )
-            taken = await cur.fetchone()
-            await cur.close()
+            taken = cur.fetchone()
+            cur.close()
             if taken is not None:
                 return Claim(ClaimState.NEW)
-            cur = await conn.execute(
+            cur = conn.execute(
                 "SELECT request_hash, state, response FROM idempotency WHERE scope = ? AND key = ?",
                 (scope, key),
             )
-            row = await cur.fetchone()
-            await cur.close()
+            row = cur.fetchone()
+            cur.close()
         if row is None:
             raise StoreError("claim row vanished")
         if row["request_hash"] != request_hash:
@@ -759,7 +845,7 @@ class SqliteStore(Store):
 
     async def complete_claim(self, scope: str, key: str, response: JSON) -> None:
         async with self._write() as conn:
-            await conn.execute(
+            conn.execute(
                 "UPDATE idempotency SET state = 'done', response = ?, lease_until = NULL,"
                 " updated_at = ? WHERE scope = ? AND key = ?",
                 (_dumps(response), self.clock(), scope, key),
@@ -767,7 +853,7 @@ class SqliteStore(Store):
 
     async def release_claim(self, scope: str, key: str) -> None:
         async with self._write() as conn:
-            await conn.execute(
+            conn.execute(
                 "DELETE FROM idempotency WHERE scope = ? AND key = ? AND state = 'in_progress'",
                 (scope, key),
             )
@@ -782,13 +868,13 @@ class SqliteStore(Store):
         now = self.clock()
         async with self._write() as conn:
             if expected_version is None:
-                cur = await conn.execute(
+                cur = conn.execute(
                     "INSERT OR IGNORE INTO tokens (name, secret, version, updated_at)"
                     " VALUES (?, ?, 1, ?)",
                     (name, secret, now),
                 )
             else:
-                cur = await conn.execute(
+                cur = conn.execute(
                     "UPDATE tokens SET secret = ?, version = version + 1, updated_at = ?"
                     " WHERE name = ? AND version = ?",
                     (secret, now, name, expected_version),
@@ -815,7 +901,7 @@ class SqliteStore(Store):
 
     async def resolve_flag(self, flag_id: int) -> bool:
         async with self._write() as conn:
-            cur = await conn.execute(
+            cur = conn.execute(
                 "UPDATE flags SET resolved_at = ? WHERE id = ? AND resolved_at IS NULL",
                 (self.clock(), flag_id),
             )
@@ -843,7 +929,7 @@ class SqliteStore(Store):
         self, effect_id: int, owner: str, last_error: str | None, outcome_unknown: bool
     ) -> bool:
         async with self._write() as conn:
-            cur = await conn.execute(
+            cur = conn.execute(
                 "UPDATE outbox SET lease_owner = NULL, lease_until = NULL,"
                 " attempts = MAX(attempts - 1, 0), last_error = ?, outcome_unknown = ?"
                 " WHERE id = ? AND state = 'pending' AND lease_owner = ?",
@@ -856,7 +942,7 @@ class SqliteStore(Store):
     async def expedite(self, destination: str) -> int:
         now = self.clock()
         async with self._write() as conn:
-            cur = await conn.execute(
+            cur = conn.execute(
                 "UPDATE outbox SET next_attempt_at = ? WHERE destination = ?"
                 " AND state = 'pending' AND attempts > 0 AND next_attempt_at > ?"
                 " AND lease_owner IS NULL",
@@ -869,15 +955,15 @@ class SqliteStore(Store):
     ) -> int:
         async with self._write() as conn:
             if answered:
-                await conn.executemany(
+                conn.executemany(
                     "UPDATE admissions SET answered_at = ? WHERE id = ?",
                     [(at, row) for row, at in answered.items()],
                 )
-            await conn.execute(
+            conn.execute(
                 "DELETE FROM admissions WHERE limiter = ? AND admitted_at < ?",
                 (limiter, forget_before),
             )
-            cur = await conn.execute(
+            cur = conn.execute(
                 "INSERT INTO admissions (limiter, admitted_at) VALUES (?, ?)",
                 (limiter, admitted_at),
             )
@@ -897,31 +983,48 @@ class SqliteStore(Store):
 
 
 class _SqliteTransaction(Transaction):
-    def __init__(self, conn: aiosqlite.Connection, now: float) -> None:
+    """Statements run inline: the store's lock is held and the transaction is open, so
+    each is a point read or write on cached pages (see the module docstring)."""
+
+    def __init__(self, conn: sqlite3.Connection, now: float) -> None:
         self._conn = conn
         self._now = now
+        self._depth = 0
+
+    @contextlib.asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[Transaction]:
+        self._depth += 1
+        name = f"unit{self._depth:d}"
+        self._conn.execute(f"SAVEPOINT {name}")
+        try:
+            yield self
+        except BaseException:
+            self._conn.execute(f"ROLLBACK TO {name}")
+            self._conn.execute(f"RELEASE {name}")
+            raise
+        else:
+            self._conn.execute(f"RELEASE {name}")
+        finally:
+            self._depth -= 1
 
     async def lock_entity(self, kind: str, key: str) -> None:
         """Held already: this transaction holds the store's only write lock until it ends."""
 
     async def delete_entity(self, kind: str, key: str) -> bool:
-        cur = await self._conn.execute(
-            "DELETE FROM entities WHERE kind = ? AND key = ?", (kind, key)
-        )
+        cur = self._conn.execute("DELETE FROM entities WHERE kind = ? AND key = ?", (kind, key))
         return cur.rowcount == 1
 
     async def get_entity(self, kind: str, key: str) -> Entity | None:
-        async with self._conn.execute(
+        row = self._conn.execute(
             "SELECT * FROM entities WHERE kind = ? AND key = ?", (kind, key)
-        ) as cur:
-            row = await cur.fetchone()
+        ).fetchone()
         if row is None:
             return None
         version = tuple(json.loads(row["version"]))
         return Entity(kind, key, version, json.loads(row["data"]), row["updated_at"])
 
     async def put_entity(self, kind: str, key: str, version: tuple[Any, ...], data: JSON) -> None:
-        await self._conn.execute(
+        self._conn.execute(
             "INSERT INTO entities (kind, key, version, data, updated_at) VALUES (?, ?, ?, ?, ?)"
             " ON CONFLICT (kind, key) DO UPDATE SET version = excluded.version,"
             " data = excluded.data, updated_at = excluded.updated_at",
@@ -929,7 +1032,7 @@ class _SqliteTransaction(Transaction):
         )
 
     async def add_effect(self, effect: NewEffect) -> bool:
-        cur = await self._conn.execute(
+        cur = self._conn.execute(
             "INSERT OR IGNORE INTO outbox (idempotency_key, destination, kind, order_key, payload,"
             " source_inbox_id, retailer, next_attempt_at, created_at, deadline_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -957,17 +1060,17 @@ class _SqliteTransaction(Transaction):
         if kinds is not None:
             sql += f" AND kind IN ({','.join('?' * len(kinds))})"
             params.extend(sorted(kinds))
-        cur = await self._conn.execute(sql, tuple(params))
+        cur = self._conn.execute(sql, tuple(params))
         return cur.rowcount
 
     async def effect_states(self, order_key: str) -> dict[str, EffectState]:
-        async with self._conn.execute(
+        rows = self._conn.execute(
             "SELECT idempotency_key, state FROM outbox WHERE order_key = ?", (order_key,)
-        ) as cur:
-            return {row[0]: EffectState(row[1]) for row in await cur.fetchall()}
+        ).fetchall()
+        return {row[0]: EffectState(row[1]) for row in rows}
 
     async def mark_delivered(self, effect_id: int, owner: str, result: JSON = None) -> None:
-        cur = await self._conn.execute(
+        cur = self._conn.execute(
             "UPDATE outbox SET state = 'delivered', finished_at = ?, result = ?,"
             " lease_owner = NULL, lease_until = NULL"
             " WHERE id = ? AND state = 'pending' AND lease_owner = ?",
@@ -987,14 +1090,14 @@ class _SqliteTransaction(Transaction):
         if owner is not None:
             sql += " AND lease_owner = ? AND status = 'pending'"
             params += (owner,)
-        cur = await self._conn.execute(sql, params)
+        cur = self._conn.execute(sql, params)
         if cur.rowcount != 1:
             raise LeaseLost(f"inbox item {inbox_id} is no longer leased by this worker")
 
     async def add_flag(
         self, retailer: str | None, entity_kind: str, entity_key: str, reason: str
     ) -> None:
-        await self._conn.execute(
+        self._conn.execute(
             "INSERT OR IGNORE INTO flags (retailer, entity_kind, entity_key, reason, created_at)"
             " VALUES (?, ?, ?, ?, ?)",
             (retailer, entity_kind, entity_key, reason, self._now),
