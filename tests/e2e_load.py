@@ -59,9 +59,15 @@ SCENARIO = "10-single-line-full-refund-express-returns"
 """The guide's scenario whose first RMA message (express returns, ``CREATED``) is sent."""
 
 
-def config_text(db: Path, port: int, kibo_url: str, optoro_url: str) -> str:
-    """The daemon's config: one retailer, returns created at ``CREATED``, Kibo notifications
-    authenticated by an API-key header, SQLite at ``db``."""
+CREATE_AT_CREATED = 'create_return_at = { mail_back = "CREATED", express_returns = "CREATED" }'
+"""The policy that creates the Kibo return as soon as the RMA is ``CREATED``."""
+
+
+def config_text(
+    db: Path, port: int, kibo_url: str, optoro_url: str, policy: str = CREATE_AT_CREATED
+) -> str:
+    """The daemon's config: one retailer (``policy``: returns created at ``CREATED``), Kibo
+    notifications authenticated by an API-key header, SQLite at ``db``."""
     return f"""[server]
 host = "127.0.0.1"
 port = {port}
@@ -72,7 +78,7 @@ url = "sqlite:///{db}"
 
 [retailers.{RETAILER}]
 [retailers.{RETAILER}.policy]
-create_return_at = {{ mail_back = "CREATED", express_returns = "CREATED" }}
+{policy}
 confirm_refund = "never"
 reconcile_every = 3600.0
 [retailers.{RETAILER}.optoro]
@@ -107,7 +113,7 @@ def rma_template() -> dict[str, Any]:
     return dict(step.request)
 
 
-def rma_body(template: dict[str, Any], n: int) -> bytes:
+def rma_body(template: dict[str, Any], n: int | str) -> bytes:
     """Message ``n``: the template with its own ``rma_identifier`` and order (``E2E-<n>``)."""
     order = f"E2E-{n}"
     body = {
