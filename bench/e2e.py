@@ -19,7 +19,10 @@ against the daemon), creates/s inside the window, backlog growth/s (acknowledged
 create, over the window's last 3/4), daemon CPU (``/proc/<pid>/stat``, all threads, share of
 one CPU) and per RMA, the sender's and the sandboxes' CPU and the sender's start lag (to show
 the load generator is not the limit), and after a drain: missing and duplicate creates.
-Exit status 1 when any RMA is missing, any create is duplicated or any webhook is not a 2xx.
+Webhooks the daemon sheds (503 with Retry-After: its inbox backlog is over
+``max_inbox_backlog``; nothing is stored and Optoro retries) are counted apart, as "shed".
+Exit status 1 when any acknowledged RMA is missing, any create is duplicated or any webhook
+got another answer than a 2xx or that 503.
 """
 
 from __future__ import annotations
@@ -67,8 +70,8 @@ def table(results: list[RoundResult]) -> str:
     lines = [
         "| RMA/s offered | rounds | p50 ms | p95 ms | p99 ms | creates/s | backlog growth/s"
         " | daemon CPU % | daemon CPU ms/RMA | sender CPU % | sender lag p99 ms"
-        " | sandboxes CPU % | missing | duplicates | errors |",
-        "|---:|---:|---|---|---|---|---|---|---|---|---|---|---:|---:|---:|",
+        " | sandboxes CPU % | other load % | shed (503) | missing | duplicates | errors |",
+        "|---:|---:|---|---|---|---|---|---|---|---|---|---|---|---:|---:|---:|---:|",
     ]
     for rate in sorted(by_rate):
         rs = by_rate[rate]
@@ -82,6 +85,8 @@ def table(results: list[RoundResult]) -> str:
             f" | {spread([100 * r.client_cpu for r in rs])}"
             f" | {spread([r.start_lag_p99 for r in rs], '{:.1f}')}"
             f" | {spread([100 * r.sandbox_cpu for r in rs])}"
+            f" | {spread([100 * r.other_cpu for r in rs])}"
+            f" | {sum(r.shed for r in rs)}"
             f" | {sum(r.missing for r in rs)} | {sum(r.duplicates for r in rs)}"
             f" | {sum(r.errors for r in rs)} |"
         )

@@ -239,6 +239,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_busy() -> float:
+    """CPU seconds the whole machine has been busy (all CPUs), from ``/proc/stat``."""
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = f[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def own_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -260,6 +267,8 @@ class RoundResult:
     sent: int = 0
     acked: int = 0
     errors: int = 0
+    shed: int = 0
+    """Webhooks answered 503 + Retry-After (inbox backpressure): not stored, not acked."""
     error_samples: list[str] = field(default_factory=list)
     created_in_window: int = 0
     backlog_growth: float = 0.0
@@ -271,6 +280,8 @@ class RoundResult:
     daemon_cpu: float = 0.0
     sandbox_cpu: float = 0.0
     client_cpu: float = 0.0
+    other_cpu: float = 0.0
+    """CPUs busy with other processes on the machine during the window (noise)."""
     start_lag_p99: float = 0.0
     drain_seconds: float = 0.0
     daemon_pid: int = 0
@@ -290,12 +301,13 @@ class RoundResult:
     def line(self) -> str:
         return (
             f"{self.rate:g} RMA/s x {self.seconds:g}s: sent {self.sent}, acked {self.acked},"
-            f" errors {self.errors}; p50/p95/p99 {self.p(0.5):.1f}/{self.p(0.95):.1f}/"
-            f"{self.p(0.99):.1f} ms; creates/s {self.creates_per_s:.1f}; backlog"
+            f" shed (503) {self.shed}, errors {self.errors}; p50/p95/p99 {self.p(0.5):.1f}/"
+            f"{self.p(0.95):.1f}/{self.p(0.99):.1f} ms; creates/s {self.creates_per_s:.1f}; backlog"
             f" {self.backlog_growth:+.1f}/s; daemon CPU {self.daemon_cpu:.0%}"
             f" ({self.cpu_ms_per_rma:.2f} ms/RMA); sandbox {self.sandbox_cpu:.0%}, client"
-            f" {self.client_cpu:.0%}, start lag p99 {self.start_lag_p99:.1f} ms; missing"
-            f" {self.missing}, duplicates {self.duplicates}; drain {self.drain_seconds:.1f}s"
+            f" {self.client_cpu:.0%}, others {self.other_cpu:.0%}, start lag p99"
+            f" {self.start_lag_p99:.1f} ms; missing {self.missing}, duplicates"
+            f" {self.duplicates}; drain {self.drain_seconds:.1f}s"
         )
 
 
@@ -312,6 +324,8 @@ class OpenLoop:
         """Order -> the wall-clock time its message was due."""
         self.acked: set[str] = set()
         self.errors: list[str] = []
+        self.shed = 0
+        """503s: the daemon's inbox backpressure (nothing stored; Optoro retries them)."""
         self.lags: list[float] = []
 
     async def _post(self, session: aiohttp.ClientSession, n: int, due: float) -> None:
@@ -322,6 +336,8 @@ class OpenLoop:
                 await response.read()
                 if 200 <= response.status < 300:
                     self.acked.add(order_of(n))
+                elif response.status == 503 and "Retry-After" in response.headers:
+                    self.shed += 1
                 else:
                     self.errors.append(f"{response.status}")
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -432,10 +448,11 @@ async def _load(
             await response.read()
         at_quarter = asyncio.Event()
         profiler = asyncio.create_task(on_daemon(pid)) if on_daemon else None
-        cpu0, sandbox0, own0, wall0 = (
+        cpu0, sandbox0, own0, busy0, wall0 = (
             cpu_seconds(pid),
             await sandboxes.ask("cpu"),
             own_cpu(),
+            machine_busy(),
             time.monotonic(),
         )
         sender = asyncio.create_task(loop.run(session, at_quarter))
@@ -446,6 +463,7 @@ async def _load(
         backlog_end = len(loop.acked) - await sandboxes.ask("count")
         wall_end = time.monotonic()
         cpu1, sandbox1, own1 = cpu_seconds(pid), await sandboxes.ask("cpu"), own_cpu()
+        busy1 = machine_busy()
         await sender
         if profiler is not None:
             await profiler
@@ -453,10 +471,13 @@ async def _load(
     result.daemon_cpu = (cpu1 - cpu0) / span
     result.sandbox_cpu = (sandbox1 - sandbox0) / span
     result.client_cpu = (own1 - own0) / span
+    ours = (cpu1 - cpu0) + (sandbox1 - sandbox0) + (own1 - own0)
+    result.other_cpu = max(0.0, (busy1 - busy0) - ours) / span
     result.backlog_growth = (backlog_end - backlog_q) / max(wall_end - wall_q, 1e-9)
     result.sent = len(loop.due)
     result.acked = len(loop.acked)
     result.errors = len(loop.errors)
+    result.shed = loop.shed
     result.error_samples = loop.errors[:5]
     result.start_lag_p99 = percentile(loop.lags, 0.99)
     return loop

@@ -17,6 +17,7 @@ async def test_short_e2e_run_loses_and_duplicates_nothing(tmp_path: Path) -> Non
     print(result.line())
     assert result.sent == round(RATE * SECONDS)
     assert result.errors == 0, result.error_samples
+    assert result.shed == 0  # far below the inbox backlog limit
     assert result.acked == result.sent
     assert result.missing == 0, result.line()
     assert result.duplicates == 0, result.line()
