@@ -168,8 +168,11 @@ def start_server(mode: str, folder: Path, cpu: int | None, sync: str = "FULL") -
     if mode == "daemon":
         db = folder / "bridge.db"
         config = folder / "bridge.toml"
-        # Kibo and Optoro on closed ports: the default policy sends nothing for these RMAs
-        config.write_text(config_text(db, 0, "http://127.0.0.1:9", "http://127.0.0.1:9", policy=""))
+        # Kibo and Optoro on closed ports: the default policy sends nothing for these RMAs.
+        # No inbox backlog limit: this measures the route, not the 503 of its backpressure
+        # (which a starved worker reaches after 10,000 pending items by default).
+        text = config_text(db, 0, "http://127.0.0.1:9", "http://127.0.0.1:9", policy="")
+        config.write_text(text.replace("[store]", "max_inbox_backlog = 0\n[store]", 1))
         cmd = [sys.executable, "-m", "bridge", "run", "--config", str(config)]
         if sync == "OFF":
             cmd = [sys.executable, __file__, "--serve", "daemon", "--config", str(config)]
@@ -330,7 +333,8 @@ def measure_round(
     s1, m1 = proc_cpu(server.proc.pid), machine_busy()
     server_s = s1 - s0
     other = max(0.0, (m1 - m0) - server_s - result.cpu) / result.seconds
-    return Round(server.mode, conns, result, server_s / result.seconds, other, pending(server.db))
+    left = pending(server.db) if server.mode == "daemon" else None  # minimal has no worker
+    return Round(server.mode, conns, result, server_s / result.seconds, other, left)
 
 
 # --- durability: fsyncs counted ---------------------------------------------------------------
