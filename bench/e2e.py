@@ -46,6 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.e2e_load import REPO, RoundResult, run_round
 
 DEFAULT_RATES = (50, 100, 125, 150, 200, 400)
+PROFILE_HZ = 200
+"""py-spy's sampling rate."""
 SATURATED = 0.02
 """Backlog growth beyond this share of the offered rate (and 1/s) counts as saturated."""
 
@@ -100,8 +102,11 @@ def pyspy() -> str:
     return str(Path(sys.executable).parent / "py-spy")
 
 
-def profiler(seconds: float, out: Path) -> Callable[[int], Coroutine[Any, Any, None]]:
-    """``py-spy record --gil --format raw`` of the daemon over the middle 80% of the window."""
+def profiler(
+    seconds: float, out: Path, threads: bool
+) -> Callable[[int], Coroutine[Any, Any, None]]:
+    """``py-spy record --format raw`` of the daemon over the middle 80% of the window: the
+    thread holding the GIL, or (``threads``) every thread that is not idle, per thread."""
 
     async def record(pid: int) -> None:
         await asyncio.sleep(seconds * 0.1)
@@ -110,9 +115,9 @@ def profiler(seconds: float, out: Path) -> Callable[[int], Coroutine[Any, Any, N
             "record",
             "--pid",
             str(pid),
-            "--gil",
+            *(["--threads"] if threads else ["--gil"]),
             "--rate",
-            "200",
+            str(PROFILE_HZ),
             "--nonblocking",
             "--duration",
             str(max(1, round(seconds * 0.8))),
@@ -160,17 +165,27 @@ FRAMES = {
 list, which would otherwise start with them at ~100%."""
 
 
-def flame_summary(raw: Path, top: int = 15) -> str:
-    """Top functions by self and by inclusive share of the samples in a py-spy raw file."""
+def flame_summary(raw: Path, top: int = 15, instants: int = 0) -> str:
+    """Top functions by self and by inclusive share of the samples in a py-spy raw file;
+    with ``--threads`` samples, also each thread's samples (named by its deepest common
+    frame) as a share of ``instants`` (the sampling instants: about its CPU share)."""
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
+    threads: Counter[str] = Counter()
+    roles: dict[str, Counter[str]] = {}
     total = 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
         n = int(count)
-        frames = [frame_name(f) for f in stack.split(";") if f]
+        parts = [f for f in stack.split(";") if f]
+        if parts and parts[0].startswith("thread ("):
+            thread = parts.pop(0)
+            threads[thread] += n
+            role = next((frame_name(f) for f in reversed(parts) if f.split(" (")[0] in ROLES), "?")
+            roles.setdefault(thread, Counter())[role] += n
+        frames = [frame_name(f) for f in parts]
         total += n
         if frames:
             own[frames[-1]] += n
@@ -178,12 +193,25 @@ def flame_summary(raw: Path, top: int = 15) -> str:
             inclusive[name] += n
     if not total:
         return "(no samples)"
-    out = [f"{total:,} samples (GIL held)", "", "| self % | function |", "|---:|---|"]
+    out = [f"{total:,} samples" + ("" if threads else " (GIL held)"), ""]
+    if threads:
+        out += ["| thread | samples | share of sampling instants |", "|---|---:|---:|"]
+        for thread, n in threads.most_common(8):
+            role = roles[thread].most_common(1)[0][0]
+            share = f"{100 * n / instants:.0f}%" if instants else "-"
+            out.append(f"| `{role}` | {n:,} | {share} |")
+        out.append("")
+    out += ["| self % | function |", "|---:|---|"]
     out += [f"| {100 * n / total:.1f} | `{name}` |" for name, n in own.most_common(top)]
     out += ["", "| inclusive % | function |", "|---:|---|"]
     shown = [(k, n) for k, n in inclusive.most_common(top * 4) if k.split(" (")[0] not in FRAMES]
     out += [f"| {100 * n / total:.1f} | `{name}` |" for name, n in shown[:top]]
     return "\n".join(out)
+
+
+ROLES = {"cmd_run", "_connection_worker_thread", "_worker", "Thread.run"}
+"""Frames that say what a thread is: the event loop, an aiosqlite connection's thread, an
+executor worker."""
 
 
 # --- main ------------------------------------------------------------------------------------
@@ -210,7 +238,7 @@ async def measure(
                 if args.profile:
                     out = workdir / f"profile-{tree.name}-{rate:g}-{round_no}.txt"
                     profiles.append((tree, rate, out))
-                    on_daemon = profiler(args.seconds, out)
+                    on_daemon = profiler(args.seconds, out, args.profile_threads)
                 result = await run_round(
                     rate, args.seconds, pin=not args.no_pin, tree=tree, on_daemon=on_daemon
                 )
@@ -254,8 +282,10 @@ def report(
         ok = ok and all(r.missing == 0 and r.duplicates == 0 and r.errors == 0 for r in rs)
     for tree, rate, out in profiles:
         if out.exists():
-            print(f"### profile: {tree.name} at {rate:g} RMA/s (py-spy --gil)\n")
-            print(flame_summary(out) + "\n")
+            mode = "--threads (every busy thread)" if args.profile_threads else "--gil"
+            print(f"### profile: {tree.name} at {rate:g} RMA/s (py-spy {mode})\n")
+            instants = round(max(1, round(args.seconds * 0.8)) * PROFILE_HZ)
+            print(flame_summary(out, instants=instants) + "\n")
     if args.json:
         rows = {
             str(t): [
@@ -283,6 +313,11 @@ def main() -> int:
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin daemon / sender")
     parser.add_argument("--profile", action="store_true", help="py-spy the daemon in each run")
+    parser.add_argument(
+        "--profile-threads",
+        action="store_true",
+        help="with --profile: sample every busy thread (not only the GIL holder), per thread",
+    )
     parser.add_argument("--json", help="write every round's figures to this file")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
