@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -374,7 +375,7 @@ async def run_round(
     pin: bool = True,
     drain_idle: float = 15.0,
     folder: Path | None = None,
-    on_daemon: Any = None,
+    on_daemon: Callable[[int], Coroutine[Any, Any, None]] | None = None,
     tree: Path = REPO,
 ) -> RoundResult:
     """One round at ``rate`` RMA/s for ``seconds`` against a fresh daemon and sandboxes.
@@ -431,7 +432,11 @@ async def run_round(
 
 
 async def _load(
-    result: RoundResult, pid: int, sandboxes: Sandboxes, base: str, on_daemon: Any
+    result: RoundResult,
+    pid: int,
+    sandboxes: Sandboxes,
+    base: str,
+    on_daemon: Callable[[int], Coroutine[Any, Any, None]] | None,
 ) -> OpenLoop:
     connector = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=60)
