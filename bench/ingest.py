@@ -1,23 +1,33 @@
-"""Ingest benchmark: durable webhook acks/s behind aiohttp vs a bare aiohttp handler.
+"""Ingest: durable webhook acks through the daemon's real route, beside a bare aiohttp handler.
 
-Two servers, each in its own process, both on 127.0.0.1 with a free port:
+Three servers, each in its own process on 127.0.0.1, all pinned to the same CPU:
 
-* ``bare``    POST /rmas reads the body and answers 200 JSON, stores nothing;
-* ``durable`` POST /rmas is :func:`bridge.inbound.receive` over ``Engine(SqliteStore)``
-  (WAL, ``synchronous=FULL``, group commit): 200 only after the COMMIT holding the row.
-  GET /stats returns ``store.commits`` and the inbox row count. No worker/dispatcher.
+* ``bare``    ``POST /rmas`` reads the body and answers 200 JSON; stores nothing.
+* ``minimal`` ``POST /rmas`` is :func:`bridge.inbound.receive` over ``Engine(SqliteStore)``
+  (WAL, ``synchronous=FULL``, group commit): 200 only after the COMMIT holding the row; no
+  auth, no header check, no parsing, no worker (what this bench measured before issue 12).
+* ``daemon``  the real ``python -m bridge run`` with one retailer: ``POST
+  /retailers/<id>/optoro/rmas`` with HTTP Basic auth, the ``X-Optiturn-*`` headers checked,
+  the RMA parsed, the durable ack, and the inbox worker, dispatcher and scheduler running
+  (the retailer's default policy creates no Kibo return at ``CREATED``, so the worker applies
+  each RMA to its entity and nothing leaves the machine).
 
-The load generator (this process) posts N distinct ~1 KB Optoro-RMA-like JSON bodies
-through one aiohttp ``ClientSession`` (``TCPConnector(limit=concurrency)``), records each
-request's latency, and alternates bare, durable, bare, durable... for ``--rounds`` rounds
-after a warm-up; the table reports the medians over rounds. Afterwards the durable server
-is killed with SIGKILL and the rows in its SQLite file are counted: they must equal the
-number of acks it gave (every 200 was durable).
+Every request carries a distinct body: the guide's express-returns RMA (scenario 10) with its
+own ``rma_identifier`` and order. The load generator is ``wrk`` (C, one thread, a Lua script
+that numbers the bodies) pinned to the other CPU; its own CPU is reported to show it is not the
+limit. Rounds alternate bare, minimal, daemon for ``--rounds`` rounds of ``--seconds`` each,
+after a warm-up; every figure is min/median/max over the rounds. The server's CPU is read from
+``/proc/<pid>/stat`` (all threads), so "by CPU" compares what each server spends per request.
 
-On a machine with >= 2 CPUs the servers are pinned to CPU 0 and the load generator to
-CPU 1 (``--no-pin`` to let the scheduler decide).
+Durability is shown by counting the server's ``fsync``/``fdatasync`` calls with ``strace -f
+-c`` over a separate (untimed) load, with ``synchronous=FULL`` and with ``synchronous=OFF`` as
+a control (the same server with SQLite's ``PRAGMA synchronous=FULL`` rewritten to ``OFF`` by
+this script's launcher): with FULL every group commit is fsynced (syncs >= commits), with OFF
+there are none. Exit status 1 when a request failed or the control does not differ.
 
-    python bench/ingest.py [--requests N] [--concurrency C[,C...]] [--rounds R] [--quick]
+    .venv/bin/python bench/ingest.py                      # 3 rounds x 10 s, c=64, ~2 min
+    .venv/bin/python bench/ingest.py --quick              # 2 rounds x 3 s
+    .venv/bin/python bench/ingest.py --concurrency 16,64,256 --rounds 2
 """
 
 from __future__ import annotations
@@ -28,6 +38,8 @@ import contextlib
 import json
 import os
 import platform
+import re
+import shutil
 import signal
 import socket
 import sqlite3
@@ -35,7 +47,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,17 +55,47 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from adapters.optoro.sandbox import BasicAuth  # noqa: E402
+from tests.e2e_load import (  # noqa: E402
+    ENV,
+    OPTITURN_ID,
+    RETAILER,
+    WEBHOOK_PASSWORD,
+    WEBHOOK_USER,
+    config_text,
+    rma_body,
+    rma_template,
+)
+
 PATH = "/rmas"
-RETAILER = "bench"
 KIND = "optoro.rmas"
+SERVERS = ("bare", "minimal", "daemon")
 
 
-# --------------------------------------------------------------------------------------
-# servers (run in a child process: ``ingest.py --serve bare|durable``)
-# --------------------------------------------------------------------------------------
+# --- servers ---------------------------------------------------------------------------------
 
 
-async def _serve(mode: str, db: str | None, profile: str | None) -> None:
+def synchronous_off() -> None:
+    """The control: every SQLite connection of this process turns ``synchronous=FULL`` into
+    ``OFF`` (the store's pragmas pass through ``Connection.execute``)."""
+
+    class Off(sqlite3.Connection):
+        def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+            if re.fullmatch(r"\s*PRAGMA\s+synchronous\s*=\s*FULL\s*", sql, re.IGNORECASE):
+                sql = "PRAGMA synchronous=OFF"
+            return super().execute(sql, *args)
+
+    connect = sqlite3.connect
+
+    def connect_off(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        kwargs.setdefault("factory", Off)
+        return connect(*args, **kwargs)
+
+    sqlite3.connect = connect_off  # type: ignore[assignment]
+
+
+async def serve_small(mode: str, db: str | None) -> None:
+    """``bare`` or ``minimal`` (see the module's docstring), until SIGTERM."""
     from aiohttp import web
 
     app = web.Application()
@@ -76,15 +117,13 @@ async def _serve(mode: str, db: str | None, profile: str | None) -> None:
         await store.open()
         engine = Engine(store)  # worker and dispatcher deliberately not started
 
-        async def durable(request: web.Request) -> web.Response:
+        async def minimal(request: web.Request) -> web.Response:
             return await receive(request, engine, retailer=RETAILER, kind=KIND)
 
         async def stats(request: web.Request) -> web.Response:
-            counts = await store.inbox_stats()
-            rows = counts.pending + counts.done + counts.superseded + counts.quarantined
-            return web.json_response({"commits": store.commits, "inbox": rows})
+            return web.json_response({"commits": store.commits})
 
-        app.router.add_post(PATH, durable)
+        app.router.add_post(PATH, minimal)
         app.router.add_get("/stats", stats)
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -93,23 +132,12 @@ async def _serve(mode: str, db: str | None, profile: str | None) -> None:
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     await web.SockSite(runner, sock, backlog=1024).start()
-
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-
-    profiler = None
-    if profile:
-        import cProfile
-
-        profiler = cProfile.Profile()
-        profiler.enable()
-    print(json.dumps({"port": sock.getsockname()[1], "pid": os.getpid()}), flush=True)
+    print(f"listening on http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
     await stop.wait()
-    if profiler is not None and profile:
-        profiler.disable()
-        profiler.dump_stats(profile)
     await runner.cleanup()
     if store is not None:
         await store.close()
@@ -119,144 +147,141 @@ async def _serve(mode: str, db: str | None, profile: str | None) -> None:
 class Server:
     mode: str
     proc: subprocess.Popen[str]
-    port: int
+    base: str
+    url: str
+    db: Path | None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
-def start_server(mode: str, db: Path | None, cpu: int | None, profile: str | None) -> Server:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--serve", mode]
-    if db is not None:
-        cmd += ["--db", str(db)]
-    if profile:
-        cmd += ["--profile-out", profile]
+def start_server(mode: str, folder: Path, cpu: int | None, sync: str = "FULL") -> Server:
+    """Start ``mode`` with its own SQLite file in ``folder``; ``sync="OFF"``: the control."""
+    folder.mkdir(parents=True, exist_ok=True)
+    db: Path | None = None
+    if mode == "daemon":
+        db = folder / "bridge.db"
+        config = folder / "bridge.toml"
+        # Kibo and Optoro on closed ports: the default policy sends nothing for these RMAs.
+        # No inbox backlog limit: this measures the route, not the 503 of its backpressure
+        # (which a starved worker reaches after 10,000 pending items by default).
+        text = config_text(db, 0, "http://127.0.0.1:9", "http://127.0.0.1:9", policy="")
+        config.write_text(text.replace("[store]", "max_inbox_backlog = 0\n[store]", 1))
+        cmd = [sys.executable, "-m", "bridge", "run", "--config", str(config)]
+        if sync == "OFF":
+            cmd = [sys.executable, __file__, "--serve", "daemon", "--config", str(config)]
+    else:
+        if mode == "minimal":
+            db = folder / "inbox.db"
+        cmd = [sys.executable, __file__, "--serve", mode]
+        cmd += ["--db", str(db)] if db else []
+    if sync == "OFF":
+        cmd += ["--synchronous-off"]
 
     def pin() -> None:
         if cpu is not None:
             os.sched_setaffinity(0, {cpu})
 
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, preexec_fn=pin, cwd=ROOT)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=(folder / f"{mode}.log").open("ab"),
+        text=True,
+        preexec_fn=pin,
+        cwd=ROOT,
+        env={**os.environ, **ENV},
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline()
-    if not line:
-        raise RuntimeError(f"{mode} server did not start (exit {proc.wait()})")
-    return Server(mode, proc, int(json.loads(line)["port"]))
+    if "listening on" not in line:
+        raise RuntimeError(f"{mode} server did not start (exit {proc.wait()}): {line!r}")
+    base = line.strip().rsplit(" ", 1)[1]
+    url = f"{base}/retailers/{RETAILER}/optoro/rmas" if mode == "daemon" else base + PATH
+    return Server(mode, proc, base, url, db)
 
 
-# --------------------------------------------------------------------------------------
-# load generator
-# --------------------------------------------------------------------------------------
+# --- load generator: wrk ----------------------------------------------------------------------
 
-_ITEM = {
-    "order_line_item_identifier": "1",
-    "order_identifier": "ORD1234567",
-    "exchange_order_identifier": None,
-    "original_order_identifier": None,
-    "return_reason": "Changed Mind",
-    "is_exchange": False,
-    "sku": "sku1234",
-    "tracking_number": "92023909899840543401202533",
-    "package_tracking_status": "PRE_TRANSIT",
-    "receiving_status": "PENDING",
-    "refund_financials": {
-        "estimated_refund_amount_cents": 13056,
-        "optoro_refund_amount_cents": 0,
-        "shopper_refund_amount_cents": 13056,
-    },
-    "refund_type": "REFUND",
-}
+LUA = """
+local n = 0
+local prefix = "%(prefix)s"
+local template = [==[%(template)s]==]
+wrk.method = "POST"
+%(headers)s
+request = function()
+  n = n + 1
+  local id = prefix .. n
+  return wrk.format(nil, nil, nil, (template:gsub("@ID@", id)))
+end
+"""
 
 
-class Bodies:
-    """Distinct ~1 KB RMA webhook bodies (unique ids, so the inbox never dedupes)."""
-
-    def __init__(self) -> None:
-        self.n = 0
-        self.run = f"{os.getpid():x}{int(time.time()) & 0xFFFF:04x}"
-
-    def make(self, count: int) -> list[bytes]:
-        out = []
-        for _ in range(count):
-            i = self.n
-            self.n += 1
-            order = f"ORD{i:09d}"
-            items = [
-                dict(_ITEM, order_identifier=order, order_line_item_identifier=str(line))
-                for line in (1, 2)
-            ]
-            body = {
-                "rma_identifier": f"R{self.run}{i:09d}",
-                "status": "CREATED",
-                "created_at": "2023-01-27T23:25:09Z",
-                "updated_at": "2023-01-27T23:25:12Z",
-                "return_method": "MAIL_BACK",
-                "items": items,
-            }
-            out.append(json.dumps(body, separators=(",", ":")).encode())
-        return out
+def wrk_script(folder: Path, prefix: str) -> Path:
+    """A Lua script that posts the guide's RMA with ``<prefix><n>`` in its identifiers."""
+    template = rma_body(rma_template(), "@ID@").decode()
+    headers = {
+        "Content-Type": "application/json",
+        "Authorization": BasicAuth(WEBHOOK_USER, WEBHOOK_PASSWORD).encode(),
+        "X-Optiturn-Id": OPTITURN_ID,
+        "X-Optiturn-Api-Version": "3",
+    }
+    lines = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
+    path = folder / f"wrk-{prefix}.lua"
+    path.write_text(LUA % {"prefix": prefix, "template": template, "headers": lines})
+    return path
 
 
 @dataclass
-class RoundResult:
-    mode: str
-    concurrency: int
+class WrkResult:
     requests: int
-    ok: int
-    errors: int
     seconds: float
-    latencies: list[float]
-    commits: int = 0
-    server_cpu: float = 0.0  # CPU seconds of the server process (all threads) / wall
-    client_cpu: float = 0.0  # same for the load generator
-    other_cpu: float = 0.0  # CPUs busy with other processes on the machine (noise)
+    non_2xx: int
+    errors: int
+    latency_ms: dict[str, float]
+    cpu: float
+    """wrk's own CPU seconds."""
 
     @property
     def rps(self) -> float:
-        return self.ok / self.seconds if self.seconds else 0.0
-
-    @property
-    def server_us(self) -> float:
-        """Server CPU (all threads, user + system) per acknowledged request, microseconds."""
-        return self.server_cpu / self.rps * 1e6 if self.rps else float("nan")
-
-    def pct(self, q: float) -> float:
-        lat = sorted(self.latencies)
-        if not lat:
-            return float("nan")
-        return lat[min(len(lat) - 1, int(q * len(lat)))] * 1000.0
+        return (self.requests - self.non_2xx - self.errors) / self.seconds
 
 
-async def load(
-    session: Any, url: str, bodies: list[bytes], concurrency: int
-) -> tuple[int, int, float, list[float]]:
-    """Post every body with ``concurrency`` in flight; (ok, errors, seconds, latencies)."""
-    latencies: list[float] = []
-    ok = errors = 0
-    it = iter(bodies)
-    headers = {"Content-Type": "application/json", "X-Optiturn-Api-Version": "1"}
-    perf = time.perf_counter
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
-    async def worker() -> None:
-        nonlocal ok, errors
-        for body in it:
-            t0 = perf()
-            try:
-                async with session.post(url, data=body, headers=headers) as resp:
-                    payload = await resp.read()
-                    good = resp.status == 200 and b'"accepted"' in payload
-            except Exception:
-                good = False
-            latencies.append(perf() - t0)
-            if good:
-                ok += 1
-            else:
-                errors += 1
 
-    start = perf()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return ok, errors, perf() - start, latencies
+def run_wrk(url: str, script: Path, seconds: float, connections: int, cpu: int | None) -> WrkResult:
+    duration = f"-d{max(1, round(seconds))}s"
+    cmd = ["wrk", "-t1", f"-c{connections}", duration, "--latency", "-s", str(script)]
+    if cpu is not None:
+        cmd = ["taskset", "-c", str(cpu), *cmd]
+    proc = subprocess.Popen([*cmd, url], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {out}")
+    done = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)", out)
+    assert done, out
+    latency = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)$", out, re.MULTILINE))
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return WrkResult(
+        requests=int(done.group(1)),
+        seconds=_ms(done.group(2) + done.group(3)) / 1000,
+        non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
+        errors=sum(int(x) for x in errors.groups()) if errors else 0,
+        latency_ms={k: _ms(v) for k, v in latency.items()},
+        cpu=usage.ru_utime + usage.ru_stime,
+    )
 
 
 def proc_cpu(pid: int) -> float:
@@ -272,308 +297,286 @@ def machine_busy() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-async def get_stats(session: Any, server: Server) -> dict[str, int]:
-    async with session.get(server.url + "/stats") as resp:
-        stats: dict[str, int] = await resp.json()
-    return stats
+def pending(db: Path | None) -> int | None:
+    """Inbox items still pending in a server's SQLite file (read beside the server)."""
+    if db is None:
+        return None
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as conn:
+        row = conn.execute("SELECT COUNT(*) FROM inbox WHERE status = 'pending'").fetchone()
+    return int(row[0])
 
 
-async def run_client(
-    args: argparse.Namespace, servers: dict[str, Server]
-) -> tuple[list[RoundResult], int]:
-    import aiohttp
+@dataclass
+class Round:
+    mode: str
+    connections: int
+    wrk: WrkResult
+    server_cpu: float
+    """Share of one CPU (all the server's threads)."""
+    other_cpu: float
+    pending: int | None
 
-    bodies = Bodies()
-    results: list[RoundResult] = []
-    acks = 0  # every 200 the durable server gave, warm-up included
-    levels = [int(c) for c in str(args.concurrency).split(",")]
-    stats_session = aiohttp.ClientSession()
+    @property
+    def us_per_request(self) -> float:
+        return self.server_cpu / self.wrk.rps * 1e6 if self.wrk.rps else float("nan")
+
+    @property
+    def client_cpu(self) -> float:
+        return self.wrk.cpu / self.wrk.seconds
+
+
+def measure_round(
+    server: Server, script: Path, seconds: float, conns: int, cpu: int | None
+) -> Round:
+    m0, s0 = machine_busy(), proc_cpu(server.proc.pid)
+    result = run_wrk(server.url, script, seconds, conns, cpu)
+    s1, m1 = proc_cpu(server.proc.pid), machine_busy()
+    server_s = s1 - s0
+    other = max(0.0, (m1 - m0) - server_s - result.cpu) / result.seconds
+    left = pending(server.db) if server.mode == "daemon" else None  # minimal has no worker
+    return Round(server.mode, conns, result, server_s / result.seconds, other, left)
+
+
+# --- durability: fsyncs counted ---------------------------------------------------------------
+
+
+@dataclass
+class SyncCount:
+    mode: str
+    sync: str
+    acks: int
+    syncs: int
+    commits: int | None = None
+
+    @property
+    def per_commit(self) -> str:
+        return f"{self.syncs / self.commits:.2f}" if self.commits else "-"
+
+
+def count_syncs(
+    mode: str, sync: str, folder: Path, seconds: float, cpus: tuple[int | None, int | None]
+) -> SyncCount:
+    """Serve ``mode`` with ``synchronous=sync``, load it under ``strace -f -c`` and count the
+    ``fsync``/``fdatasync`` calls of all its threads."""
+    server = start_server(mode, folder, cpus[0], sync)
+    out = folder / f"strace-{mode}-{sync}.txt"
     try:
-        for conc in levels:
-            for rnd in range(-1, args.rounds):  # round -1 is the warm-up
-                for mode in ("bare", "durable"):
-                    server = servers[mode]
-                    n = args.warmup if rnd < 0 else args.requests
-                    batch = bodies.make(n)
-                    connector = aiohttp.TCPConnector(limit=conc, force_close=False)
-                    async with aiohttp.ClientSession(connector=connector) as session:
-                        before = (
-                            await get_stats(stats_session, server) if mode == "durable" else None
-                        )
-                        m0 = machine_busy()
-                        s0, c0 = proc_cpu(server.proc.pid), time.process_time()
-                        ok, errors, secs, lat = await load(session, server.url + PATH, batch, conc)
-                        s1, c1 = proc_cpu(server.proc.pid), time.process_time()
-                        m1 = machine_busy()
-                        after = (
-                            await get_stats(stats_session, server) if mode == "durable" else None
-                        )
-                    if mode == "durable":
-                        acks += ok
-                    if rnd < 0:
-                        continue
-                    r = RoundResult(
-                        mode,
-                        conc,
-                        n,
-                        ok,
-                        errors,
-                        secs,
-                        lat,
-                        server_cpu=(s1 - s0) / secs,
-                        client_cpu=(c1 - c0) / secs,
-                        other_cpu=max(0.0, (m1 - m0) - (s1 - s0) - (c1 - c0)) / secs,
-                    )
-                    if before is not None and after is not None:
-                        r.commits = after["commits"] - before["commits"]
-                    results.append(r)
-                    print(
-                        f"  c={conc} round {rnd + 1}/{args.rounds} {mode:7s} {r.rps:8.0f} req/s"
-                        f"  p50 {r.pct(0.5):6.2f} ms  p99 {r.pct(0.99):6.2f} ms"
-                        + f"  cpu server {r.server_cpu:4.0%} client {r.client_cpu:4.0%}"
-                        + f" others {r.other_cpu:4.0%}"
-                        + (f"  commits {r.commits}" if mode == "durable" else "")
-                        + (f"  ERRORS {errors}" if errors else ""),
-                        file=sys.stderr,
-                        flush=True,
-                    )
+        strace = subprocess.Popen(
+            [
+                "strace",
+                "-f",
+                "-c",
+                "-e",
+                "trace=fsync,fdatasync",
+                "-o",
+                str(out),
+                "-p",
+                str(server.proc.pid),
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert strace.stderr is not None
+        strace.stderr.readline()  # "strace: Process N attached": it traces from here on
+        commits0 = commits(server)
+        result = run_wrk(server.url, wrk_script(folder, f"s{sync}{mode}"), seconds, 16, cpus[1])
+        commits1 = commits(server)
+        strace.send_signal(signal.SIGINT)
+        strace.wait(timeout=30)
     finally:
-        await stats_session.close()
-    return results, acks
+        server.stop()
+    calls = 0
+    for line in out.read_text().splitlines():
+        parts = line.split()
+        if parts and parts[-1] in ("fsync", "fdatasync"):
+            calls += int(parts[3])
+    acks = result.requests - result.non_2xx - result.errors
+    n = None if commits0 is None or commits1 is None else commits1 - commits0
+    return SyncCount(mode, sync, acks, calls, n)
 
 
-# --------------------------------------------------------------------------------------
-# machine and fsync probe
-# --------------------------------------------------------------------------------------
+def commits(server: Server) -> int | None:
+    if server.mode != "minimal":
+        return None
+    import urllib.request
+
+    with urllib.request.urlopen(server.base + "/stats", timeout=10) as response:
+        return int(json.loads(response.read())["commits"])
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+def spread(values: list[float], fmt: str = "{:,.0f}") -> str:
+    if len(values) == 1:
+        return fmt.format(values[0])
+    return " / ".join(fmt.format(v) for v in (min(values), statistics.median(values), max(values)))
 
 
 def machine_info(db_dir: Path) -> dict[str, str]:
     import aiohttp
 
     model = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    fs = "?"
-    with contextlib.suppress(OSError, subprocess.SubprocessError, IndexError):
-        out = (
-            subprocess.run(["df", "-T", str(db_dir)], capture_output=True, text=True, check=True)
-            .stdout.splitlines()[1]
-            .split()
-        )
-        fs = f"{out[1]} ({out[0]})"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
     return {
-        "nproc": str(os.cpu_count()),
-        "cpu": model,
+        "cpu": f"{model}, {os.cpu_count()} CPUs",
         "kernel": platform.release(),
-        "python": platform.python_version(),
-        "sqlite": sqlite3.sqlite_version,
-        "aiohttp": aiohttp.__version__,
-        "db filesystem": fs,
+        "python / sqlite / aiohttp": (
+            f"{platform.python_version()} / {sqlite3.sqlite_version} / {aiohttp.__version__}"
+        ),
+        "load generator": (wrk.stdout or wrk.stderr).splitlines()[0],
     }
 
 
-def fsync_probe(db_dir: Path, n: int = 200) -> dict[str, float]:
-    """Median single-row COMMIT time in WAL with synchronous=FULL vs OFF (ms)."""
-    out = {}
-    for sync in ("FULL", "OFF"):
-        path = db_dir / f"probe-{sync}.db"
-        conn = sqlite3.connect(path, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={sync}")
-        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB)")
-        blob = b"x" * 1024
-        times = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("INSERT INTO t (body) VALUES (?)", (blob,))
-            conn.execute("COMMIT")
-            times.append(time.perf_counter() - t0)
-        conn.close()
-        out[sync] = statistics.median(times) * 1000.0
-    return out
-
-
-# --------------------------------------------------------------------------------------
-# main
-# --------------------------------------------------------------------------------------
-
-
-def median_of(results: list[RoundResult], mode: str, conc: int, fn: Any) -> float:
-    return float(
-        statistics.median(fn(r) for r in results if r.mode == mode and r.concurrency == conc)
-    )
-
-
 def render(
-    args: argparse.Namespace,
-    results: list[RoundResult],
-    info: dict[str, str],
-    probe: dict[str, float],
-    acks: int,
-    rows: int,
-    total_commits: int,
-    elapsed: float,
+    args: argparse.Namespace, rounds: list[Round], syncs: list[SyncCount], info: dict[str, str]
 ) -> str:
     lines = [
-        f"requests/round {args.requests}, rounds {args.rounds} (medians), warm-up {args.warmup}, "
-        f"body ~{args.body_bytes} B, pinned: {args.pin_desc}",
+        f"{args.rounds} rounds x {args.seconds:g} s per server and concurrency (alternating"
+        f" bare, minimal, daemon), pinned: {args.pin_desc}; cells are min / median / max",
         "",
-        "| server | conc. | req/s | p50 ms | p99 ms | commits/round | acks/commit"
-        " | server CPU | server CPU µs/req | client CPU | durable/bare |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| server | conc. | req/s | p50 ms | p99 ms | server CPU % | server CPU µs/req"
+        " | wrk CPU % | other load % | pending at end | ratio by req/s | ratio by CPU |",
+        "|---|---:|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for conc in sorted({r.concurrency for r in results}):
-        bare = median_of(results, "bare", conc, lambda r: r.rps)
-        for mode in ("bare", "durable"):
-
-            def med(fn: Any, mode: str = mode, conc: int = conc) -> float:
-                return median_of(results, mode, conc, fn)
-
-            rps = med(lambda r: r.rps)
-            cells = [
-                f"{rps:,.0f}",
-                f"{med(lambda r: r.pct(0.50)):.2f}",
-                f"{med(lambda r: r.pct(0.99)):.2f}",
-            ]
-            if mode == "durable":
-                name = "durable: `receive` + SqliteStore"
-                cells += [
-                    f"{med(lambda r: r.commits):,.0f}",
-                    f"{med(lambda r: r.ok / r.commits if r.commits else 0):.1f}",
-                ]
-                ratio = f"**{rps / bare:.2f}x**"
-            else:
-                name = "bare aiohttp 200"
-                cells += ["-", "-"]
-                ratio = "1.00x"
-            cells += [
-                f"{med(lambda r: r.server_cpu):.0%}",
-                f"{med(lambda r: r.server_us):.0f}",
-                f"{med(lambda r: r.client_cpu):.0%}",
-                ratio,
-            ]
-            lines.append(f"| {name} | {conc} | " + " | ".join(cells) + " |")
-    others = statistics.median(r.other_cpu for r in results)
-    lines.append("")
-    for conc in sorted({r.concurrency for r in results}):
-        bares = [r for r in results if r.mode == "bare" and r.concurrency == conc]
-        durs = [r for r in results if r.mode == "durable" and r.concurrency == conc]
-        paired = [d.rps / b.rps for b, d in zip(bares, durs, strict=True) if b.rps]
-        if paired:
+    for conns in sorted({r.connections for r in rounds}):
+        bare = [r for r in rounds if r.mode == "bare" and r.connections == conns]
+        for mode in SERVERS:
+            rs = [r for r in rounds if r.mode == mode and r.connections == conns]
+            by_rps = [r.wrk.rps / b.wrk.rps for r, b in zip(rs, bare, strict=True)]
+            by_cpu = [b.us_per_request / r.us_per_request for r, b in zip(rs, bare, strict=True)]
+            left = [float(r.pending) for r in rs if r.pending is not None]
             lines.append(
-                f"- c={conc}: durable/bare per round (each durable round vs the bare round just"
-                f" before it): {', '.join(f'{x:.2f}' for x in paired)}"
-                f" -> median {statistics.median(paired):.2f}x"
+                f"| {mode} | {conns} | {spread([r.wrk.rps for r in rs])}"
+                f" | {spread([r.wrk.latency_ms['50'] for r in rs], '{:.2f}')}"
+                f" | {spread([r.wrk.latency_ms['99'] for r in rs], '{:.2f}')}"
+                f" | {spread([100 * r.server_cpu for r in rs])}"
+                f" | {spread([r.us_per_request for r in rs])}"
+                f" | {spread([100 * r.client_cpu for r in rs])}"
+                f" | {spread([100 * r.other_cpu for r in rs])}"
+                f" | {spread(left) if left else '-'}"
+                f" | {spread(by_rps, '{:.2f}x')} | {spread(by_cpu, '{:.2f}x')} |"
             )
-        bare_us = median_of(results, "bare", conc, lambda r: r.server_us)
-        dur_us = median_of(results, "durable", conc, lambda r: r.server_us)
-        lines.append(
-            f"- c={conc}: server CPU per request, bare {bare_us:.0f} µs vs durable {dur_us:.0f} µs:"
-            f" capacity ratio on one dedicated server core {bare_us / dur_us:.2f}x"
-            " (less sensitive to other load than req/s)"
-        )
-    errors = sum(r.errors for r in results)
     lines += [
-        f"- durability check: {acks:,} acks from the durable server (warm-up included), "
-        f"{rows:,} rows in its inbox after SIGKILL -> {'OK' if rows == acks else 'MISMATCH'}; "
-        f"{total_commits:,} commits in all; request errors: {errors}",
-        f"- single-row COMMIT (WAL) median: synchronous=FULL {probe['FULL']:.2f} ms, "
-        f"synchronous=OFF {probe['OFF']:.3f} ms",
-        f"- other processes on the machine used a median {others:.0%} of one CPU during the"
-        f" measured rounds (noise; CPU columns are % of one CPU, server = all its threads)",
-        f"- wall time: {elapsed:.0f} s",
         "",
-        "| machine | |",
-        "|---|---|",
+        'Ratios are per round (each server against the bare round just before it). "pending at'
+        ' end": inbox items the worker had not processed when the round ended.',
+        "",
+        "Durability: `fsync`/`fdatasync` calls of the server (all threads, `strace -f -c`), over"
+        f" {args.sync_seconds:g} s of load at c=16 (untimed):",
+        "",
+        "| server | synchronous | acks | commits | fsync+fdatasync | per commit | per ack |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
-    lines += [f"| {k} | {v} |" for k, v in info.items()]
+    for s in syncs:
+        lines.append(
+            f"| {s.mode} | {s.sync} | {s.acks:,} | {s.commits if s.commits is not None else '-'}"
+            f" | {s.syncs:,} | {s.per_commit} | {s.syncs / max(s.acks, 1):.3f} |"
+        )
+    lines += ["", "| machine | |", "|---|---|", *[f"| {k} | {v} |" for k, v in info.items()]]
     return "\n".join(lines)
+
+
+def durable_ok(syncs: list[SyncCount]) -> bool:
+    """FULL: at least one sync per group commit (the daemon: some); OFF: none."""
+    for s in syncs:
+        if s.sync == "FULL" and (s.syncs == 0 or (s.commits and s.syncs < s.commits)):
+            return False
+        if s.sync == "OFF" and s.syncs != 0:
+            return False
+    return bool(syncs)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--requests", type=int, default=20_000, help="requests per round and server")
-    p.add_argument("--concurrency", default="64", help="requests in flight (comma list allowed)")
-    p.add_argument("--rounds", type=int, default=3, help="measured rounds per server (median)")
-    p.add_argument("--warmup", type=int, default=None, help="warm-up requests per server")
-    p.add_argument("--quick", action="store_true", help="small run (3,000 requests, 2 rounds)")
-    p.add_argument("--no-pin", action="store_true", help="do not pin server/client to CPUs")
-    p.add_argument(
-        "--dir", default=None, help="directory for the SQLite file (default: a temp dir)"
-    )
-    p.add_argument("--profile", action="store_true", help="cProfile the durable server")
-    p.add_argument("--serve", choices=("bare", "durable"), help=argparse.SUPPRESS)
+    p.add_argument("--seconds", type=float, default=10.0, help="seconds per round and server")
+    p.add_argument("--concurrency", default="64", help="connections (comma list allowed)")
+    p.add_argument("--rounds", type=int, default=3, help="measured rounds per server")
+    p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per server")
+    p.add_argument("--sync-seconds", type=float, default=3.0, help="load under strace, s")
+    p.add_argument("--quick", action="store_true", help="2 rounds x 3 s")
+    p.add_argument("--no-pin", action="store_true", help="do not pin servers / wrk to CPUs")
+    p.add_argument("--dir", default=None, help="directory for the SQLite files")
+    p.add_argument("--serve", choices=("bare", "minimal", "daemon"), help=argparse.SUPPRESS)
     p.add_argument("--db", help=argparse.SUPPRESS)
-    p.add_argument("--profile-out", help=argparse.SUPPRESS)
+    p.add_argument("--config", help=argparse.SUPPRESS)
+    p.add_argument("--synchronous-off", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
     if args.serve:
-        asyncio.run(_serve(args.serve, args.db, args.profile_out))
+        if args.synchronous_off:
+            synchronous_off()
+        if args.serve == "daemon":
+            from bridge.cli import main as bridge_main
+
+            return bridge_main(["run", "--config", args.config])
+        asyncio.run(serve_small(args.serve, args.db))
         return 0
 
+    if shutil.which("wrk") is None or shutil.which("strace") is None:
+        print("needs wrk and strace (apt-get install -y wrk strace)", file=sys.stderr)
+        return 2
     if args.quick:
-        args.requests, args.rounds = 3_000, 2
-    if args.warmup is None:
-        args.warmup = min(2_000, max(200, args.requests // 10))
-    args.body_bytes = len(Bodies().make(1)[0])
-
-    ncpu = len(os.sched_getaffinity(0))
-    pin = not args.no_pin and ncpu >= 2
+        args.seconds, args.rounds, args.warmup = 3.0, 2, 1.0
     cpus = sorted(os.sched_getaffinity(0))
-    server_cpu = cpus[0] if pin else None
-    args.pin_desc = f"servers CPU {cpus[0]}, load generator CPU {cpus[1]}" if pin else "no"
-
-    started = time.perf_counter()
+    pin = not args.no_pin and len(cpus) >= 2
+    server_cpu, wrk_cpu = (cpus[0], cpus[1]) if pin else (None, None)
+    args.pin_desc = f"servers CPU {cpus[0]}, wrk CPU {cpus[1]}" if pin else "no"
+    rounds: list[Round] = []
     with tempfile.TemporaryDirectory(prefix="bench-ingest-", dir=args.dir) as tmp:
-        tmpdir = Path(tmp)
-        db = tmpdir / "inbox.db"
-        profile = str(tmpdir / "durable.prof") if args.profile else None
-        servers = {
-            "bare": start_server("bare", None, server_cpu, None),
-            "durable": start_server("durable", db, server_cpu, profile),
-        }
+        folder = Path(tmp)
+        servers = {m: start_server(m, folder / m, server_cpu) for m in SERVERS}
         try:
-            if pin:
-                os.sched_setaffinity(0, {cpus[1]})
-            results, acks = asyncio.run(run_client(args, servers))
-
-            async def final_commits() -> int:
-                import aiohttp
-
-                async with aiohttp.ClientSession() as s:
-                    return (await get_stats(s, servers["durable"]))["commits"]
-
-            total_commits = asyncio.run(final_commits())
-            if profile:
-                servers["durable"].proc.send_signal(signal.SIGTERM)
-                servers["durable"].proc.wait(timeout=30)
-            else:
-                # a crash right after the last ack: every acknowledged row must be there
-                servers["durable"].proc.kill()
-                servers["durable"].proc.wait()
+            for conns in (int(c) for c in args.concurrency.split(",")):
+                for rnd in range(-1, args.rounds):  # -1: the warm-up
+                    for mode in SERVERS:
+                        script = wrk_script(folder, f"c{conns}r{rnd + 1}{mode}-")
+                        seconds = args.warmup if rnd < 0 else args.seconds
+                        r = measure_round(servers[mode], script, seconds, conns, wrk_cpu)
+                        print(
+                            f"  c={conns} round {rnd + 1}/{args.rounds} {mode:8s}"
+                            f" {r.wrk.rps:8,.0f} req/s  p50 {r.wrk.latency_ms['50']:.2f} ms"
+                            f"  p99 {r.wrk.latency_ms['99']:.2f} ms  server"
+                            f" {r.server_cpu:4.0%} ({r.us_per_request:.0f} µs/req)  wrk"
+                            f" {r.client_cpu:4.0%}  others {r.other_cpu:4.0%}"
+                            f"  non-2xx {r.wrk.non_2xx} errors {r.wrk.errors}"
+                            + (f"  pending {r.pending}" if r.pending is not None else ""),
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                        if rnd >= 0:
+                            rounds.append(r)
         finally:
-            for s in servers.values():
-                if s.proc.poll() is None:
-                    s.proc.terminate()
-                    s.proc.wait(timeout=30)
-        with contextlib.closing(sqlite3.connect(db)) as conn:
-            rows = conn.execute("SELECT COUNT(*) FROM inbox").fetchone()[0]
-        if profile:
-            import pstats
-
-            pstats.Stats(profile, stream=sys.stderr).sort_stats("tottime").print_stats(30)
-            pstats.Stats(profile, stream=sys.stderr).sort_stats("cumulative").print_stats(40)
-        info = machine_info(tmpdir)
-        probe = fsync_probe(tmpdir)
-    elapsed = time.perf_counter() - started
-    print(render(args, results, info, probe, acks, rows, total_commits, elapsed))
-    return 0 if rows == acks and all(r.errors == 0 for r in results) else 1
+            for server in servers.values():
+                server.stop()
+        syncs = [
+            count_syncs(
+                mode, sync, folder / f"sync-{mode}-{sync}", args.sync_seconds, (server_cpu, wrk_cpu)
+            )
+            for mode in ("minimal", "daemon")
+            for sync in ("FULL", "OFF")
+        ]
+        for s in syncs:
+            print(
+                f"  {s.mode} synchronous={s.sync}: {s.acks} acks, {s.syncs} syncs,"
+                f" commits {s.commits}",
+                file=sys.stderr,
+            )
+        info = machine_info(folder)
+    print(render(args, rounds, syncs, info))
+    failed = sum(r.wrk.non_2xx + r.wrk.errors for r in rounds)
+    ok = durable_ok(syncs)
+    print(
+        f"\nrequest failures: {failed}; durability (FULL fsyncs every commit, OFF none):"
+        f" {'OK' if ok else 'FAILED'}"
+    )
+    return 0 if failed == 0 and ok else 1
 
 
 if __name__ == "__main__":

@@ -26,13 +26,21 @@ async def until(condition, within: float, what: str, step: float = 0.02) -> None
 
 
 async def spawn_daemon(
-    config: Path, log: Path, env: dict[str, str], *, append: bool = False
+    config: Path,
+    log: Path,
+    env: dict[str, str],
+    *,
+    append: bool = False,
+    tree: Path = REPO,
 ) -> asyncio.subprocess.Process:
     """``python -m bridge run --config CONFIG`` as the CLI runs it: stdout piped (its first
-    line says where it listens), stderr into ``log`` (appended to, or written anew)."""
+    line says where it listens), stderr into ``log`` (appended to, or written anew).
+    ``tree``: another checkout whose daemon runs, with its own ``.venv`` (benchmarks
+    compare two trees side by side)."""
+    python = sys.executable if tree == REPO else str(tree / ".venv" / "bin" / "python")
     with log.open("ab" if append else "wb") as err:
         return await asyncio.create_subprocess_exec(
-            sys.executable,
+            python,
             "-m",
             "bridge",
             "run",
@@ -41,7 +49,7 @@ async def spawn_daemon(
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=err,
-            cwd=REPO,
+            cwd=tree,
             env={**os.environ, **env},
         )
 
