@@ -16,7 +16,7 @@ import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from bridge.store.base import (
     Effect,
     EffectState,
     Entity,
+    EntityId,
     Flag,
     InboxItem,
     InboxStats,
@@ -53,6 +54,8 @@ from bridge.store.base import Registered as _Registered
 
 GROUP_COMMIT_MAX = 512
 MARK_BATCH_MAX = 256
+ENTITY_BATCH_MAX = 400
+"""Entities read per statement by ``get_entities`` (well under SQLite's variable limit)."""
 
 
 def _migrations() -> list[tuple[int, str]]:
@@ -120,6 +123,36 @@ def sqlite_path_from_url(url: str) -> Path:
     if not url.startswith(prefix):
         raise StoreError(f"not a sqlite URL (expected {prefix}PATH)")
     return Path(url[len(prefix) :])
+
+
+def _entity_batches(ids: Iterable[EntityId]) -> list[tuple[str, list[str]]]:
+    """One ``SELECT`` (kinds joined by ``UNION ALL``, keys by ``IN``, on the primary key) and
+    its parameters per ``ENTITY_BATCH_MAX`` ids."""
+    unique = list(dict.fromkeys(ids))
+    statements: list[tuple[str, list[str]]] = []
+    for start in range(0, len(unique), ENTITY_BATCH_MAX):
+        by_kind: dict[str, list[str]] = {}
+        for kind, key in unique[start : start + ENTITY_BATCH_MAX]:
+            by_kind.setdefault(kind, []).append(key)
+        parts, params = [], []
+        for kind, keys in by_kind.items():
+            marks = ", ".join("?" * len(keys))
+            parts.append(
+                "SELECT kind, key, version, data, updated_at FROM entities"  # noqa: S608 - placeholders only
+                f" WHERE kind = ? AND key IN ({marks})"
+            )
+            params += [kind, *keys]
+        statements.append((" UNION ALL ".join(parts), params))
+    return statements
+
+
+def _entities(rows: Iterable[sqlite3.Row | aiosqlite.Row]) -> dict[EntityId, Entity]:
+    return {
+        (row[0], row[1]): Entity(
+            row[0], row[1], tuple(json.loads(row[2])), json.loads(row[3]), row[4]
+        )
+        for row in rows
+    }
 
 
 class _PendingAccept:
@@ -823,6 +856,19 @@ class SqliteStore(Store):
 
     # per-entity rows ---------------------------------------------------------------------
 
+    async def get_entities(self, ids: Iterable[EntityId]) -> dict[EntityId, Entity]:
+        """Committed rows, no write transaction: under the writer lock (the one connection
+        must not show a transaction's uncommitted rows), one statement per batch."""
+        found: dict[EntityId, Entity] = {}
+        statements = _entity_batches(ids)
+        if not statements:
+            return found
+        async with self._lock:
+            for sql, params in statements:
+                async with self.conn.execute(sql, params) as cur:
+                    found.update(_entities(await cur.fetchall()))
+        return found
+
     async def entity_keys(
         self, kind: str, key_prefix: str = "", after: str = "", limit: int = 1000
     ) -> list[str]:
@@ -919,6 +965,13 @@ class _SqliteTransaction(Transaction):
             return None
         version = tuple(json.loads(row["version"]))
         return Entity(kind, key, version, json.loads(row["data"]), row["updated_at"])
+
+    async def get_entities(self, ids: Iterable[EntityId]) -> dict[EntityId, Entity]:
+        found: dict[EntityId, Entity] = {}
+        for sql, params in _entity_batches(ids):
+            async with self._conn.execute(sql, params) as cur:
+                found.update(_entities(await cur.fetchall()))
+        return found
 
     async def put_entity(self, kind: str, key: str, version: tuple[Any, ...], data: JSON) -> None:
         await self._conn.execute(
