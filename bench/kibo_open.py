@@ -14,7 +14,8 @@ written, and 0 missing / 0 duplicate creates (checked, the run fails otherwise).
         [--rounds 3] [--tree new=. --tree base=/work/wt/base12]
 
 Trees are run alternately within each round (base, new, base, new, ...), so that load from
-other processes on the machine falls on both alike.
+other processes on the machine falls on both alike. ``--profile DIR`` instead runs the
+daemon under cProfile once per tree and size and prints each profile's top lines.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import argparse
 import asyncio
 import json
 import os
+import pstats
 import signal
 import sqlite3
 import statistics
@@ -174,7 +176,9 @@ class Run:
     """Rows of kind ``kibo.open_returns`` (the pre-0005 per-retailer list) written then."""
 
 
-async def run_one(tree_name: str, tree: Path, size: int, k: int, folder: Path) -> Run:
+async def run_one(
+    tree_name: str, tree: Path, size: int, k: int, folder: Path, profile: Path | None = None
+) -> Run:
     db = folder / "bridge.db"
     await seed(db, size)
     async with (
@@ -186,8 +190,10 @@ async def run_one(tree_name: str, tree: Path, size: int, k: int, folder: Path) -
         config.write_text(config_text(db, kibo.url, optoro.url))
         python = tree / ".venv" / "bin" / "python"
         with (folder / "daemon.log").open("wb") as err:
+            profiled = ["-m", "cProfile", "-o", str(profile)] if profile else []
             proc = await asyncio.create_subprocess_exec(
                 str(python),
+                *profiled,
                 "-m",
                 "bridge",
                 "run",
@@ -295,8 +301,19 @@ def summary(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
-async def bench(trees: list[tuple[str, Path]], sizes: list[int], k: int, rounds: int) -> None:
+async def bench(
+    trees: list[tuple[str, Path]], sizes: list[int], k: int, rounds: int, profile: Path | None
+) -> None:
     runs: list[Run] = []
+    if profile is not None:  # one profiled run per tree and size (cProfile: slower)
+        for size in sizes:
+            for name, path in trees:
+                out = profile / f"{name}-{size}.prof"
+                with tempfile.TemporaryDirectory() as scratch:
+                    await run_one(name, path, size, k, Path(scratch), out)
+                print(f"{out}: top functions by own time")
+                pstats.Stats(str(out)).sort_stats("tottime").print_stats(12)
+        return
     for round_no in range(rounds):
         for size in sizes:
             order = trees if round_no % 2 == 0 else list(reversed(trees))
@@ -319,6 +336,12 @@ def main() -> int:
     parser.add_argument("--deliveries", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
+        "--profile",
+        type=Path,
+        help="instead: one run per tree and size with the daemon under cProfile, the"
+        " profiles written into this folder and their top lines printed",
+    )
+    parser.add_argument(
         "--tree",
         action="append",
         default=[],
@@ -329,7 +352,9 @@ def main() -> int:
         ("new", Path(__file__).resolve().parent.parent)
     ]
     sizes = [int(s) for s in args.sizes.split(",")]
-    asyncio.run(bench(trees, sizes, args.deliveries, args.rounds))
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    asyncio.run(bench(trees, sizes, args.deliveries, args.rounds, args.profile))
     return 0
 
 
