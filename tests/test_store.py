@@ -937,6 +937,29 @@ async def test_deleted_entities_and_paged_entity_keys(store: Store) -> None:
     assert await store.entity_keys("open_return", "acme:") == ["acme:1", "acme:3"]
 
 
+async def test_entity_keys_stay_inside_the_prefix_and_after_the_last_key(store: Store) -> None:
+    keys = ["acm", "acme", "acme:", "acme:1", "acme:10", "acme:1\x00", "acme:2", "acme;", "b"]
+    async with store.transaction() as tx:
+        for key in keys:
+            await tx.put_entity("open_return", key, (1,), {})
+    assert await store.entity_keys("open_return", "acme:") == [
+        "acme:",
+        "acme:1",
+        "acme:1\x00",
+        "acme:10",
+        "acme:2",
+    ]
+    assert await store.entity_keys("open_return", "acme:", after="acme:1") == [
+        "acme:1\x00",
+        "acme:10",
+        "acme:2",
+    ]
+    assert await store.entity_keys("open_return", "acme:", after="acme:2") == []
+    assert await store.entity_keys("open_return", "", after="acme;") == ["b"]
+    paged = [k async for k in each_entity_key(store, "open_return", "acme", page=1)]
+    assert paged == ["acme", "acme:", "acme:1", "acme:1\x00", "acme:10", "acme:2", "acme;"]
+
+
 async def test_get_entities_reads_committed_rows_in_one_call_without_a_write(
     store: Store,
 ) -> None:

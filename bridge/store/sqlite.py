@@ -125,6 +125,13 @@ def sqlite_path_from_url(url: str) -> Path:
     return Path(url[len(prefix) :])
 
 
+def _prefix_end(prefix: str) -> str | None:
+    """The least string above every string starting with ``prefix`` (``None``: no bound)."""
+    if not prefix or ord(prefix[-1]) >= 0x10FFFF:
+        return None
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
 def _entity_batches(ids: Iterable[EntityId]) -> list[tuple[str, list[str]]]:
     """One ``SELECT`` (kinds joined by ``UNION ALL``, keys by ``IN``, on the primary key) and
     its parameters per ``ENTITY_BATCH_MAX`` ids."""
@@ -872,11 +879,18 @@ class SqliteStore(Store):
     async def entity_keys(
         self, kind: str, key_prefix: str = "", after: str = "", limit: int = 1000
     ) -> list[str]:
-        rows = await self._fetchall(
-            "SELECT key FROM entities WHERE kind = ? AND substr(key, 1, length(?)) = ?"
-            " AND key > ? ORDER BY key LIMIT ?",
-            (kind, key_prefix, key_prefix, after, limit),
-        )
+        # the prefix's key range bounds the index search: other retailers' keys are not read
+        # (``after + NUL`` is the least key above ``after``)
+        lower = max(key_prefix, f"{after}\x00" if after else "")
+        upper = _prefix_end(key_prefix)
+        head = "SELECT key FROM entities WHERE kind = ? AND key >= ?"
+        tail = " AND substr(key, 1, length(?)) = ? ORDER BY key LIMIT ?"
+        if upper is None:
+            rows = await self._fetchall(head + tail, (kind, lower, key_prefix, key_prefix, limit))
+        else:
+            rows = await self._fetchall(
+                head + " AND key < ?" + tail, (kind, lower, upper, key_prefix, key_prefix, limit)
+            )
         return [str(r[0]) for r in rows]
 
     # back-pressure and graceful stop -----------------------------------------------------
