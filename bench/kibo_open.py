@@ -60,6 +60,40 @@ ENV = {
     "BENCH_OPTORO_SECRET": OPTORO_SECRET,
 }
 CONCURRENCY = 8
+RENDER_CHILD = """
+import asyncio, json, sys, time
+from adapters.kibo.client import KiboReturnDestination
+from adapters.kibo.config import KiboConfig
+from bridge.store import EffectState
+from bridge.store.sqlite import SqliteStore
+
+async def main(db, retailer, repeat):
+    store = SqliteStore(db)
+    await store.open()
+    config = KiboConfig.model_validate(
+        {"base_url": "http://127.0.0.1:9", "token": "unused", "line_ids": "numeric"}
+    )
+    destination = KiboReturnDestination(
+        f"kibo.returns:{retailer}", retailer, config,
+        store=lambda: store, http=lambda: None, lifecycle=lambda: None,
+    )
+    effects = await store.list_effects(EffectState.DELIVERED, destination.name, limit=100000)
+    commits = store.commits
+    per_render = []
+    for _ in range(repeat):
+        started = time.process_time()
+        for effect in effects:
+            await destination.render(effect)
+        per_render.append((time.process_time() - started) * 1e6 / len(effects))
+    written = store.commits - commits
+    print(json.dumps({"renders": len(effects), "us": per_render, "commits": written}))
+    await store.close()
+
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+"""
+"""Renders (``KiboReturnDestination.render``: the create's body, as the engine builds it
+before sending) of every create a run delivered, by one tree's code, on a copy of the run's
+SQLite file; prints CPU per render (process time, the SQLite thread included)."""
 SEEDED_ID_BASE = 1
 """Seeded open returns have ids SEEDED_ID_BASE ... SEEDED_ID_BASE + N - 1."""
 
@@ -176,8 +210,36 @@ class Run:
     """Rows of kind ``kibo.open_returns`` (the pre-0005 per-retailer list) written then."""
 
 
+async def render_cost(tree: Path, db: Path, repeat: int = 3) -> tuple[float, int]:
+    """Median CPU µs per render and write transactions committed, by ``tree``'s code."""
+    copy = db.with_name(f"render-{tree.name}.db")
+    conn, target = sqlite3.connect(db), sqlite3.connect(copy)
+    conn.backup(target)
+    conn.close()
+    target.close()
+    proc = await asyncio.create_subprocess_exec(
+        str(tree / ".venv" / "bin" / "python"),
+        "-c",
+        RENDER_CHILD,
+        str(copy),
+        RETAILER,
+        str(repeat),
+        stdout=asyncio.subprocess.PIPE,
+        cwd=tree,
+    )
+    out, _ = await proc.communicate()
+    result = json.loads(out)
+    return statistics.median(result["us"]), int(result["commits"])
+
+
 async def run_one(
-    tree_name: str, tree: Path, size: int, k: int, folder: Path, profile: Path | None = None
+    tree_name: str,
+    tree: Path,
+    size: int,
+    k: int,
+    folder: Path,
+    profile: Path | None = None,
+    render_trees: list[tuple[str, Path]] | None = None,
 ) -> Run:
     db = folder / "bridge.db"
     await seed(db, size)
@@ -273,6 +335,10 @@ async def run_one(
         conn.close()
     if opened < size + k - 5:  # a derived id may coincide with a seeded one (1 in ~10^4)
         raise AssertionError(f"open set holds {opened} returns, expected {size + k}")
+    for name, path in render_trees or ():
+        us, commits = await render_cost(path, db)
+        print(f"  render by {name}: {us:.0f} us CPU per create body, {commits} commits")
+        RENDERS.setdefault((name, size), []).append(us)
     return Run(
         tree_name,
         size,
@@ -281,6 +347,10 @@ async def run_one(
         int(largest),
         int(legacy),
     )
+
+
+RENDERS: dict[tuple[str, int], list[float]] = {}
+"""(tree, open returns) -> median CPU µs per render of each ``--render`` run."""
 
 
 def summary(runs: list[Run]) -> str:
@@ -298,11 +368,28 @@ def summary(runs: list[Run]) -> str:
             f" | {max(r.largest_row for r in mine):,}"
             f" | {max(r.open_set_rows_written for r in mine)} |"
         )
+    if RENDERS:
+        lines += [
+            "",
+            "| tree | open returns | CPU µs per create body (render) min / median / max |",
+            "|---|---:|---|",
+        ]
+        for (tree, size), values in sorted(RENDERS.items()):
+            ordered = sorted(values)
+            lines.append(
+                f"| {tree} | {size:,} | {ordered[0]:.0f} / {statistics.median(ordered):.0f}"
+                f" / {ordered[-1]:.0f} |"
+            )
     return "\n".join(lines)
 
 
 async def bench(
-    trees: list[tuple[str, Path]], sizes: list[int], k: int, rounds: int, profile: Path | None
+    trees: list[tuple[str, Path]],
+    sizes: list[int],
+    k: int,
+    rounds: int,
+    profile: Path | None,
+    render: bool = False,
 ) -> None:
     runs: list[Run] = []
     if profile is not None:  # one profiled run per tree and size (cProfile: slower)
@@ -319,7 +406,9 @@ async def bench(
             order = trees if round_no % 2 == 0 else list(reversed(trees))
             for name, path in order:
                 with tempfile.TemporaryDirectory() as scratch:
-                    run = await run_one(name, path, size, k, Path(scratch))
+                    run = await run_one(
+                        name, path, size, k, Path(scratch), render_trees=trees if render else None
+                    )
                 runs.append(run)
                 print(
                     f"round {round_no + 1} {name} N={size:,}: {run.cpu_ms:.2f} ms CPU/delivery,"
@@ -335,6 +424,12 @@ def main() -> int:
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--deliveries", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="also: after each run, every tree renders each create the run delivered (the"
+        " create's body, KiboReturnDestination.render) on a copy of its SQLite file",
+    )
     parser.add_argument(
         "--profile",
         type=Path,
@@ -354,7 +449,7 @@ def main() -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
-    asyncio.run(bench(trees, sizes, args.deliveries, args.rounds, args.profile))
+    asyncio.run(bench(trees, sizes, args.deliveries, args.rounds, args.profile, args.render))
     return 0
 
 
