@@ -871,9 +871,8 @@ class SqliteStore(Store):
         if not statements:
             return found
         async with self._lock:
-            for sql, params in statements:
-                async with self.conn.execute(sql, params) as cur:
-                    found.update(_entities(await cur.fetchall()))
+            for sql, params in statements:  # one thread round trip per statement
+                found.update(_entities(await self.conn.execute_fetchall(sql, params)))
         return found
 
     async def entity_keys(
@@ -982,9 +981,8 @@ class _SqliteTransaction(Transaction):
 
     async def get_entities(self, ids: Iterable[EntityId]) -> dict[EntityId, Entity]:
         found: dict[EntityId, Entity] = {}
-        for sql, params in _entity_batches(ids):
-            async with self._conn.execute(sql, params) as cur:
-                found.update(_entities(await cur.fetchall()))
+        for sql, params in _entity_batches(ids):  # one thread round trip per statement
+            found.update(_entities(await self._conn.execute_fetchall(sql, params)))
         return found
 
     async def put_entity(self, kind: str, key: str, version: tuple[Any, ...], data: JSON) -> None:
