@@ -407,7 +407,7 @@ async def bench(
             for name, path in order:
                 with tempfile.TemporaryDirectory() as scratch:
                     run = await run_one(
-                        name, path, size, k, Path(scratch), render_trees=trees if render else None
+                        name, path, size, k, Path(scratch), render_trees=order if render else None
                     )
                 runs.append(run)
                 print(
