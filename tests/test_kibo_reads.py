@@ -1,4 +1,5 @@
-"""A Kibo create's body is built from committed state without a write transaction (issue 12).
+"""Kibo reads without a write transaction (issue 12): a create's body, the reconciler's check
+for a pre-0005 open-returns list.
 
 The body is built when the create is sent (and again by a lookup of a create whose answer
 was lost, or a replay): it reads the RMA and the lines' crosswalk entries, order snapshots
@@ -17,12 +18,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from adapters.kibo.client import KiboReturnDestination
+from adapters.kibo.client import OPEN_RETURN, OPEN_RETURNS, KiboReturnDestination, reconciler_key
 from adapters.kibo.crosswalk import CROSSWALK, KIBO_ORDER_ID
 from bridge.http import OutboundRequest
 from bridge.store import Effect, EffectState, Store, Transaction
+from demo.scenarios import settle
 from demo.world import OPTITURN_ID, SHOP, WEBHOOK_PASSWORD, WEBHOOK_USER, running_world
 from tests.test_golive_kibo import SCENARIOS, wait_for
+from tests.test_kibo_faults import FAST, RETAILER, refunds_received, up_to_carrier_scan
 
 
 def writes_opened_by(store: Store, monkeypatch: pytest.MonkeyPatch) -> list[object]:
@@ -123,3 +126,39 @@ async def test_lines_learnt_from_the_order_snapshot_are_recorded_once_then_read_
         request = await render_alone(destination, effect, opened)
         assert request.json is not None
         assert [i["orderItemID"] for i in request.json["item"]] == [4242]
+
+
+async def test_a_pre_0005_open_returns_list_is_folded_into_per_return_rows_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store written before 0005 holds a retailer's open returns in one list row: the
+    reconciler's first run turns it into per-return rows (and checks them with Kibo); later
+    runs only read, without a write transaction, that there is none."""
+    policy = {"confirm_refund": "on_return_cleared"}
+    async with running_world(tmp_path, [1], settings=FAST, policy=policy) as world:
+        store = world.runtime.store
+        await up_to_carrier_scan(world)
+        await settle(world)
+        (created,) = world.kibo.find_returns()
+        return_id = created["returnID"]
+        open_row = (OPEN_RETURN, f"{RETAILER}:{return_id}")
+        assert await store.get_entities([open_row])
+        async with store.transaction() as tx:  # the store as a pre-0005 daemon left it
+            await tx.delete_entity(*open_row)
+            await tx.put_entity(OPEN_RETURNS, RETAILER, (0,), {"ids": [return_id]})
+        world.kibo.configure(drop_notifications=True)
+        await world.kibo.clear(return_id)
+        await settle(world)
+        assert refunds_received(world) == []  # only the reconciler can learn of it
+        reconciler = world.runtime.find_shared(reconciler_key(RETAILER))
+        assert reconciler is not None
+        assert await reconciler.run_once() == 1
+        await settle(world)
+        (refund,) = refunds_received(world)
+        assert refund["total_refund_amount_cents"] == 52224
+        assert await store.get_entities([(OPEN_RETURNS, RETAILER), open_row]) == {}
+
+        opened = writes_opened_by(store, monkeypatch)
+        again = asyncio.create_task(reconciler.run_once())
+        assert await again == 0
+        assert again not in opened, "a reconciler run without a legacy row wrote"
