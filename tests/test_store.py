@@ -28,6 +28,7 @@ from bridge.store import (
     Claim,
     ClaimState,
     EffectState,
+    Entity,
     InboxStatus,
     LeaseLost,
     NewEffect,
@@ -934,6 +935,73 @@ async def test_deleted_entities_and_paged_entity_keys(store: Store) -> None:
             await tx.delete_entity("open_return", "acme:1")
             raise RuntimeError("rolled back")
     assert await store.entity_keys("open_return", "acme:") == ["acme:1", "acme:3"]
+
+
+async def test_entity_keys_stay_inside_the_prefix_and_after_the_last_key(store: Store) -> None:
+    keys = ["acm", "acme", "acme:", "acme:1", "acme:10", "acme:1\x00", "acme:2", "acme;", "b"]
+    async with store.transaction() as tx:
+        for key in keys:
+            await tx.put_entity("open_return", key, (1,), {})
+    assert await store.entity_keys("open_return", "acme:") == [
+        "acme:",
+        "acme:1",
+        "acme:1\x00",
+        "acme:10",
+        "acme:2",
+    ]
+    assert await store.entity_keys("open_return", "acme:", after="acme:1") == [
+        "acme:1\x00",
+        "acme:10",
+        "acme:2",
+    ]
+    assert await store.entity_keys("open_return", "acme:", after="acme:2") == []
+    assert await store.entity_keys("open_return", "", after="acme;") == ["b"]
+    paged = [k async for k in each_entity_key(store, "open_return", "acme", page=1)]
+    assert paged == ["acme", "acme:", "acme:1", "acme:1\x00", "acme:10", "acme:2", "acme;"]
+
+
+async def test_get_entities_reads_committed_rows_in_one_call_without_a_write(
+    store: Store,
+) -> None:
+    async with store.transaction() as tx:
+        for n in range(450):  # more than one SQLite statement's batch
+            await tx.put_entity("line", f"acme:{n}", (n,), {"n": n})
+        await tx.put_entity("order", "acme:1", (1,), {"currency": "EUR"})
+    commits = store.commits  # type: ignore[attr-defined]
+    wanted = [("line", f"acme:{n}") for n in range(450)]
+    found = await store.get_entities([*wanted, ("order", "acme:1"), ("order", "acme:2")])
+    assert sorted(found) == sorted([*wanted, ("order", "acme:1")])
+    assert found["line", "acme:449"].data == {"n": 449}
+    assert found["line", "acme:449"].version == (449,)
+    assert found["order", "acme:1"].data == {"currency": "EUR"}
+    assert await store.get_entities([]) == {}
+    assert store.commits == commits  # type: ignore[attr-defined]
+    found["order", "acme:1"].data["currency"] = "USD"  # type: ignore[index]
+    again = await store.get_entities([("order", "acme:1")])
+    assert again["order", "acme:1"].data == {"currency": "EUR"}
+
+
+async def test_get_entities_never_sees_an_uncommitted_write(store: Store) -> None:
+    async with store.transaction() as tx:
+        await tx.put_entity("order", "acme:1", (1,), {"currency": "EUR"})
+    read: asyncio.Task[dict[tuple[str, str], Entity]] | None = None
+    with contextlib.suppress(RuntimeError):
+        async with store.transaction() as tx:
+            await tx.put_entity("order", "acme:1", (2,), {"currency": "JPY"})
+            await tx.put_entity("order", "acme:2", (1,), {"currency": "JPY"})
+            mine = await tx.get_entities([("order", "acme:1"), ("order", "acme:2")])
+            assert {k: e.data for k, e in mine.items()} == {
+                ("order", "acme:1"): {"currency": "JPY"},
+                ("order", "acme:2"): {"currency": "JPY"},
+            }
+            read = asyncio.create_task(
+                store.get_entities([("order", "acme:1"), ("order", "acme:2")])
+            )
+            await asyncio.sleep(0)  # yield once: the read starts while the write is open
+            raise RuntimeError("rolled back")
+    assert read is not None
+    seen = await read
+    assert {k: e.data for k, e in seen.items()} == {("order", "acme:1"): {"currency": "EUR"}}
 
 
 async def accept_for(store: Store, body: str, entity: str | None) -> int:

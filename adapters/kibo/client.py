@@ -209,8 +209,8 @@ class KiboReturnDestination(HttpDestination):
         """Whether this retailer's Kibo keeps the ``returnID`` the bridge sends, as the
         answers so far showed (``None``: no answer yet)."""
         if self._keeps_ids is None:
-            async with self._store().transaction() as tx:
-                entity = await tx.get_entity(RETURN_IDS, self.retailer)
+            entity_id = (RETURN_IDS, self.retailer)
+            entity = (await self._store().get_entities([entity_id])).get(entity_id)
             if entity is not None:
                 self._keeps_ids = bool(entity.data["kept"])
         return self._keeps_ids
@@ -228,14 +228,18 @@ class KiboReturnDestination(HttpDestination):
     async def _body(self, effect: Effect) -> dict[str, Any]:
         payload = effect.payload
         store = self._store()
-        async with store.transaction() as tx:
-            stored = await tx.get_entity("rma", payload["rma_key"])
-            if stored is None:
-                raise MappingError(f"RMA {payload['rma_key']} is not stored", field="rma")
-            rma = Rma.model_validate(stored.data)
-            if payload.get("lines"):  # a return for some of the RMA's units (partial outcome)
-                rma = select_units(rma, {(o, li): n for o, li, n in payload["lines"]})
-            resolution = await self.lines.resolve(tx, rma)
+        rma_id = ("rma", str(payload["rma_key"]))
+        stored = (await store.get_entities([rma_id])).get(rma_id)
+        if stored is None:
+            raise MappingError(f"RMA {payload['rma_key']} is not stored", field="rma")
+        rma = Rma.model_validate(stored.data)
+        if payload.get("lines"):  # a return for some of the RMA's units (partial outcome)
+            rma = select_units(rma, {(o, li): n for o, li, n in payload["lines"]})
+        # read without a write; a transaction only when the resolution records something
+        resolution = await self.lines.read(store, rma)
+        if resolution is None:
+            async with store.transaction() as tx:
+                resolution = await self.lines.resolve(tx, rma)
         bodies = rma_to_kibo_returns(
             rma,
             order_item_ids=resolution.order_item_ids,
@@ -800,11 +804,12 @@ class KiboReconciler:
 
     async def _check_open_returns(self) -> int:
         store = self.runtime.store
-        async with store.transaction() as tx:
-            legacy = await tx.get_entity(OPEN_RETURNS, self.retailer)
-            for legacy_id in legacy.data["ids"] if legacy else ():
-                await _set_open(tx, self.retailer, int(legacy_id), open_=True)
-            await tx.delete_entity(OPEN_RETURNS, self.retailer)
+        if await store.get_entities([(OPEN_RETURNS, self.retailer)]):  # written before 0005
+            async with store.transaction() as tx:
+                legacy = await tx.get_entity(OPEN_RETURNS, self.retailer)
+                for legacy_id in legacy.data["ids"] if legacy else ():
+                    await _set_open(tx, self.retailer, int(legacy_id), open_=True)
+                await tx.delete_entity(OPEN_RETURNS, self.retailer)
         prefix = f"{self.retailer}:"
         open_ids = [
             int(key[len(prefix) :]) async for key in each_entity_key(store, OPEN_RETURN, prefix)

@@ -39,8 +39,8 @@ from dataclasses import dataclass
 
 from adapters.kibo.config import KiboConfig
 from bridge.domain import Order, RefundType, Rma
-from bridge.store import Store, Transaction
-from bridge.store.base import each_entity_key
+from bridge.store import Entity, Store, Transaction
+from bridge.store.base import EntityId, EntityReader, each_entity_key
 from mappings.kibo import numeric_order_item_ids
 from mappings.kibo.crosswalk import (
     CrosswalkRow,
@@ -153,50 +153,120 @@ async def export_rows(
     return rows
 
 
-async def _add_line(tx: Transaction, kind: str, key: str, pair: list[str]) -> None:
-    kept = await tx.get_entity(kind, key)
-    lines: list[list[str]] = [list(p) for p in kept.data["lines"]] if kept else []
-    if pair not in lines:
-        lines.append(pair)
-        await tx.put_entity(kind, key, (0,), {"lines": lines})
+class _Reads:
+    """The entities one resolution reads, fetched in batches and kept, and what it would
+    record (crosswalk lines and ``orderID`` from the order snapshot, exchanged lines):
+    applied in the same transaction by :meth:`LineResolver.resolve`, never by
+    :meth:`LineResolver.read`."""
 
+    def __init__(self, reader: EntityReader, retailer: str) -> None:
+        self.reader = reader
+        self.retailer = retailer
+        self.seen: dict[EntityId, Entity | None] = {}
+        self.orders: dict[str, Order | None] = {}
+        self.lines: dict[tuple[str, str], int] = {}
+        self.order_ids: dict[str, int] = {}
+        self.exchanges: dict[EntityId, list[list[str]]] = {}
 
-async def record_exchanges(tx: Transaction, retailer: str, rma: Rma) -> None:
-    """Note the original lines the RMA exchanges: per exchange order when a unit names it,
-    and per original order (Optoro's later messages may drop ``exchange_order_identifier``)."""
-    for unit in rma.units:
-        pair = [unit.order_id, unit.order_line_id]
-        if unit.exchange_order_id is not None:
-            await _add_line(tx, EXCHANGED_LINES, f"{retailer}:{unit.exchange_order_id}", pair)
-        if unit.original_order_id is None and (
-            unit.is_exchange or unit.refund_type in EXCHANGE_TYPES
-        ):
-            await _add_line(tx, EXCHANGED_BY_ORDER, f"{retailer}:{unit.order_id}", pair)
+    @property
+    def writes(self) -> bool:
+        return bool(self.lines or self.order_ids or self.exchanges)
+
+    async def fetch(self, ids: list[EntityId]) -> None:
+        missing = [i for i in dict.fromkeys(ids) if i not in self.seen]
+        if missing:
+            found = await self.reader.get_entities(missing)
+            for entity_id in missing:
+                self.seen[entity_id] = found.get(entity_id)
+
+    async def get(self, kind: str, key: str) -> Entity | None:
+        await self.fetch([(kind, key)])
+        return self.seen[kind, key]
+
+    async def exchanged(self, kind: str, key: str) -> list[list[str]]:
+        """The lines of an exchanged-lines entity, with those this resolution adds."""
+        if (kind, key) in self.exchanges:
+            return self.exchanges[kind, key]
+        kept = await self.get(kind, key)
+        return [list(p) for p in kept.data["lines"]] if kept else []
+
+    async def snapshot(self, order_id: str) -> Order | None:
+        if order_id not in self.orders:
+            stored = await self.get(ORDER, f"{self.retailer}:{order_id}")
+            self.orders[order_id] = Order.model_validate(stored.data) if stored else None
+        return self.orders[order_id]
+
+    async def record(self, tx: Transaction) -> None:
+        for (order_id, line_id), item_id in self.lines.items():
+            await record_line(tx, self.retailer, order_id, line_id, item_id, "order")
+        for order_id, kibo_order_id in self.order_ids.items():
+            await record_order_id(tx, self.retailer, order_id, kibo_order_id, "order")
+        for (kind, key), lines in self.exchanges.items():
+            await tx.put_entity(kind, key, (0,), {"lines": lines})
 
 
 class LineResolver:
-    """Resolves an RMA's lines for one retailer as configured (see the module rules)."""
+    """Resolves an RMA's lines for one retailer as configured (see the module rules).
+
+    Reads are batched: the crosswalk entries, ``orderID`` entries, order snapshots and
+    exchanged lines the RMA names are fetched in one call (an
+    :class:`~bridge.store.base.EntityReader`), the few that only an exchange's original line
+    names in another."""
 
     def __init__(self, retailer: str, config: KiboConfig) -> None:
         self.retailer = retailer
         self.config = config
 
     async def resolve(self, tx: Transaction, rma: Rma) -> Resolution:
-        await record_exchanges(tx, self.retailer, rma)
+        """Resolve in ``tx``, recording what the resolution learnt (crosswalk lines and
+        ``orderID`` from the order snapshot, the RMA's exchanged lines)."""
+        reads = _Reads(tx, self.retailer)
+        resolution = await self._resolve(reads, rma)
+        await reads.record(tx)
+        return resolution
+
+    async def read(self, store: Store, rma: Rma) -> Resolution | None:
+        """Resolve from the store's committed state, without a write transaction; ``None``
+        when the resolution has something to record (then :meth:`resolve` in a
+        transaction, so that what is recorded first stays)."""
+        reads = _Reads(store, self.retailer)
+        resolution = await self._resolve(reads, rma)
+        return None if reads.writes else resolution
+
+    def _prefetch(self, rma: Rma) -> list[EntityId]:
+        r = self.retailer
+        ids: list[EntityId] = []
+        for unit in rma.units:
+            ids.append((CROSSWALK, _line_key(r, unit.order_id, unit.order_line_id)))
+            if unit.exchange_order_id is not None:
+                ids.append((EXCHANGED_LINES, f"{r}:{unit.exchange_order_id}"))
+            if unit.original_order_id is None and (
+                unit.is_exchange or unit.refund_type in EXCHANGE_TYPES
+            ):
+                ids.append((EXCHANGED_BY_ORDER, f"{r}:{unit.order_id}"))
+            if unit.original_order_id is not None:
+                ids.append((EXCHANGED_LINES, f"{r}:{unit.order_id}"))
+                ids.append((EXCHANGED_BY_ORDER, f"{r}:{unit.original_order_id}"))
+        for external in dict.fromkeys(u.original_order_id or u.order_id for u in rma.units):
+            ids += [(KIBO_ORDER_ID, f"{r}:{external}"), (ORDER, f"{r}:{external}")]
+        return ids
+
+    async def _resolve(self, reads: _Reads, rma: Rma) -> Resolution:
+        await reads.fetch(self._prefetch(rma))
+        await self._note_exchanges(reads, rma)
         numeric = (
             numeric_order_item_ids(rma, exchange_lines=self.config.exchange_lines_numeric)
             if self.config.line_ids == "numeric"
             else {}
         )
-        orders: dict[str, Order | None] = {}
         ids: dict[tuple[str, str], int] = {}
         for unit in rma.units:
             key = (unit.order_id, unit.order_line_id)
             if key in ids:
                 continue
-            found = await self._line(tx, unit.order_id, unit.order_line_id, orders)
+            found = await self._line(reads, unit.order_id, unit.order_line_id)
             if found is None and unit.original_order_id is not None:
-                found = await self._exchanged(tx, unit.order_id, unit.original_order_id, orders)
+                found = await self._exchanged(reads, unit.order_id, unit.original_order_id)
             if found is None:
                 found = numeric.get(key)
             if found is not None:
@@ -204,80 +274,84 @@ class LineResolver:
         kibo_orders: dict[str, int] = {}
         currencies: dict[str, str] = {}
         for external in dict.fromkeys(u.original_order_id or u.order_id for u in rma.units):
-            kibo_order = await self._order_id(tx, external, orders)
+            kibo_order = await self._order_id(reads, external)
             if kibo_order is not None:
                 kibo_orders[external] = kibo_order
-            currencies[external] = await self.currency(tx, external, orders)
+            order = await reads.snapshot(external)
+            currencies[external] = order.currency if order is not None else self.config.currency
         return Resolution(ids, kibo_orders, currencies)
 
-    async def currency(
-        self, tx: Transaction, order_id: str, orders: dict[str, Order | None] | None = None
-    ) -> str:
+    async def _note_exchanges(self, reads: _Reads, rma: Rma) -> None:
+        """The original lines the RMA exchanges: per exchange order when a unit names it,
+        and per original order (Optoro's later messages may drop ``exchange_order_identifier``)."""
+        for unit in rma.units:
+            pair = [unit.order_id, unit.order_line_id]
+            targets: list[EntityId] = []
+            if unit.exchange_order_id is not None:
+                targets.append((EXCHANGED_LINES, f"{self.retailer}:{unit.exchange_order_id}"))
+            if unit.original_order_id is None and (
+                unit.is_exchange or unit.refund_type in EXCHANGE_TYPES
+            ):
+                targets.append((EXCHANGED_BY_ORDER, f"{self.retailer}:{unit.order_id}"))
+            for kind, key in targets:
+                lines = await reads.exchanged(kind, key)
+                if pair not in lines:
+                    reads.exchanges[kind, key] = [*lines, pair]
+
+    async def currency(self, reader: EntityReader, order_id: str) -> str:
         """The currency of the Kibo return of ``order_id``: its snapshot's, else the
         configured ``currency``."""
-        order = await self._snapshot(tx, order_id, {} if orders is None else orders)
+        order = await _Reads(reader, self.retailer).snapshot(order_id)
         return order.currency if order is not None else self.config.currency
 
-    async def _snapshot(
-        self, tx: Transaction, order_id: str, orders: dict[str, Order | None]
-    ) -> Order | None:
-        if order_id not in orders:
-            stored = await tx.get_entity(ORDER, f"{self.retailer}:{order_id}")
-            orders[order_id] = Order.model_validate(stored.data) if stored is not None else None
-        return orders[order_id]
-
-    async def _line(
-        self, tx: Transaction, order_id: str, line_id: str, orders: dict[str, Order | None]
-    ) -> int | None:
-        entry = await tx.get_entity(CROSSWALK, _line_key(self.retailer, order_id, line_id))
+    async def _line(self, reads: _Reads, order_id: str, line_id: str) -> int | None:
+        if (order_id, line_id) in reads.lines:
+            return reads.lines[order_id, line_id]
+        entry = await reads.get(CROSSWALK, _line_key(self.retailer, order_id, line_id))
         if entry is not None:
             return int(entry.data["order_item_id"])
         if self.config.order_item_id_field == "none":
             return None
-        order = await self._snapshot(tx, order_id, orders)
+        order = await reads.snapshot(order_id)
         if order is None:
             return None
         found = order_item_id_from_order(order, line_id, self.config.order_item_id_field)
         if found is not None:
-            await record_line(tx, self.retailer, order_id, line_id, found, "order")
+            reads.lines[order_id, line_id] = found
         return found
 
     async def _exchanged(
-        self,
-        tx: Transaction,
-        exchange_order_id: str,
-        original_order_id: str,
-        orders: dict[str, Order | None],
+        self, reads: _Reads, exchange_order_id: str, original_order_id: str
     ) -> int | None:
         original = None
         for kind, key in (
             (EXCHANGED_LINES, exchange_order_id),
             (EXCHANGED_BY_ORDER, original_order_id),
         ):
-            kept = await tx.get_entity(kind, f"{self.retailer}:{key}")
-            lines = [(str(p[0]), str(p[1])) for p in kept.data["lines"]] if kept else []
+            pairs = await reads.exchanged(kind, f"{self.retailer}:{key}")
+            lines = [(str(p[0]), str(p[1])) for p in pairs]
             original = exchanged_original_line(lines)
             if original is not None:
                 break
         if original is None:
             return None
-        found = await self._line(tx, original[0], original[1], orders)
+        found = await self._line(reads, original[0], original[1])
         if found is None and self.config.line_ids == "numeric":
             found = numeric_id(original[1])
         return found
 
-    async def _order_id(
-        self, tx: Transaction, order_id: str, orders: dict[str, Order | None]
-    ) -> int | None:
-        kept = await tx.get_entity(KIBO_ORDER_ID, f"{self.retailer}:{order_id}")
+    async def _order_id(self, reads: _Reads, order_id: str) -> int | None:
+        if order_id in reads.order_ids:
+            return reads.order_ids[order_id]
+        kept = await reads.get(KIBO_ORDER_ID, f"{self.retailer}:{order_id}")
         if kept is not None:
             return int(kept.data["order_id"])
         if self.config.order_id_field == "none":
             return None
-        order = await self._snapshot(tx, order_id, orders)
+        order = await reads.snapshot(order_id)
         found = kibo_order_id_from_order(order, self.config.order_id_field) if order else None
         if found is not None:
-            await record_order_id(tx, self.retailer, order_id, found, "order")
+            reads.order_ids[order_id] = found
         return found
 
     def return_location(self, rma: Rma) -> int | None:

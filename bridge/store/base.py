@@ -46,6 +46,10 @@ writer: every write holds one lock, so transactions run one after the other. Pos
   row each, read with :meth:`Store.entity_keys` and removed with
   :meth:`Transaction.delete_entity`, so transactions on different entities write
   different rows.
+* **Reads without a write.** :meth:`Store.get_entities` reads committed entities (several
+  in one call) without opening a write transaction; each call sees one committed state
+  (SQLite: one statement; memory: the committed tables), two calls may see different ones.
+  :meth:`Transaction.get_entities` is the same batch read inside a transaction.
 """
 
 from __future__ import annotations
@@ -53,11 +57,11 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from bridge.errors import EffectKeyTaken, StoreError
 
@@ -197,6 +201,19 @@ class Entity:
     updated_at: float
 
 
+EntityId = tuple[str, str]
+"""An entity's ``(kind, key)``."""
+
+
+class EntityReader(Protocol):
+    """Reads entities several at a time: a :class:`Transaction`, or a :class:`Store`'s
+    committed state (:meth:`Store.get_entities`)."""
+
+    async def get_entities(self, ids: Iterable[EntityId]) -> dict[EntityId, Entity]:
+        """The entities of ``ids`` that exist, by ``(kind, key)`` (absent ones left out)."""
+        ...
+
+
 @dataclass(frozen=True)
 class NewEffect:
     """An outbound effect to deliver exactly once (by ``idempotency_key``)."""
@@ -314,6 +331,16 @@ class Transaction(ABC):
     async def get_entity(self, kind: str, key: str) -> Entity | None:
         """The entity as this transaction sees it (lock it first with :meth:`lock_entity`
         when the write depends on it)."""
+
+    async def get_entities(self, ids: Iterable[EntityId]) -> dict[EntityId, Entity]:
+        """The entities of ``ids`` that exist, as this transaction sees them (a backend may
+        read them in one statement)."""
+        found: dict[EntityId, Entity] = {}
+        for kind, key in dict.fromkeys(ids):
+            entity = await self.get_entity(kind, key)
+            if entity is not None:
+                found[kind, key] = entity
+        return found
 
     @abstractmethod
     async def delete_entity(self, kind: str, key: str) -> bool:
@@ -577,6 +604,11 @@ class Store(ABC):
         unresolved flag."""
 
     # per-entity rows
+    @abstractmethod
+    async def get_entities(self, ids: Iterable[EntityId]) -> dict[EntityId, Entity]:
+        """Committed entities of ``ids`` that exist, read without a write transaction (one
+        committed state per call; see "Reads without a write" above)."""
+
     @abstractmethod
     async def entity_keys(
         self, kind: str, key_prefix: str = "", after: str = "", limit: int = 1000

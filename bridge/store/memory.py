@@ -14,7 +14,7 @@ import contextlib
 import copy
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -28,6 +28,7 @@ from bridge.store.base import (
     Effect,
     EffectState,
     Entity,
+    EntityId,
     Flag,
     InboxItem,
     InboxStats,
@@ -58,6 +59,16 @@ _T = TypeVar("_T")
 def _out(value: _T) -> _T:
     """A private copy for the caller: changing a returned payload must not change the store."""
     return copy.deepcopy(value)
+
+
+def _found(tables: _Tables, ids: Iterable[EntityId]) -> dict[EntityId, Entity]:
+    """Private copies of the entities of ``ids`` that exist in ``tables``."""
+    found: dict[EntityId, Entity] = {}
+    for entity_id in ids:
+        entity = tables.entities.get(entity_id)
+        if entity is not None:
+            found[entity_id] = _out(entity)
+    return found
 
 
 @dataclass(frozen=True)
@@ -538,6 +549,11 @@ class MemoryStore(Store):
 
     # per-entity rows ---------------------------------------------------------------------
 
+    async def get_entities(self, ids: Iterable[EntityId]) -> dict[EntityId, Entity]:
+        """Committed rows without the lock: a transaction works on a staged copy and
+        replaces the tables only when it commits."""
+        return _found(self._t, ids)
+
     async def entity_keys(
         self, kind: str, key_prefix: str = "", after: str = "", limit: int = 1000
     ) -> list[str]:
@@ -645,6 +661,9 @@ class _MemoryTransaction(Transaction):
 
     async def get_entity(self, kind: str, key: str) -> Entity | None:
         return _out(self._t.entities.get((kind, key)))
+
+    async def get_entities(self, ids: Iterable[EntityId]) -> dict[EntityId, Entity]:
+        return _found(self._t, ids)
 
     async def put_entity(self, kind: str, key: str, version: tuple[Any, ...], data: JSON) -> None:
         self._t.entities[(kind, key)] = Entity(

@@ -26,7 +26,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -42,6 +42,7 @@ from bridge.store.base import (
     Effect,
     EffectState,
     Entity,
+    EntityId,
     Flag,
     InboxItem,
     InboxStats,
@@ -65,6 +66,8 @@ BUSY_TIMEOUT_MS = 10_000
 """How long the store's thread waits for another process's write (e.g. a CLI command)."""
 
 T = TypeVar("T")
+ENTITY_BATCH_MAX = 400
+"""Entities read per statement by ``get_entities`` (well under SQLite's variable limit)."""
 
 
 def _migrations() -> list[tuple[int, str]]:
@@ -132,6 +135,43 @@ def sqlite_path_from_url(url: str) -> Path:
     if not url.startswith(prefix):
         raise StoreError(f"not a sqlite URL (expected {prefix}PATH)")
     return Path(url[len(prefix) :])
+
+
+def _prefix_end(prefix: str) -> str | None:
+    """The least string above every string starting with ``prefix`` (``None``: no bound)."""
+    if not prefix or ord(prefix[-1]) >= 0x10FFFF:
+        return None
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def _entity_batches(ids: Iterable[EntityId]) -> list[tuple[str, list[str]]]:
+    """One ``SELECT`` (kinds joined by ``UNION ALL``, keys by ``IN``, on the primary key) and
+    its parameters per ``ENTITY_BATCH_MAX`` ids."""
+    unique = list(dict.fromkeys(ids))
+    statements: list[tuple[str, list[str]]] = []
+    for start in range(0, len(unique), ENTITY_BATCH_MAX):
+        by_kind: dict[str, list[str]] = {}
+        for kind, key in unique[start : start + ENTITY_BATCH_MAX]:
+            by_kind.setdefault(kind, []).append(key)
+        parts, params = [], []
+        for kind, keys in by_kind.items():
+            marks = ", ".join("?" * len(keys))
+            parts.append(
+                "SELECT kind, key, version, data, updated_at FROM entities"  # noqa: S608 - placeholders only
+                f" WHERE kind = ? AND key IN ({marks})"
+            )
+            params += [kind, *keys]
+        statements.append((" UNION ALL ".join(parts), params))
+    return statements
+
+
+def _entities(rows: Iterable[sqlite3.Row]) -> dict[EntityId, Entity]:
+    return {
+        (row[0], row[1]): Entity(
+            row[0], row[1], tuple(json.loads(row[2])), json.loads(row[3]), row[4]
+        )
+        for row in rows
+    }
 
 
 class _PendingAccept:
@@ -909,14 +949,37 @@ class SqliteStore(Store):
 
     # per-entity rows ---------------------------------------------------------------------
 
+    async def get_entities(self, ids: Iterable[EntityId]) -> dict[EntityId, Entity]:
+        """Committed rows, no write transaction: under the writer lock (the one connection
+        must not show a transaction's uncommitted rows), one statement per batch."""
+        found: dict[EntityId, Entity] = {}
+        statements = _entity_batches(ids)
+        if not statements:
+            return found
+
+        def read() -> None:
+            for sql, params in statements:
+                found.update(_entities(self.conn.execute(sql, params).fetchall()))
+
+        async with self._lock:
+            await self._off_loop(read)  # one thread round trip for every statement
+        return found
+
     async def entity_keys(
         self, kind: str, key_prefix: str = "", after: str = "", limit: int = 1000
     ) -> list[str]:
-        rows = await self._fetchall(
-            "SELECT key FROM entities WHERE kind = ? AND substr(key, 1, length(?)) = ?"
-            " AND key > ? ORDER BY key LIMIT ?",
-            (kind, key_prefix, key_prefix, after, limit),
-        )
+        # the prefix's key range bounds the index search: other retailers' keys are not read
+        # (``after + NUL`` is the least key above ``after``)
+        lower = max(key_prefix, f"{after}\x00" if after else "")
+        upper = _prefix_end(key_prefix)
+        head = "SELECT key FROM entities WHERE kind = ? AND key >= ?"
+        tail = " AND substr(key, 1, length(?)) = ? ORDER BY key LIMIT ?"
+        if upper is None:
+            rows = await self._fetchall(head + tail, (kind, lower, key_prefix, key_prefix, limit))
+        else:
+            rows = await self._fetchall(
+                head + " AND key < ?" + tail, (kind, lower, upper, key_prefix, key_prefix, limit)
+            )
         return [str(r[0]) for r in rows]
 
     # back-pressure and graceful stop -----------------------------------------------------
@@ -1022,6 +1085,12 @@ class _SqliteTransaction(Transaction):
             return None
         version = tuple(json.loads(row["version"]))
         return Entity(kind, key, version, json.loads(row["data"]), row["updated_at"])
+
+    async def get_entities(self, ids: Iterable[EntityId]) -> dict[EntityId, Entity]:
+        found: dict[EntityId, Entity] = {}
+        for sql, params in _entity_batches(ids):  # inline, as the transaction's statements
+            found.update(_entities(self._conn.execute(sql, params).fetchall()))
+        return found
 
     async def put_entity(self, kind: str, key: str, version: tuple[Any, ...], data: JSON) -> None:
         self._conn.execute(
