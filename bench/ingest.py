@@ -63,6 +63,8 @@ from tests.e2e_load import (  # noqa: E402
     WEBHOOK_PASSWORD,
     WEBHOOK_USER,
     config_text,
+    cpu_seconds,
+    machine_busy,
     rma_body,
     rma_template,
 )
@@ -284,19 +286,6 @@ def run_wrk(url: str, script: Path, seconds: float, connections: int, cpu: int |
     )
 
 
-def proc_cpu(pid: int) -> float:
-    """utime + stime of a process (all its threads), seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_busy() -> float:
-    """CPU seconds the whole machine has been busy (all CPUs), from /proc/stat."""
-    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = f[:8]
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
 def pending(db: Path | None) -> int | None:
     """Inbox items still pending in a server's SQLite file (read beside the server)."""
     if db is None:
@@ -328,9 +317,9 @@ class Round:
 def measure_round(
     server: Server, script: Path, seconds: float, conns: int, cpu: int | None
 ) -> Round:
-    m0, s0 = machine_busy(), proc_cpu(server.proc.pid)
+    m0, s0 = machine_busy(), cpu_seconds(server.proc.pid)
     result = run_wrk(server.url, script, seconds, conns, cpu)
-    s1, m1 = proc_cpu(server.proc.pid), machine_busy()
+    s1, m1 = cpu_seconds(server.proc.pid), machine_busy()
     server_s = s1 - s0
     other = max(0.0, (m1 - m0) - server_s - result.cpu) / result.seconds
     left = pending(server.db) if server.mode == "daemon" else None  # minimal has no worker

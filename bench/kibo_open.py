@@ -45,6 +45,7 @@ from adapters.optoro.sandbox import BasicAuth, ScenarioPlayer, load_scenarios
 from adapters.optoro.sandbox import running_sandbox as running_optoro
 from bridge.store.sqlite import SqliteStore
 from tests.daemon_process import until
+from tests.e2e_load import cpu_seconds
 
 RETAILER = "ko"
 KIBO_TOKEN = "bench-kibo-token"
@@ -180,11 +181,6 @@ def rma_bodies(k: int, tag: str) -> list[dict[str, Any]]:
             item["order_identifier"] = f"ORD-{tag}-{i}"
         bodies.append(body)
     return bodies
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def drained(db: Path) -> bool:

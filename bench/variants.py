@@ -52,6 +52,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tests.e2e_load import cpu_seconds, machine_busy  # noqa: E402
+
 FIXTURES = ROOT.parent / "shared" / "fixtures" / "optoro-scenarios"
 RETAILER = "acme"
 OPTITURN_ID = "acme-optiturn"
@@ -227,30 +229,17 @@ def stop_daemon(daemon: Daemon) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def proc_cpu(pid: int) -> float:
-    """utime + stime of a process (all its threads), seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_busy() -> float:
-    """CPU seconds the whole machine has been busy (all CPUs), from /proc/stat."""
-    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = f[:8]
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
 class CpuMeter:
     """Share of one CPU used by the daemon, the load generator and everything else."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.t = time.perf_counter()
-        self.s, self.c, self.m = proc_cpu(pid), time.process_time(), machine_busy()
+        self.s, self.c, self.m = cpu_seconds(pid), time.process_time(), machine_busy()
 
     def read(self) -> tuple[float, float, float]:
         wall = time.perf_counter() - self.t
-        s = proc_cpu(self.pid) - self.s
+        s = cpu_seconds(self.pid) - self.s
         c = time.process_time() - self.c
         m = machine_busy() - self.m
         return s / wall, c / wall, max(0.0, m - s - c) / wall
