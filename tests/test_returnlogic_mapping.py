@@ -478,6 +478,23 @@ def test_tag_rules_are_frozen_and_closed() -> None:
         (lambda o: o["shippingAddress"].pop("city"), "shippingAddress.city"),
         (lambda o: o.update(billingAddress="here"), "billingAddress"),
         (lambda o: o["discounts"][0].pop("code"), "discounts[0].code"),
+        # values past the inlined common cases reach the generic converters
+        (lambda o: o.update(shippedAt="2024-10-06T17:56:38"), "shippedAt"),
+        (lambda o: o.update(updateDate="yesterday"), "updateDate"),
+        (lambda o: o.update(canceledAt=5), "canceledAt"),
+        (lambda o: o["orderItems"][0].update(grams=-1), "orderItems[0].grams"),
+        (lambda o: o["orderItems"][0].update(grams=Decimal("2.5")), "orderItems[0].grams"),
+        (lambda o: o["orderItems"][0].update(isGiftCard="true"), "orderItems[0].isGiftCard"),
+        (lambda o: o["orderItems"][0].update(tags=[1]), "orderItems[0].tags"),
+        (
+            lambda o: o["discounts"][0].update(isShippingDiscount=1),
+            "discounts[0].isShippingDiscount",
+        ),
+        (lambda o: o["orderItems"][0].update(sku=7), "orderItems[0].sku"),
+        (
+            lambda o: o["orderItems"][0].update(externalProductId=1.5),
+            "orderItems[0].externalProductId",
+        ),
     ],
 )
 def test_bad_order_names_the_field(order: dict[str, Any], change: Any, field: str) -> None:
@@ -486,6 +503,21 @@ def test_bad_order_names_the_field(order: dict[str, Any], change: Any, field: st
         order_to_canonical(order, RULES)
     assert exc.value.field is not None
     assert exc.value.field.startswith(field)
+
+
+def test_values_past_the_common_cases_map_as_their_plain_forms(order: dict[str, Any]) -> None:
+    """Blank text ids are absent, whole ``Decimal`` counts are counts, offsets other than ``Z``
+    are kept: the same order as with the plain values."""
+    item = order["orderItems"][0]
+    item.update(grams=120, refundQuantity=0, fulfillableQuantity=0, rlOrderItemId=77)
+    order.update(shippedAt="2024-10-07T10:00:00+02:00")
+    plain = order_to_canonical(order, RULES)
+    item.update(grams=Decimal("120"), refundQuantity=Decimal("0.0"), fulfillableQuantity="0")
+    assert order_to_canonical(order, RULES) == plain
+    item.update(externalOrderItemId="  ")
+    line = order_to_canonical(order, RULES).lines[0]
+    assert line.id == "77"
+    assert line.shipped_at == datetime(2024, 10, 7, 8, 0, tzinfo=UTC)
 
 
 def test_canonical_invariants_are_mapping_errors(order: dict[str, Any]) -> None:

@@ -341,7 +341,51 @@ def _opt_id(record: Mapping[str, Any], key: str, where: str) -> str | None:
         return None
     if value.__class__ is int:
         return str(value)
+    if value.__class__ is str:
+        return value if value.strip() else None
     return _get(record, key, to_opt_id, where)
+
+
+def _when(record: Mapping[str, Any], key: str, where: str) -> datetime | None:
+    """``_get(record, key, to_datetime, where)``, with ISO text carrying an offset inlined."""
+    value = record.get(key)
+    if value is None:
+        return None
+    if value.__class__ is str:
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            pass  # the generic path below names the field
+        else:
+            if when.tzinfo is not None and when.utcoffset() is not None:
+                return when
+    return _get(record, key, to_datetime, where)
+
+
+def _count(record: Mapping[str, Any], key: str, where: str) -> int | None:
+    """``_get(record, key, to_count, where)``, with a non-negative ``int`` inlined (hot path)."""
+    value = record.get(key)
+    if value is None:
+        return None
+    if value.__class__ is int and value >= 0:
+        return value
+    return _get(record, key, to_count, where)
+
+
+def _flag(record: Mapping[str, Any], key: str, where: str) -> bool | None:
+    """``_get(record, key, to_flag, where)``, with a JSON boolean inlined (hot path)."""
+    value = record.get(key)
+    if value is None or value is True or value is False:
+        return value
+    return _get(record, key, to_flag, where)
+
+
+def _strings(record: Mapping[str, Any], key: str, where: str) -> list[str] | None:
+    """``_get(record, key, to_strings, where)``, with an empty array inlined (hot path)."""
+    value = record.get(key)
+    if value is None or (value.__class__ is list and not value):
+        return value
+    return _get(record, key, to_strings, where)
 
 
 def _need(record: Mapping[str, Any], key: str, convert: Callable[[Any], T], where: str) -> T:
@@ -389,17 +433,17 @@ def _order(w: Mapping[str, Any], rules: TagRules, doubts: list[str]) -> Order:
     order_number = _need(w, "orderNumber", to_id, "")
     fulfillment_status = _text(w, "fulfillmentStatus", "")
     financial_status = _text(w, "financialStatus", "")
-    shipped_at = _get(w, "shippedAt", to_datetime, "")
-    canceled_at = _get(w, "canceledAt", to_datetime, "")
-    cancelled_at = _get(w, "cancelledAt", to_datetime, "")
+    shipped_at = _when(w, "shippedAt", "")
+    canceled_at = _when(w, "canceledAt", "")
+    cancelled_at = _when(w, "cancelledAt", "")
     cancel_dated = canceled_at is not None or cancelled_at is not None
     currency = _need(w, "shopCurrencyCode", to_required_text, "").upper()
     money = _money(currency)
     # every date is read (and checked), even those a fallback makes unnecessary
-    external_created = _get(w, "externalCreateDate", to_datetime, "")
-    created = _get(w, "createDate", to_datetime, "")
-    updated = _get(w, "updateDate", to_datetime, "")
-    external_updated = _get(w, "externalUpdateDate", to_datetime, "")
+    external_created = _when(w, "externalCreateDate", "")
+    created = _when(w, "createDate", "")
+    updated = _when(w, "updateDate", "")
+    external_updated = _when(w, "externalUpdateDate", "")
     created_at = external_created or created
     if created_at is None:
         raise MappingError(
@@ -430,7 +474,7 @@ def _order(w: Mapping[str, Any], rules: TagRules, doubts: list[str]) -> Order:
         doubts.extend(f"shippingAddress: {gap}" for gap in gaps)
 
     # order-level tag evidence
-    tags = _get(w, "tags", to_strings, "") or []
+    tags = _strings(w, "tags", "") or []
     order_tags_norm = frozenset(tag.strip().casefold() for tag in tags)
     source_type = _casefold(_text(w, "sourceType", ""))
     external_source = _casefold(_text(w, "externalSource", ""))
@@ -444,8 +488,10 @@ def _order(w: Mapping[str, Any], rules: TagRules, doubts: list[str]) -> Order:
 
     order_fulfillment = _casefold(fulfillment_status)
     items = _objects(w, "orderItems")
+    wheres = [f"orderItems[{i}]" for i in range(len(items))]
     facts = [
-        _line_facts(item, f"orderItems[{i}]", order_fulfillment) for i, item in enumerate(items)
+        _line_facts(item, where, order_fulfillment)
+        for item, where in zip(items, wheres, strict=True)
     ]
     order_shipped = shipped_at is not None
     canceled = cancel_dated or financial == "voided"
@@ -458,8 +504,7 @@ def _order(w: Mapping[str, Any], rules: TagRules, doubts: list[str]) -> Order:
     refund_lines: list[RefundLine] = []
     line_tax_total = 0
     canceled_value = 0
-    for index, (item, fact) in enumerate(zip(items, facts, strict=True)):
-        where = f"orderItems[{index}]"
+    for item, fact, where in zip(items, facts, wheres, strict=True):
         quantities = line_quantities(*fact, order_canceled=canceled, order_shipped=order_shipped)
         if quantities.doubts:
             doubts.extend(f"{where}: {doubt}" for doubt in quantities.doubts)
@@ -530,14 +575,14 @@ def _line_facts(
 ) -> tuple[str | None, int, int | None, int]:
     """``(word, quantity, fulfillableQuantity, refundQuantity)`` of a line, checked."""
     qty = _need(item, "quantity", to_count, where)
-    fulfillable = _get(item, "fulfillableQuantity", to_count, where)
+    fulfillable = _count(item, "fulfillableQuantity", where)
     if fulfillable is not None and fulfillable > qty:
         raise MappingError(
             f"invalid ReturnLogic order: {where}.fulfillableQuantity ({fulfillable}) exceeds"
             f" quantity ({qty})",
             field=f"{where}.fulfillableQuantity",
         )
-    refunded = _get(item, "refundQuantity", to_count, where) or 0
+    refunded = _count(item, "refundQuantity", where) or 0
     if refunded > qty:
         raise MappingError(
             f"invalid ReturnLogic order: {where}.refundQuantity ({refunded}) exceeds quantity"
@@ -579,8 +624,8 @@ def _line(
         tax = _minor_of(per_item * qty, money, where, "taxPerItem") if per_item else 0
 
     # tags: order-level ones apply to every line
-    is_gift_card = _get(item, "isGiftCard", to_flag, where) or False
-    line_tags = _get(item, "tags", to_strings, where) or ()
+    is_gift_card = _flag(item, "isGiftCard", where) or False
+    line_tags = _strings(item, "tags", where) or ()
     properties = item.get("properties") or ()
     if not isinstance(properties, list | tuple):
         raise MappingError(
@@ -599,7 +644,7 @@ def _line(
             or (not evidence.empty and rule.matches_line(evidence))
         )
 
-    grams = _get(item, "grams", to_count, where)
+    grams = _count(item, "grams", where)
     whole_tax, whole_discount = tax, discount
     if shipped < qty:
         tax, discount = _share(tax, shipped, qty), _share(discount, shipped, qty)
@@ -674,7 +719,7 @@ def _discount(d: Mapping[str, Any], where: str, money: Callable[[Any], int]) -> 
         id=rl_id or code,
         code=code,
         amount_cents=_need(d, "amount", money, where),
-        is_shipping=_get(d, "isShippingDiscount", to_flag, where) or False,
+        is_shipping=_flag(d, "isShippingDiscount", where) or False,
         refs={"returnlogic": rl_id} if rl_id else {},
     )
 
@@ -694,7 +739,7 @@ def _customer(
         phone = phone or _text(nested, "phone", "customer")
         first = _text(nested, "firstName", "customer")
         last = _text(nested, "lastName", "customer")
-        customer_tags = _get(nested, "tags", to_strings, "customer") or []
+        customer_tags = _strings(nested, "tags", "customer") or []
     customer_id = rl_customer_id or external_id or email
     if not (customer_id or phone or first or last):
         return None
