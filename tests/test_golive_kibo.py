@@ -86,6 +86,40 @@ async def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+async def return_one_line_to_kibo(
+    world: World, order: dict[str, Any], line: dict[str, Any], rma_id: str
+) -> None:
+    """Optoro's refunded RMA ``rma_id`` for one unit of ReturnLogic ``order``'s ``line`` (the
+    guide's first RMA, re-addressed), posted to the shop's RMA route; returns once the Kibo
+    sandbox holds a return for the order."""
+    message = json.loads(json.dumps(SCENARIOS[0].steps[1].request))
+    message["rma_identifier"] = rma_id
+    message["status"] = "REFUNDED"
+    message["items"] = message["items"][:1]
+    message["items"][0].update(
+        order_identifier=order["orderNumber"],
+        order_line_item_identifier=line["externalOrderItemId"],
+        sku=line["sku"],
+        package_tracking_status="DELIVERED",
+        receiving_status="RECEIVED",
+    )
+    world.route_kibo_notifications(SHOP)
+    async with world.session.post(
+        f"{world.url}/retailers/{SHOP}/optoro/rmas",
+        data=json.dumps(message),
+        headers={
+            "X-Optiturn-Id": OPTITURN_ID,
+            "Authorization": aiohttp.encode_basic_auth(WEBHOOK_USER, WEBHOOK_PASSWORD),
+        },
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+
+    async def created() -> bool:
+        return bool(world.kibo.find_returns(order["orderNumber"]))
+
+    await wait_for(created)
+
+
 def rma_steps(scenario: Scenario) -> list[Rma]:
     return [parse_rma(step.request) for step in scenario.steps if step.path == "/rmas"]
 
@@ -378,32 +412,7 @@ async def test_the_crosswalk_is_filled_from_the_returnlogic_order_snapshot(tmp_p
 
         await wait_for(synced, within=60)
         line = order["orderItems"][0]
-        message = json.loads(json.dumps(SCENARIOS[0].steps[1].request))
-        message["rma_identifier"] = "RL-FLOW-1"
-        message["status"] = "REFUNDED"
-        message["items"] = message["items"][:1]
-        message["items"][0].update(
-            order_identifier=order["orderNumber"],
-            order_line_item_identifier=line["externalOrderItemId"],
-            sku=line["sku"],
-            package_tracking_status="DELIVERED",
-            receiving_status="RECEIVED",
-        )
-        world.route_kibo_notifications(SHOP)
-        async with world.session.post(
-            f"{world.url}/retailers/{SHOP}/optoro/rmas",
-            data=json.dumps(message),
-            headers={
-                "X-Optiturn-Id": OPTITURN_ID,
-                "Authorization": aiohttp.encode_basic_auth(WEBHOOK_USER, WEBHOOK_PASSWORD),
-            },
-        ) as resp:
-            assert resp.status == 200, await resp.text()
-
-        async def created() -> bool:
-            return bool(world.kibo.find_returns(order["orderNumber"]))
-
-        await wait_for(created)
+        await return_one_line_to_kibo(world, order, line, "RL-FLOW-1")
         (kibo_return,) = world.kibo.find_returns(order["orderNumber"])
         assert kibo_return["item"][0]["orderItemID"] == int(line["rlOrderItemId"])
         assert kibo_return["orderID"] == int(order["externalOrderId"])

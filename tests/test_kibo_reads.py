@@ -11,11 +11,9 @@ order snapshot, an exchanged line), so what is recorded first stays.
 from __future__ import annotations
 
 import asyncio
-import json
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from adapters.kibo.client import OPEN_RETURN, OPEN_RETURNS, KiboReturnDestination, reconciler_key
@@ -23,8 +21,8 @@ from adapters.kibo.crosswalk import CROSSWALK, KIBO_ORDER_ID
 from bridge.http import OutboundRequest
 from bridge.store import Effect, EffectState, Store, Transaction
 from demo.scenarios import settle
-from demo.world import OPTITURN_ID, SHOP, WEBHOOK_PASSWORD, WEBHOOK_USER, running_world
-from tests.test_golive_kibo import SCENARIOS, wait_for
+from demo.world import SHOP, running_world
+from tests.test_golive_kibo import return_one_line_to_kibo, wait_for
 from tests.test_kibo_faults import FAST, RETAILER, refunds_received, up_to_carrier_scan
 
 
@@ -72,32 +70,7 @@ async def test_lines_learnt_from_the_order_snapshot_are_recorded_once_then_read_
 
         await wait_for(synced, within=60)
         line = order["orderItems"][0]
-        message = json.loads(json.dumps(SCENARIOS[0].steps[1].request))
-        message["rma_identifier"] = "RL-READS-1"
-        message["status"] = "REFUNDED"
-        message["items"] = message["items"][:1]
-        message["items"][0].update(
-            order_identifier=order["orderNumber"],
-            order_line_item_identifier=line["externalOrderItemId"],
-            sku=line["sku"],
-            package_tracking_status="DELIVERED",
-            receiving_status="RECEIVED",
-        )
-        world.route_kibo_notifications(SHOP)
-        async with world.session.post(
-            f"{world.url}/retailers/{SHOP}/optoro/rmas",
-            data=json.dumps(message),
-            headers={
-                "X-Optiturn-Id": OPTITURN_ID,
-                "Authorization": aiohttp.encode_basic_auth(WEBHOOK_USER, WEBHOOK_PASSWORD),
-            },
-        ) as resp:
-            assert resp.status == 200, await resp.text()
-
-        async def created() -> bool:
-            return bool(world.kibo.find_returns(order["orderNumber"]))
-
-        await wait_for(created)
+        await return_one_line_to_kibo(world, order, line, "RL-READS-1")
         (kibo_return,) = world.kibo.find_returns(order["orderNumber"])
         assert kibo_return["item"][0]["orderItemID"] == int(line["rlOrderItemId"])
         assert kibo_return["orderID"] == int(order["externalOrderId"])
