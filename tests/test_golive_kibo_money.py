@@ -21,7 +21,7 @@ from adapters.kibo.client import reconciler_key
 from bridge.errors import MappingError
 from bridge.store import EffectState
 from demo.scenarios import settle
-from demo.world import DEMO_LINE_IDS, KIBO_TOKEN, SHOP, running_world
+from demo.world import DEMO_LINE_IDS, KIBO_TOKEN, SHOP, World, running_world
 from mappings._json import dumps
 from mappings.kibo import return_response_to_ref
 from tests.daemon_process import until
@@ -80,6 +80,27 @@ def rma_in(money: Money, rma_id: str) -> dict[str, Any]:
     return body
 
 
+async def process_in_kibo(
+    w: World, return_id: int, accepted: dict[int, int], reduction: Decimal
+) -> None:
+    """Kibo's operator processes the return: ``accepted`` units per ``orderItemID``, with a
+    ``returnReductionOverride`` of ``reduction`` (the Kibo sandbox's process endpoint)."""
+    async with w.session.post(
+        w.kibo.process_url,
+        data=dumps(
+            {
+                "returnID": return_id,
+                "acceptedItemQuantity": [
+                    {"orderItemID": item, "quantityAccepted": qty} for item, qty in accepted.items()
+                ],
+                "returnReductionOverride": reduction,
+            }
+        ),
+        headers={"Authorization": f"Bearer {KIBO_TOKEN}", "Content-Type": "application/json"},
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+
+
 @pytest.mark.parametrize("told_by", ["notification", "reconciliation"])
 @pytest.mark.parametrize("money", [JPY, KWD], ids=lambda m: m.currency)
 async def test_kibo_amounts_and_the_refund_it_confirms_are_in_the_orders_currency(
@@ -118,21 +139,7 @@ async def test_kibo_amounts_and_the_refund_it_confirms_are_in_the_orders_currenc
 
         if told_by == "reconciliation":
             w.kibo.configure(drop_notifications=True)  # the cleared notification is lost
-        async with w.session.post(
-            w.kibo.process_url,
-            data=dumps(
-                {
-                    "returnID": created["returnID"],
-                    "acceptedItemQuantity": [
-                        {"orderItemID": 102, "quantityAccepted": 1},
-                        {"orderItemID": 101, "quantityAccepted": 0},
-                    ],
-                    "returnReductionOverride": Decimal(money.reduction),
-                }
-            ),
-            headers={"Authorization": f"Bearer {KIBO_TOKEN}", "Content-Type": "application/json"},
-        ) as resp:
-            assert resp.status == 200, await resp.text()
+        await process_in_kibo(w, created["returnID"], {102: 1, 101: 0}, Decimal(money.reduction))
         if told_by == "reconciliation":
             reconciler = w.runtime.find_shared(reconciler_key(SHOP))
             assert reconciler is not None
@@ -168,21 +175,7 @@ async def test_a_kibo_amount_finer_than_the_currency_is_refused_naming_the_field
         await until(lambda: w.kibo.find_returns(ORDER), 15, "the Kibo return")
         await settle(w)
         [created] = w.kibo.find_returns(ORDER)
-        async with w.session.post(
-            w.kibo.process_url,
-            data=dumps(
-                {
-                    "returnID": created["returnID"],
-                    "acceptedItemQuantity": [
-                        {"orderItemID": 102, "quantityAccepted": 1},
-                        {"orderItemID": 101, "quantityAccepted": 1},
-                    ],
-                    "returnReductionOverride": Decimal("0.5"),
-                }
-            ),
-            headers={"Authorization": f"Bearer {KIBO_TOKEN}", "Content-Type": "application/json"},
-        ) as resp:
-            assert resp.status == 200, await resp.text()
+        await process_in_kibo(w, created["returnID"], {102: 1, 101: 1}, Decimal("0.5"))
         await until(lambda: optoro_refunds(w), 15, "the refund confirmation")
         await settle(w)
 
@@ -260,21 +253,7 @@ async def test_a_lost_create_answer_settled_on_a_return_with_a_finer_amount_is_n
         await post_rma(w, rma_in(JPY, "GLMLOST"))
         await until(lambda: w.kibo.find_returns(ORDER), 15, "the Kibo return")
         [created] = w.kibo.find_returns(ORDER)
-        async with w.session.post(
-            w.kibo.process_url,
-            data=dumps(
-                {
-                    "returnID": created["returnID"],
-                    "acceptedItemQuantity": [
-                        {"orderItemID": 102, "quantityAccepted": 1},
-                        {"orderItemID": 101, "quantityAccepted": 0},
-                    ],
-                    "returnReductionOverride": Decimal("0.5"),
-                }
-            ),
-            headers={"Authorization": f"Bearer {KIBO_TOKEN}", "Content-Type": "application/json"},
-        ) as resp:
-            assert resp.status == 200, await resp.text()
+        await process_in_kibo(w, created["returnID"], {102: 1, 101: 0}, Decimal("0.5"))
         await until(lambda: optoro_refunds(w), 30, "the refund confirmation")
         await settle(w)
 
